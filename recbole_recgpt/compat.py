@@ -1,0 +1,52 @@
+"""The one place that makes RecBole 1.2.1 run on current numpy / pandas / torch / setuptools.
+
+Pinned in ``pyproject.toml`` (no code here can fix these from outside RecBole):
+
+* ``numpy<2``: ``recbole.config.Config.compatibility_settings`` assigns ``np.float_`` etc.,
+  which numpy 2 removed, so every ``Config(...)`` raises ``AttributeError``.
+* ``pandas<3``: RecBole's ``Dataset._fill_nan`` calls ``df[col].fillna(..., inplace=True)``,
+  a silent no-op under pandas 3 copy-on-write, so missing values would stay NaN.
+* ``setuptools<81``: ray (imported by ``recbole.trainer.hyper_tuning``) imports
+  ``pkg_resources``, which setuptools 81 removed.
+
+Patched here:
+
+* torch >= 2.6 loads with ``weights_only=True`` by default. RecBole's checkpoints pickle its
+  ``Config`` object with pickle protocol 4, which the weights-only unpickler refuses outright
+  (allow-listing classes does not help), so ``Trainer.evaluate(load_best_model=True)`` and
+  ``Trainer.resume_checkpoint`` fail on files RecBole itself just wrote. Only RecBole's trainer
+  module is given a ``torch`` whose ``load`` defaults to ``weights_only=False``; every other
+  ``torch.load`` in the process keeps torch's safe default. The plugin's own loaders pass
+  ``weights_only=False`` explicitly (see :func:`load_checkpoint`).
+"""
+
+import functools
+import types
+
+import torch
+
+import recbole.trainer.trainer as recbole_trainer_module
+
+
+def load_checkpoint(path, map_location=None):
+    """Load a RecBole / RecGPT checkpoint (a trusted file this library wrote)."""
+    return torch.load(path, map_location=map_location, weights_only=False)
+
+
+class _TorchForRecBoleCheckpoints(types.ModuleType):
+    """``torch`` as RecBole's trainer sees it: identical except ``load``'s default."""
+
+    def __init__(self):
+        super().__init__("torch")
+        self.load = functools.partial(torch.load, weights_only=False)
+
+    def __getattr__(self, name):
+        return getattr(torch, name)
+
+
+def patch_recbole_checkpoint_loading():
+    if not isinstance(recbole_trainer_module.torch, _TorchForRecBoleCheckpoints):
+        recbole_trainer_module.torch = _TorchForRecBoleCheckpoints()
+
+
+patch_recbole_checkpoint_loading()

@@ -1,0 +1,150 @@
+"""Training data as whole user sequences instead of RecBole's one padded row per prefix.
+
+RecBole's sequential datasets turn a history ``i_1..i_n`` into ``n - 1`` rows
+``(i_1..i_s) -> i_{s+1}``, each padded to ``MAX_ITEM_LIST_LENGTH``. A causal model
+supervised at every position gets exactly the same (prefix, next item) pairs from one pass
+over ``i_1..i_n``, so this loader yields each user's training sequence once, in batches of
+similar length (little padding) holding about ``train_batch_size`` pairs each.
+
+Sequences longer than ``MAX_ITEM_LIST_LENGTH + 1`` are cut, from the end, into windows of
+that many items, so every next item is still a target exactly once and no context exceeds
+``MAX_ITEM_LIST_LENGTH`` items; positions near the start of a later window see a shorter
+prefix than RecBole's sliding rows would give them.
+"""
+
+import numpy as np
+import torch
+
+from recbole.data.interaction import Interaction
+
+
+def user_training_sequences(dataset):
+    """Rebuild each user's training sequence from a RecBole sequential train split.
+
+    Returns ``(user_ids, sequences)``: an int64 array ``[U]`` and a list of int64 arrays,
+    oldest item first.
+    """
+    feat = dataset.inter_feat
+    uid_field, iid_field = dataset.uid_field, dataset.iid_field
+    user = feat[uid_field].numpy()
+    target = feat[iid_field].numpy()
+    first_item = feat[dataset.item_id_list_field][:, 0].numpy()
+    # Rows are in (user, time) order within each user; a stable sort keeps that order.
+    order = np.argsort(user, kind="stable")
+    user, target, first_item = user[order], target[order], first_item[order]
+    starts = np.flatnonzero(np.r_[True, user[1:] != user[:-1]])
+    ends = np.r_[starts[1:], len(user)]
+    sequences = [np.r_[first_item[s], target[s:e]] for s, e in zip(starts, ends)]
+    return user[starts], sequences
+
+
+def split_windows(sequence, window):
+    """Cut a sequence into windows of at most ``window`` items, from the end, that
+    overlap by one item so that every item after the first is a target exactly once."""
+    if len(sequence) <= window:
+        return [sequence]
+    windows = []
+    end = len(sequence)
+    while end > 1:
+        start = max(0, end - window)
+        windows.append(sequence[start:end])
+        end = start + 1
+    return windows[::-1]
+
+
+class UserSequenceDataLoader:
+    """Length-bucketed batches of whole user sequences for :class:`RecGPT`.
+
+    Each batch is an :class:`~recbole.data.interaction.Interaction` with ``ITEM_SEQ``
+    (inputs ``[B, T]``), ``TARGET_SEQ`` (next item per position, 0 = padding),
+    ``ITEM_SEQ_LEN`` ``[B]``, ``USER_ID`` ``[B]`` and, when ``neg_sample_num > 0``,
+    ``NEG_ITEM_ID`` ``[B, T, neg_sample_num]``: items drawn uniformly from those the user
+    has no training interaction with.
+    """
+
+    def __init__(self, config, dataset, neg_sample_num=0, shuffle=True):
+        self.dataset = dataset
+        self.shuffle = shuffle
+        self.neg_sample_num = neg_sample_num
+        self.pairs_per_batch = config["train_batch_size"]
+        self.n_items = dataset.item_num
+        self.uid_field = dataset.uid_field
+        self.item_seq_field = dataset.item_id_list_field
+        self.item_seq_len_field = dataset.item_list_length_field
+        self.target_seq_field = "target_" + self.item_seq_field
+        self.neg_field = config["NEG_PREFIX"] + dataset.iid_field
+
+        users, sequences = user_training_sequences(dataset)
+        window = config["MAX_ITEM_LIST_LENGTH"] + 1
+        rows = [(u, w) for u, s in zip(users, sequences) for w in split_windows(s, window) if len(w) > 1]
+        self.row_user = torch.tensor([u for u, _ in rows], dtype=torch.long)
+        self.row_length = torch.tensor([len(w) - 1 for _, w in rows], dtype=torch.long)
+        self.row_items = torch.zeros(len(rows), window, dtype=torch.long)
+        for r, (_, w) in enumerate(rows):
+            self.row_items[r, : len(w)] = torch.from_numpy(w)
+        # Sorted keys user * n_items + item of every training interaction, for an exact,
+        # vectorised "has the user seen this item" test when sampling negatives.
+        keys = np.concatenate([u * self.n_items + s for u, s in zip(users, sequences)])
+        self.seen_keys = torch.from_numpy(np.unique(keys))
+        self.batches = self._make_batches(torch.arange(len(rows)))
+
+    @property
+    def pair_count(self):
+        """Number of (prefix, next item) pairs in one epoch."""
+        return int(self.row_length.sum())
+
+    def _make_batches(self, order):
+        """Rows in ``order``, stably sorted by length, cut into ~``pairs_per_batch`` pairs."""
+        order = order[torch.sort(self.row_length[order], stable=True).indices]
+        pairs = torch.cumsum(self.row_length[order], 0)
+        batch_id = torch.div(pairs - 1, self.pairs_per_batch, rounding_mode="floor")
+        return list(torch.split(order, torch.unique_consecutive(batch_id, return_counts=True)[1].tolist()))
+
+    def __len__(self):
+        return len(self.batches)
+
+    def __iter__(self):
+        if self.shuffle:
+            # Shuffling before the stable sort varies who shares a batch between epochs.
+            self.batches = self._make_batches(torch.randperm(len(self.row_length)))
+            self.batches = [self.batches[i] for i in torch.randperm(len(self.batches)).tolist()]
+        for rows in self.batches:
+            yield self._batch(rows)
+
+    def _batch(self, rows):
+        length = self.row_length[rows]
+        items = self.row_items[rows, : int(length.max()) + 1]
+        inputs, targets = items[:, :-1].clone(), items[:, 1:].clone()
+        # A window's final item is a target only; past the row's length the inputs would
+        # otherwise still hold it.
+        past_end = torch.arange(inputs.size(1)) >= length.unsqueeze(1)
+        inputs[past_end] = 0
+        targets[past_end] = 0
+        fields = {
+            self.item_seq_field: inputs,
+            self.target_seq_field: targets,
+            self.item_seq_len_field: length,
+            self.uid_field: self.row_user[rows],
+        }
+        if self.neg_sample_num:
+            fields[self.neg_field] = self.sample_negatives(self.row_user[rows], inputs.size(1))
+        return Interaction(fields)
+
+    def sample_negatives(self, users, seq_len):
+        """``[B] -> [B, seq_len, neg_sample_num]`` unseen items, uniform over 1..n_items-1."""
+        shape = (len(users), seq_len, self.neg_sample_num)
+        negatives = torch.randint(1, self.n_items, shape)
+        user_keys = (users * self.n_items).view(-1, 1, 1)
+        for _ in range(100):
+            seen = self._seen(user_keys + negatives)
+            if not seen.any():
+                return negatives
+            negatives[seen] = torch.randint(1, self.n_items, (int(seen.sum()),))
+        raise ValueError(
+            "could not sample negatives: some user has interacted with nearly every item; "
+            "lower neg_sample_num or filter such users (user_inter_num_interval)"
+        )
+
+    def _seen(self, keys):
+        index = torch.searchsorted(self.seen_keys, keys).clamp(max=len(self.seen_keys) - 1)
+        return self.seen_keys[index] == keys

@@ -1,0 +1,3 @@
+from recbole_recgpt.model.recgpt import RecGPT
+
+__all__ = ["RecGPT"]

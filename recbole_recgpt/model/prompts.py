@@ -1,0 +1,156 @@
+"""Personalized prompts: a generator writes its own next-item predictions into a history.
+
+A *generator* is any callable ``generator(item_seq, segment_ids, mask, k) -> items`` that,
+for right-padded ``item_seq``/``segment_ids`` of shape ``[B, T]`` and a boolean ``mask`` of
+shape ``[B, T]``, returns its ``k`` best next items ``[mask.sum(), k]`` (best first) at the
+masked positions in row-major order; one causal pass gives all of them. Item id 0 is padding
+and is never a prompt.
+"""
+
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+
+REAL_SEGMENT = 0
+PROMPT_SEGMENT = 1
+PROMPT_MODES = ("insert", "replace_tail")
+
+
+@dataclass
+class PromptedBatch:
+    """Sequences ready for the transformer.
+
+    item_seq, segment_ids: ``[B, T]`` right-padded tokens and their segments.
+    target_seq: ``[B, T]`` next real item each position is trained on, 0 = unsupervised
+        (``None`` at inference).
+    last_item_index: ``[B]`` position of the last real history item.
+    tail_length: number of free slots right after the last real item (inference only), where
+        two-stage recall writes the last item's extension.
+    """
+
+    item_seq: torch.Tensor
+    segment_ids: torch.Tensor
+    target_seq: Optional[torch.Tensor]
+    last_item_index: torch.Tensor
+    tail_length: int = 0
+
+
+def top_items(scores, k):
+    """``[..., n_items] -> [..., k]``: the ``k`` best items, padding id 0 excluded."""
+    scores = scores.clone()
+    scores[..., 0] = -torch.inf
+    return scores.topk(k, dim=-1).indices
+
+
+class PromptBuilder:
+    """Extends histories with generated prompt tokens (segment 1).
+
+    ``insert`` (the paper): after every real item ``i_s`` the generator's top
+    ``prompt_length`` next items ``p_s^1..p_s^K`` are inserted, all from one causal pass over
+    the history: ``i_1, p_1^1..p_1^K, i_2, ..., i_t, p_t^1..p_t^K``. Every position of block
+    ``s`` is trained on the real next item ``i_{s+1}``.
+
+    ``replace_tail`` (the reference code's default): the last ``prompt_length`` inputs are
+    replaced by items generated greedily (top-1, one step at a time) after the remaining
+    prefix; each generated token keeps the target of the item it replaced. At inference the
+    history is left as it is.
+
+    ``supervise_prompts=False`` leaves prompt positions without a target.
+    """
+
+    def __init__(self, prompt_length, prompt_mode="insert", supervise_prompts=True):
+        if prompt_mode not in PROMPT_MODES:
+            raise ValueError(f"prompt_mode must be one of {PROMPT_MODES}, got {prompt_mode!r}")
+        self.prompt_length = prompt_length
+        self.prompt_mode = prompt_mode
+        self.supervise_prompts = supervise_prompts
+
+    @torch.no_grad()
+    def for_training(self, generator, item_seq, item_seq_len, target_seq):
+        """Inputs ``[B, T]`` with their next items ``[B, T]`` -> :class:`PromptedBatch`."""
+        if self.prompt_mode == "insert":
+            return self._insert(generator, item_seq, item_seq_len, target_seq)
+        return self._replace_tail(generator, item_seq, item_seq_len, target_seq)
+
+    @torch.no_grad()
+    def for_inference(self, generator, item_seq, item_seq_len):
+        """Histories ``[B, T]`` -> :class:`PromptedBatch` with ``prompt_length`` tail slots."""
+        if self.prompt_mode == "insert":
+            # The last block's prompts sit in the tail slots; causality keeps them out of the
+            # hidden state at the last real item, and stage 2 overwrites them.
+            return self._insert(generator, item_seq, item_seq_len, None)
+        return with_tail_slots(item_seq, item_seq_len, self.prompt_length)
+
+    def _insert(self, generator, item_seq, item_seq_len, target_seq):
+        batch_size, seq_len = item_seq.shape
+        block = self.prompt_length + 1
+        real = _valid_mask(item_seq_len, seq_len)
+        segments = torch.full_like(item_seq, REAL_SEGMENT)
+        prompts = item_seq.new_zeros(batch_size, seq_len, self.prompt_length)
+        if self.prompt_length:
+            prompts[real] = generator(item_seq, segments, real, self.prompt_length)
+
+        def interleave(real_part, prompt_part):
+            return torch.cat([real_part.unsqueeze(-1), prompt_part], dim=-1).reshape(
+                batch_size, seq_len * block
+            )
+
+        prompt_segments = torch.where(real, PROMPT_SEGMENT, REAL_SEGMENT)
+        extended_segments = interleave(segments, prompt_segments.unsqueeze(-1).expand_as(prompts))
+        extended_targets = None
+        if target_seq is not None:
+            prompt_targets = target_seq.unsqueeze(-1).expand_as(prompts)
+            if not self.supervise_prompts:
+                prompt_targets = torch.zeros_like(prompt_targets)
+            extended_targets = interleave(target_seq, prompt_targets)
+        return PromptedBatch(
+            item_seq=interleave(item_seq, prompts),
+            segment_ids=extended_segments,
+            target_seq=extended_targets,
+            last_item_index=(item_seq_len - 1) * block,
+            tail_length=self.prompt_length,
+        )
+
+    def _replace_tail(self, generator, item_seq, item_seq_len, target_seq):
+        item_seq = item_seq.clone()
+        segments = torch.full_like(item_seq, REAL_SEGMENT)
+        target_seq = target_seq.clone()
+        # At least one real item must remain to generate from.
+        tail = torch.clamp(item_seq_len - 1, max=self.prompt_length)
+        rows = torch.arange(item_seq.size(0), device=item_seq.device)
+        for step in range(self.prompt_length):
+            active = step < tail
+            if not active.any():
+                break
+            position = item_seq_len - tail + step
+            mask = torch.zeros_like(item_seq, dtype=torch.bool)
+            mask[rows[active], position[active] - 1] = True
+            next_item = generator(item_seq, segments, mask, 1).squeeze(-1)
+            item_seq[rows[active], position[active]] = next_item
+            segments[rows[active], position[active]] = PROMPT_SEGMENT
+            if not self.supervise_prompts:
+                target_seq[rows[active], position[active]] = 0
+        return PromptedBatch(
+            item_seq=item_seq,
+            segment_ids=segments,
+            target_seq=target_seq,
+            last_item_index=item_seq_len - 1,
+        )
+
+
+def with_tail_slots(item_seq, item_seq_len, tail_length):
+    """Histories without prompts, plus ``tail_length`` empty slots: ``[B, T] -> [B, T + K]``."""
+    padded = torch.nn.functional.pad(item_seq, (0, tail_length))
+    return PromptedBatch(
+        item_seq=padded,
+        segment_ids=torch.full_like(padded, REAL_SEGMENT),
+        target_seq=None,
+        last_item_index=item_seq_len - 1,
+        tail_length=tail_length,
+    )
+
+
+def _valid_mask(item_seq_len, seq_len):
+    """``[B] -> [B, T]``: True at the first ``item_seq_len`` positions of each row."""
+    return torch.arange(seq_len, device=item_seq_len.device) < item_seq_len.unsqueeze(-1)

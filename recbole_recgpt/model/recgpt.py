@@ -1,0 +1,185 @@
+"""RecGPT: Generative Personalized Prompts for Sequential Recommendation via ChatGPT Training
+Paradigm. Zhang et al., DASFAA 2024 (arXiv 2404.08675).
+
+Item ids are tokens. Phase 1 pre-trains a causal transformer to predict every next item
+(BCE against sampled negatives). Phase 2 writes the model's own top predictions into each
+history as prompt tokens and fine-tunes on the extended sequences with full-softmax NLL.
+Inference is two-stage recall (:mod:`recbole_recgpt.model.recall`).
+"""
+
+import contextlib
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from recbole.model.abstract_recommender import SequentialRecommender
+from recbole.utils import InputType
+
+from recbole_recgpt.model.layers import ItemGPT
+from recbole_recgpt.model.prompts import PromptBuilder, top_items, with_tail_slots
+from recbole_recgpt.model.recall import TwoStageRecall
+
+
+def required_positions(max_seq_length, prompt_length, prompt_mode):
+    """Position-table size the longest (prompted) sequence needs."""
+    if prompt_mode == "insert":
+        return max_seq_length * (prompt_length + 1)
+    return max_seq_length + prompt_length
+
+
+class RecGPT(SequentialRecommender):
+    r"""GPT over item ids with personalized prompt-tuning and two-stage recall.
+
+    Training batches (from :class:`recbole_recgpt.data.UserSequenceDataLoader`) hold whole
+    user sequences: ``ITEM_SEQ`` inputs ``[B, T]``, ``TARGET_SEQ`` the next item at each
+    position ``[B, T]`` (0 = padding) and, in pre-training, ``NEG_ITEM_ID`` ``[B, T, n_neg]``.
+    Evaluation batches are RecBole's own (history ``[B, L]`` and its length).
+    """
+
+    input_type = InputType.POINTWISE
+    GENERATION_CHUNK = 4096  # positions scored at once when writing prompts (memory bound)
+
+    def __init__(self, config, dataset):
+        super().__init__(config, dataset)
+
+        self.initializer_range = config["initializer_range"]
+        self.neg_sample_num = config["neg_sample_num"]
+        self.prompt_tuning = config["prompt_tuning"]
+        self.prompt_length = config["prompt_length"]
+        self.prompt_mode = config["prompt_mode"]
+        self.prompt_generator = config["prompt_generator"]
+        self.supervise_prompts = config["supervise_prompts"]
+        self.two_stage = config["two_stage"]
+        self.stage1_n = config["stage1_n"]
+        self.n_positions = config["n_positions"] or required_positions(
+            self.max_seq_length, self.prompt_length, self.prompt_mode
+        )
+        self.TARGET_SEQ = "target_" + self.ITEM_SEQ
+        self.n_users = dataset.num(self.USER_ID)
+
+        self.gpt = ItemGPT(self.n_items, self.n_positions, self.n_users, config)
+        # A frozen copy of the phase-1 network writes the prompts. It is part of the
+        # state dict so that a saved prompt-tuned model reloads with its prompt writer.
+        self.prompt_writer = None
+        if self.prompt_tuning and self.prompt_generator == "pretrained":
+            self.prompt_writer = ItemGPT(self.n_items, self.n_positions, self.n_users, config)
+            self.prompt_writer.requires_grad_(False)
+        self.register_buffer("prompt_tuned", torch.zeros((), dtype=torch.bool))
+        self.prompt_builder = PromptBuilder(self.prompt_length, self.prompt_mode, self.supervise_prompts)
+        self.two_stage_recall = TwoStageRecall(self.stage1_n)
+
+        self.apply(self._init_weights)
+
+    def _init_weights(self, module):
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            module.weight.data.normal_(mean=0.0, std=self.initializer_range)
+        elif isinstance(module, nn.LayerNorm):
+            module.bias.data.zero_()
+            module.weight.data.fill_(1.0)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            module.bias.data.zero_()
+
+    def train(self, mode=True):
+        super().train(mode)
+        if self.prompt_writer is not None:
+            self.prompt_writer.eval()
+        return self
+
+    def start_prompt_tuning(self):
+        """Enter phase 2: freeze a copy of the current network as the prompt writer."""
+        if self.prompt_writer is not None:
+            self.prompt_writer.load_state_dict(self.gpt.state_dict())
+        self.prompt_tuned.fill_(True)
+
+    def forward(self, item_seq, segment_ids=None, user_ids=None, network=None):
+        """``[B, T]`` tokens (and segments) -> ``[B, T, H]`` causal hidden states."""
+        network = network or self.gpt
+        if segment_ids is None:
+            segment_ids = torch.zeros_like(item_seq)
+        return network(item_seq, segment_ids, self.get_attention_mask(item_seq), user_ids)
+
+    def calculate_loss(self, interaction):
+        item_seq = interaction[self.ITEM_SEQ]
+        target_seq = interaction[self.TARGET_SEQ]
+        user_ids = interaction[self.USER_ID]
+        if not self.prompt_tuned:
+            return self._pretrain_loss(item_seq, target_seq, interaction[self.NEG_ITEM_ID], user_ids)
+        batch = self.prompt_builder.for_training(
+            self._generator(user_ids), item_seq, interaction[self.ITEM_SEQ_LEN], target_seq
+        )
+        hidden = self.forward(batch.item_seq, batch.segment_ids, user_ids)
+        supervised = batch.target_seq > 0
+        logits = self.gpt.item_scores(hidden[supervised])
+        return F.cross_entropy(logits, batch.target_seq[supervised])
+
+    def _pretrain_loss(self, item_seq, target_seq, neg_items, user_ids):
+        """BCE of every next item against ``n_neg`` sampled negatives, averaged per position."""
+        hidden = self.forward(item_seq, user_ids=user_ids)
+        supervised = target_seq > 0
+        hidden = hidden[supervised]  # [N, H]
+        item_table = self.gpt.item_embedding
+        pos_logits = (hidden * item_table(target_seq[supervised])).sum(-1)  # [N]
+        neg_logits = (hidden.unsqueeze(1) * item_table(neg_items[supervised])).sum(-1)  # [N, n_neg]
+        pos_loss = F.binary_cross_entropy_with_logits(pos_logits, torch.ones_like(pos_logits), reduction="sum")
+        neg_loss = F.binary_cross_entropy_with_logits(neg_logits, torch.zeros_like(neg_logits), reduction="sum")
+        return (pos_loss + neg_loss) / hidden.size(0)
+
+    def _generator(self, user_ids):
+        """The prompt writer as a generator for :class:`PromptBuilder` (no dropout)."""
+        network = self.prompt_writer or self.gpt
+
+        def top_next_items(item_seq, segment_ids, mask, k):
+            with _evaluation_mode(network):
+                hidden = self.forward(item_seq, segment_ids, user_ids, network)[mask]
+            # Scored in chunks: [positions, n_items] at once can take gigabytes.
+            chunks = hidden.split(self.GENERATION_CHUNK)
+            return torch.cat([top_items(network.item_scores(chunk), k) for chunk in chunks])
+
+        return top_next_items
+
+    def _scores_at(self, user_ids):
+        def score_at(item_seq, segment_ids, index):
+            hidden = self.forward(item_seq, segment_ids, user_ids)
+            return self.gpt.item_scores(self.gather_indexes(hidden, index))
+
+        return score_at
+
+    @property
+    def final_inference(self):
+        """Whether prompts / two-stage recall apply now: in the model's last phase only.
+
+        Phase 1 of a prompt-tuning run is validated on plain next-item ranking, the job it
+        is trained for; without prompt-tuning, phase 1 is the final model.
+        """
+        return bool(self.prompt_tuned) or not self.prompt_tuning
+
+    def full_sort_predict(self, interaction):
+        """History ``[B, L]`` -> scores ``[B, n_items]`` (two-stage order when enabled)."""
+        item_seq_len = interaction[self.ITEM_SEQ_LEN]
+        # Columns past the longest history are padding only; causality makes them inert.
+        item_seq = interaction[self.ITEM_SEQ][:, : int(item_seq_len.max())]
+        user_ids = interaction[self.USER_ID]
+        if self.prompt_tuned:
+            batch = self.prompt_builder.for_inference(self._generator(user_ids), item_seq, item_seq_len)
+        else:
+            batch = with_tail_slots(item_seq, item_seq_len, self.prompt_length)
+        score_at = self._scores_at(user_ids)
+        if self.two_stage and self.final_inference:
+            return self.two_stage_recall(score_at, batch)
+        return score_at(batch.item_seq, batch.segment_ids, batch.last_item_index)
+
+    def predict(self, interaction):
+        """Score of ``ITEM_ID`` for each row, read off the full-sort scores: ``[B]``."""
+        scores = self.full_sort_predict(interaction)
+        return scores.gather(1, interaction[self.ITEM_ID].unsqueeze(1)).squeeze(1)
+
+
+@contextlib.contextmanager
+def _evaluation_mode(module):
+    was_training = module.training
+    module.eval()
+    try:
+        yield
+    finally:
+        module.train(was_training)

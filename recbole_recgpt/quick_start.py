@@ -1,0 +1,117 @@
+"""Run any model (RecGPT or a RecBole built-in) through the same data, split and evaluator."""
+
+import json
+import logging
+from logging import getLogger
+from pathlib import Path
+
+import yaml
+
+from recbole.data import create_dataset, data_preparation
+from recbole.utils import init_logger, init_seed
+
+from recbole_recgpt.compat import load_checkpoint
+from recbole_recgpt.config import create_config
+from recbole_recgpt.utils import get_model, get_trainer
+
+
+def build(config):
+    """Dataset, loaders, model and trainer for a config, seeded as RecBole does."""
+    init_seed(config["seed"], config["reproducibility"])
+    dataset = create_dataset(config)
+    train_data, valid_data, test_data = data_preparation(config, dataset)
+    init_seed(config["seed"], config["reproducibility"])
+    model = get_model(config["model"])(config, train_data.dataset).to(config["device"])
+    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+    return dataset, (train_data, valid_data, test_data), model, trainer
+
+
+def run_recgpt(model="RecGPT", dataset="ml-100k", config_files=None, config_dict=None, saved=True, result_file=None):
+    """Train, validate and test one model; return (and optionally write as JSON) the results.
+
+    The result holds ``best_valid_result`` and ``test_result`` (RecBole's metric keys, e.g.
+    ``ndcg@10``), per-phase ``epochs`` and seconds, and the resolved config.
+    """
+    config = create_config(model, dataset, config_files, config_dict)
+    init_logger(config)
+    logger = getLogger()
+    logger.info(config)
+    _, (train_data, valid_data, test_data), model, trainer = build(config)
+    logger.info(model)
+
+    best_valid_score, best_valid_result = trainer.fit(
+        train_data, valid_data, saved=saved, show_progress=config["show_progress"]
+    )
+    test_result = trainer.evaluate(test_data, load_best_model=saved, show_progress=config["show_progress"])
+    logger.info(f"best valid: {best_valid_result}")
+    logger.info(f"test result: {test_result}")
+
+    result = {
+        "model": config["model"],
+        "dataset": config["dataset"],
+        "best_valid_score": best_valid_score,
+        "best_valid_result": _plain(best_valid_result),
+        "test_result": _plain(test_result),
+        "phases": trainer.phases,
+        "checkpoint": trainer.saved_model_file if saved else None,
+        "config": {key: _jsonable(value) for key, value in config.final_config_dict.items()},
+    }
+    if result_file:
+        Path(result_file).parent.mkdir(parents=True, exist_ok=True)
+        Path(result_file).write_text(json.dumps(result, indent=2, sort_keys=False) + "\n")
+    return result
+
+
+def objective_function(config_dict=None, config_file_list=None, saved=False):
+    """RecBole ``HyperTuning`` objective that also finds plugin models.
+
+    The model and dataset come from ``config_dict`` or the fixed config files
+    (keys ``model`` and ``dataset``), as in RecBole.
+    """
+    settings = dict(config_dict or {})
+    for path in config_file_list or []:
+        settings = {**(yaml.safe_load(Path(path).read_text()) or {}), **settings}
+    logging.getLogger().setLevel(logging.ERROR)
+    result = run_recgpt(
+        model=settings.get("model", "RecGPT"),
+        dataset=settings.get("dataset", "ml-100k"),
+        config_files=config_file_list,
+        config_dict=config_dict,
+        saved=saved,
+    )
+    return {
+        "model": result["model"],
+        "best_valid_score": result["best_valid_score"],
+        "valid_score_bigger": result["config"]["valid_metric_bigger"],
+        "best_valid_result": result["best_valid_result"],
+        "test_result": result["test_result"],
+    }
+
+
+def load_data_and_model(model_file):
+    """RecBole's ``load_data_and_model`` for plugin models: config, model (weights loaded),
+    dataset and the three loaders, rebuilt from a checkpoint."""
+    checkpoint = load_checkpoint(model_file)
+    config = checkpoint["config"]
+    init_logger(config)
+    dataset, loaders, model, _ = build(config)
+    model.load_state_dict(checkpoint["state_dict"])
+    model.load_other_parameter(checkpoint.get("other_parameter"))
+    return (config, model, dataset, *loaders)
+
+
+def _plain(result):
+    return None if result is None else {key: float(value) for key, value in result.items()}
+
+
+def _jsonable(value):
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    return str(value)
+
+
+__all__ = ["run_recgpt", "objective_function", "load_data_and_model", "build"]
