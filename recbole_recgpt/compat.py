@@ -8,6 +8,12 @@ Pinned in ``pyproject.toml`` (no code here can fix these from outside RecBole):
   a silent no-op under pandas 3 copy-on-write, so missing values would stay NaN.
 * ``setuptools<81``: ray (imported by ``recbole.trainer.hyper_tuning``) imports
   ``pkg_resources``, which setuptools 81 removed.
+* ``hyperopt==0.2.5``: RecBole's exhaustive search passes a ``RandomState`` where
+  hyperopt >= 0.2.7 calls ``rng.integers`` (``AttributeError`` on the first trial).
+
+Silenced here: pandas 2.x warns on every dataset load that RecBole's ``fillna(inplace=True)``
+will stop working in pandas 3 (it works under the pin), and torch warns on every epoch about
+RecBole's ``torch.cuda.amp.GradScaler`` spelling.
 
 Patched here:
 
@@ -22,6 +28,7 @@ Patched here:
 
 import functools
 import types
+import warnings
 
 import torch
 
@@ -50,3 +57,5 @@ def patch_recbole_checkpoint_loading():
 
 
 patch_recbole_checkpoint_loading()
+warnings.filterwarnings("ignore", message=r"(?s).*inplace method will never work", category=FutureWarning)
+warnings.filterwarnings("ignore", message=r"(?s).*torch\.cuda\.amp\.GradScaler", category=FutureWarning)

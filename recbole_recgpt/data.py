@@ -72,6 +72,8 @@ class UserSequenceDataLoader:
         self.item_seq_field = dataset.item_id_list_field
         self.item_seq_len_field = dataset.item_list_length_field
         self.target_seq_field = "target_" + self.item_seq_field
+        self.segment_seq_field = "segment_" + self.item_seq_field
+        self.prompted = None
         self.neg_field = config["NEG_PREFIX"] + dataset.iid_field
 
         users, sequences = user_training_sequences(dataset)
@@ -111,7 +113,39 @@ class UserSequenceDataLoader:
         for rows in self.batches:
             yield self._batch(rows)
 
+    def write_prompts(self, prompt_batch):
+        """Prompt every row once; later batches carry the prompted sequences.
+
+        ``prompt_batch(item_seq, item_seq_len, target_seq, user_ids)`` returns a
+        :class:`~recbole_recgpt.model.prompts.PromptedBatch`. Worth it only when the prompts
+        cannot change during training (a frozen prompt writer).
+        """
+        self.prompted = None
+        written = [(rows, prompt_batch(*self._plain_fields(rows))) for rows in self._make_batches(torch.arange(len(self.row_length)))]
+        width = max(batch.item_seq.size(1) for _, batch in written)
+        prompted = {name: torch.zeros(len(self.row_length), width, dtype=torch.long) for name in ("items", "segments", "targets")}
+        for rows, batch in written:
+            for name, values in zip(prompted, (batch.item_seq, batch.segment_ids, batch.target_seq)):
+                prompted[name][rows, : values.size(1)] = values
+        prompted["length"] = (prompted["items"] > 0).sum(dim=1)
+        self.prompted = prompted
+
+    def _plain_fields(self, rows):
+        batch = self._batch(rows)
+        return tuple(batch[f] for f in (self.item_seq_field, self.item_seq_len_field, self.target_seq_field, self.uid_field))
+
     def _batch(self, rows):
+        if self.prompted is not None:
+            width = int(self.prompted["length"][rows].max())
+            return Interaction(
+                {
+                    self.item_seq_field: self.prompted["items"][rows, :width],
+                    self.segment_seq_field: self.prompted["segments"][rows, :width],
+                    self.target_seq_field: self.prompted["targets"][rows, :width],
+                    self.item_seq_len_field: self.row_length[rows],
+                    self.uid_field: self.row_user[rows],
+                }
+            )
         length = self.row_length[rows]
         items = self.row_items[rows, : int(length.max()) + 1]
         inputs, targets = items[:, :-1].clone(), items[:, 1:].clone()

@@ -62,21 +62,24 @@ def run_recgpt(model="RecGPT", dataset="ml-100k", config_files=None, config_dict
     return result
 
 
-def objective_function(config_dict=None, config_file_list=None, saved=False):
+def objective_function(config_dict=None, config_file_list=None, saved=False, model=None, dataset=None, base_config=None):
     """RecBole ``HyperTuning`` objective that also finds plugin models.
 
-    The model and dataset come from ``config_dict`` or the fixed config files
-    (keys ``model`` and ``dataset``), as in RecBole.
+    ``HyperTuning`` calls it with the sampled parameters and its fixed config files. The
+    model and dataset are the ``model`` / ``dataset`` keys of those (as in RecBole), else
+    the keyword arguments (bind them with ``functools.partial``); ``base_config`` holds
+    fixed overrides such as ``data_path``.
     """
-    settings = dict(config_dict or {})
+    settings = {}
     for path in config_file_list or []:
-        settings = {**(yaml.safe_load(Path(path).read_text()) or {}), **settings}
+        settings.update(yaml.safe_load(Path(path).read_text()) or {})
+    settings.update(config_dict or {})
     logging.getLogger().setLevel(logging.ERROR)
     result = run_recgpt(
-        model=settings.get("model", "RecGPT"),
-        dataset=settings.get("dataset", "ml-100k"),
+        model=settings.get("model", model or "RecGPT"),
+        dataset=settings.get("dataset", dataset or "ml-100k"),
         config_files=config_file_list,
-        config_dict=config_dict,
+        config_dict={**(base_config or {}), **(config_dict or {})},
         saved=saved,
     )
     return {

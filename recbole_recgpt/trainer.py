@@ -72,6 +72,9 @@ class RecGPTTrainer(EpochTimer, Trainer):
         if self.config["prompt_tuning"]:
             self.model.start_prompt_tuning()
             loader = UserSequenceDataLoader(self.config, train_dataset)
+            if self.model.prompt_writer is not None:
+                # A frozen writer's prompts never change: write them once for the phase.
+                loader.write_prompts(self.model.prompted_training_batch)
             result = self.run_phase(
                 "finetune", loader, self.config["finetune_epochs"], self.config["finetune_learning_rate"], **run_phase
             )

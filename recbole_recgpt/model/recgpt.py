@@ -33,12 +33,14 @@ class RecGPT(SequentialRecommender):
 
     Training batches (from :class:`recbole_recgpt.data.UserSequenceDataLoader`) hold whole
     user sequences: ``ITEM_SEQ`` inputs ``[B, T]``, ``TARGET_SEQ`` the next item at each
-    position ``[B, T]`` (0 = padding) and, in pre-training, ``NEG_ITEM_ID`` ``[B, T, n_neg]``.
+    position ``[B, T]`` (0 = padding) and, in pre-training, ``NEG_ITEM_ID`` ``[B, T, n_neg]``;
+    in prompt-tuning they may come already prompted, with ``SEGMENT_SEQ`` ``[B, T]``.
     Evaluation batches are RecBole's own (history ``[B, L]`` and its length).
     """
 
     input_type = InputType.POINTWISE
     GENERATION_CHUNK = 4096  # positions scored at once when writing prompts (memory bound)
+    EVAL_TOKENS_PER_GROUP = 16384  # history tokens per length group in full-sort scoring
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
@@ -56,6 +58,7 @@ class RecGPT(SequentialRecommender):
             self.max_seq_length, self.prompt_length, self.prompt_mode
         )
         self.TARGET_SEQ = "target_" + self.ITEM_SEQ
+        self.SEGMENT_SEQ = "segment_" + self.ITEM_SEQ
         self.n_users = dataset.num(self.USER_ID)
 
         self.gpt = ItemGPT(self.n_items, self.n_positions, self.n_users, config)
@@ -105,13 +108,20 @@ class RecGPT(SequentialRecommender):
         user_ids = interaction[self.USER_ID]
         if not self.prompt_tuned:
             return self._pretrain_loss(item_seq, target_seq, interaction[self.NEG_ITEM_ID], user_ids)
-        batch = self.prompt_builder.for_training(
-            self._generator(user_ids), item_seq, interaction[self.ITEM_SEQ_LEN], target_seq
-        )
-        hidden = self.forward(batch.item_seq, batch.segment_ids, user_ids)
-        supervised = batch.target_seq > 0
+        if self.SEGMENT_SEQ in interaction:
+            # Already prompted by the loader (a frozen writer's prompts are written once).
+            segment_ids = interaction[self.SEGMENT_SEQ]
+        else:
+            batch = self.prompted_training_batch(item_seq, interaction[self.ITEM_SEQ_LEN], target_seq, user_ids)
+            item_seq, segment_ids, target_seq = batch.item_seq, batch.segment_ids, batch.target_seq
+        hidden = self.forward(item_seq, segment_ids, user_ids)
+        supervised = target_seq > 0
         logits = self.gpt.item_scores(hidden[supervised])
-        return F.cross_entropy(logits, batch.target_seq[supervised])
+        return F.cross_entropy(logits, target_seq[supervised])
+
+    def prompted_training_batch(self, item_seq, item_seq_len, target_seq, user_ids):
+        """Training inputs ``[B, T]`` -> their prompt-extended :class:`PromptedBatch`."""
+        return self.prompt_builder.for_training(self._generator(user_ids), item_seq, item_seq_len, target_seq)
 
     def _pretrain_loss(self, item_seq, target_seq, neg_items, user_ids):
         """BCE of every next item against ``n_neg`` sampled negatives, averaged per position."""
@@ -155,11 +165,25 @@ class RecGPT(SequentialRecommender):
         return bool(self.prompt_tuned) or not self.prompt_tuning
 
     def full_sort_predict(self, interaction):
-        """History ``[B, L]`` -> scores ``[B, n_items]`` (two-stage order when enabled)."""
+        """History ``[B, L]`` -> scores ``[B, n_items]`` (two-stage order when enabled).
+
+        Users are scored in groups of similar history length, each trimmed to its longest
+        history: causal attention makes trailing padding inert, so this changes no score and
+        spends no compute on padding.
+        """
         item_seq_len = interaction[self.ITEM_SEQ_LEN]
-        # Columns past the longest history are padding only; causality makes them inert.
-        item_seq = interaction[self.ITEM_SEQ][:, : int(item_seq_len.max())]
+        item_seq = interaction[self.ITEM_SEQ]
         user_ids = interaction[self.USER_ID]
+        scores = None
+        for rows in length_groups(item_seq_len, self.EVAL_TOKENS_PER_GROUP):
+            lengths = item_seq_len[rows]
+            group_scores = self._full_sort_group(item_seq[rows, : int(lengths.max())], lengths, user_ids[rows])
+            if scores is None:
+                scores = group_scores.new_empty(len(item_seq_len), group_scores.size(1))
+            scores[rows] = group_scores
+        return scores
+
+    def _full_sort_group(self, item_seq, item_seq_len, user_ids):
         if self.prompt_tuned:
             batch = self.prompt_builder.for_inference(self._generator(user_ids), item_seq, item_seq_len)
         else:
@@ -173,6 +197,20 @@ class RecGPT(SequentialRecommender):
         """Score of ``ITEM_ID`` for each row, read off the full-sort scores: ``[B]``."""
         scores = self.full_sort_predict(interaction)
         return scores.gather(1, interaction[self.ITEM_ID].unsqueeze(1)).squeeze(1)
+
+
+def length_groups(lengths, tokens_per_group):
+    """Row indices ``[B] -> list of index tensors``, shortest rows first, each group holding
+    at most ``tokens_per_group`` tokens once padded to its longest row (at least one row)."""
+    order = torch.argsort(lengths, stable=True)
+    groups, start = [], 0
+    while start < len(order):
+        stop = start + 1
+        while stop < len(order) and (stop + 1 - start) * int(lengths[order[stop]]) <= tokens_per_group:
+            stop += 1
+        groups.append(order[start:stop])
+        start = stop
+    return groups
 
 
 @contextlib.contextmanager

@@ -1,0 +1,92 @@
+"""Command lines of ``run_recgpt.py`` and ``run_hyper.py``."""
+
+import argparse
+import functools
+
+RUN_USAGE = """Train and evaluate RecGPT (or a RecBole baseline) on one dataset.
+
+    python run_recgpt.py                                   # RecGPT on ml-100k (in the recbole wheel)
+    python run_recgpt.py --dataset=amazon-beauty --data_path=../shared/datasets
+    python run_recgpt.py --model=SASRec --dataset=amazon-beauty --data_path=../shared/datasets
+    python run_recgpt.py --epochs=1 --finetune_epochs=1 --result_file=r.json
+
+Any other --key=value overrides a RecBole / RecGPT parameter (see properties/).
+"""
+
+HYPER_USAGE = """Hyper-parameter search with RecBole's HyperTuning, for RecGPT or any RecBole model.
+
+    python run_hyper.py --dataset=amazon-beauty --data_path=../shared/datasets \\
+        --params_file=properties/hyper/RecGPT.hyper --output_file=hyper-RecGPT.txt
+
+The search space uses RecBole's format (name choice [a,b] / uniform lo,hi / loguniform lo,hi).
+Any other --key=value is a fixed override for every trial.
+"""
+
+
+def _parser(usage):
+    parser = argparse.ArgumentParser(description=usage, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="RecGPT", help="RecGPT or a RecBole model name (SASRec, BERT4Rec, ...)")
+    parser.add_argument("--dataset", default="ml-100k", help="dataset name (a folder under --data_path)")
+    parser.add_argument("--config_files", default="", help="space-separated yaml files, applied in order")
+    parser.add_argument("--data_path", default=None, help="folder holding <dataset>/<dataset>.inter")
+    return parser
+
+
+def _parse(parser, argv):
+    """Known options plus every other ``--key=value`` as a config override (strings; RecBole
+    converts them as it does its own command line)."""
+    args, rest = parser.parse_known_args(argv)
+    overrides = {}
+    for arg in rest:
+        key, sep, value = arg[2:].partition("=") if arg.startswith("--") else ("", "", "")
+        if not key or not sep:
+            parser.error(f"unrecognised argument {arg!r}; parameters are given as --key=value")
+        overrides[key] = value
+    if args.data_path is not None:
+        overrides["data_path"] = args.data_path
+    return args, overrides
+
+
+def run_main(argv=None):
+    from recbole_recgpt.quick_start import run_recgpt
+
+    parser = _parser(RUN_USAGE)
+    parser.add_argument("--result_file", default=None, help="write the results as JSON here")
+    args, overrides = _parse(parser, argv)
+    run_recgpt(
+        model=args.model,
+        dataset=args.dataset,
+        config_files=args.config_files.split(),
+        config_dict=overrides,
+        result_file=args.result_file,
+    )
+
+
+def hyper_main(argv=None):
+    from recbole.trainer import HyperTuning
+
+    from recbole_recgpt.quick_start import objective_function
+
+    parser = _parser(HYPER_USAGE)
+    parser.add_argument("--params_file", default="properties/hyper/RecGPT.hyper")
+    parser.add_argument("--algo", default="exhaustive", choices=["exhaustive", "random", "bayes"])
+    parser.add_argument("--max_evals", type=int, default=100)
+    parser.add_argument("--early_stop", type=int, default=10, help="stop after this many trials without progress")
+    parser.add_argument("--output_file", default="hyper_result.txt")
+    args, overrides = _parse(parser, argv)
+    objective = functools.partial(objective_function, model=args.model, dataset=args.dataset, base_config=overrides)
+    tuner = HyperTuning(
+        objective,
+        params_file=args.params_file,
+        fixed_config_file_list=args.config_files.split() or None,
+        algo=args.algo,
+        max_evals=args.max_evals,
+        early_stop=args.early_stop,
+    )
+    tuner.run()
+    tuner.export_result(output_file=args.output_file)
+    best = tuner.params2result[tuner.params2str(tuner.best_params)]
+    print("best params:", tuner.best_params)
+    print("best valid result:", best["best_valid_result"])
+    print("test result:", best["test_result"])
+    return tuner

@@ -1,0 +1,42 @@
+"""The compatibility fixes for RecBole 1.2.1 on current libraries."""
+
+import pickle
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import recbole_recgpt  # noqa: F401  (applies the patches)
+import recbole.trainer.trainer as recbole_trainer_module
+
+
+def test_pins_hold():
+    assert int(np.__version__.split(".")[0]) < 2
+    assert int(pd.__version__.split(".")[0]) < 3
+    import pkg_resources  # noqa: F401  (ray needs it)
+
+
+def test_recbole_config_builds():
+    from recbole.config import Config
+
+    config = Config(model="Pop", dataset="ml-100k", config_dict={"show_progress": False})
+    assert config["model"] == "Pop"
+
+
+@pytest.fixture
+def recbole_checkpoint(tmp_path):
+    from recbole.config import Config
+
+    path = tmp_path / "checkpoint.pth"
+    torch.save({"config": Config(model="Pop", dataset="ml-100k"), "state_dict": {}}, path, pickle_protocol=4)
+    return path
+
+
+def test_recbole_trainer_reads_its_own_checkpoints(recbole_checkpoint):
+    assert recbole_trainer_module.torch.load(recbole_checkpoint)["config"]["model"] == "Pop"
+
+
+def test_other_torch_loads_keep_the_safe_default(recbole_checkpoint):
+    with pytest.raises(pickle.UnpicklingError):
+        torch.load(recbole_checkpoint)

@@ -1,0 +1,195 @@
+"""RecGPT model: causality, one-pass exactness, learning, save and reload."""
+
+import pytest
+import torch
+
+from recbole.data.interaction import Interaction
+
+from recbole_recgpt.data import UserSequenceDataLoader
+from recbole_recgpt.quick_start import build, load_data_and_model, run_recgpt
+from tests.conftest import TINY_CONFIG
+
+
+@pytest.fixture
+def tiny(tiny_config):
+    """``tiny(**overrides)`` -> (config, (train, valid, test) loaders, model)."""
+
+    def make(**overrides):
+        config = tiny_config(**overrides)
+        _, loaders, model, _ = build(config)
+        return config, loaders, model
+
+    return make
+
+
+def test_changing_a_later_item_never_changes_an_earlier_hidden_state(tiny):
+    _, _, model = tiny(hidden_dropout_prob=0.1, attn_dropout_prob=0.1)
+    model.eval()
+    seq = torch.tensor([[3, 7, 2, 9, 4, 5]])
+    changed = seq.clone()
+    changed[0, 4] = 11
+    before, after = model.forward(seq), model.forward(changed)
+    torch.testing.assert_close(before[:, :4], after[:, :4], rtol=0, atol=0)
+    assert not torch.allclose(before[:, 4], after[:, 4])
+
+
+def test_one_causal_pass_equals_recbole_prefix_rows(tiny):
+    """The hidden state at position t of a whole-sequence pass is what a RecBole row with
+    the prefix i_1..i_t (right-padded to MAX_ITEM_LIST_LENGTH) gives."""
+    config, (train_data, _, _), model = tiny()
+    model.eval()
+    loader = UserSequenceDataLoader(config, train_data.dataset, shuffle=False)
+    batch = next(iter(loader))
+    whole = model.forward(batch[model.ITEM_SEQ])
+    width = TINY_CONFIG["MAX_ITEM_LIST_LENGTH"]
+    compared = 0
+    for row, length in enumerate(batch[model.ITEM_SEQ_LEN].tolist()):
+        for t in range(length):
+            prefix = torch.zeros(1, width, dtype=torch.long)
+            prefix[0, : t + 1] = batch[model.ITEM_SEQ][row, : t + 1]
+            alone = model.forward(prefix)[0, t]
+            torch.testing.assert_close(whole[row, t], alone, rtol=1e-5, atol=1e-5)
+            compared += 1
+    assert compared > 20
+
+
+def overfit(model, batch, steps=150):
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=0.01)
+    model.train()
+    losses = []
+    for _ in range(steps):
+        optimizer.zero_grad()
+        loss = model.calculate_loss(batch)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    return losses
+
+
+def test_pretraining_loss_falls_on_a_tiny_set(tiny):
+    config, (train_data, _, _), model = tiny()
+    batch = next(iter(UserSequenceDataLoader(config, train_data.dataset, neg_sample_num=1)))
+    losses = overfit(model, batch)
+    assert losses[-1] < 0.3 * losses[0]
+
+
+def test_prompt_tuning_loss_falls_on_a_tiny_set(tiny):
+    config, (train_data, _, _), model = tiny()
+    model.start_prompt_tuning()
+    batch = next(iter(UserSequenceDataLoader(config, train_data.dataset)))
+    losses = overfit(model, batch)
+    assert losses[-1] < 0.3 * losses[0]
+
+
+def test_prompt_writer_stays_frozen_while_tuning(tiny):
+    config, (train_data, _, _), model = tiny()
+    model.start_prompt_tuning()
+    writer_before = {k: v.clone() for k, v in model.prompt_writer.state_dict().items()}
+    batch = next(iter(UserSequenceDataLoader(config, train_data.dataset)))
+    overfit(model, batch, steps=5)
+    for key, value in model.prompt_writer.state_dict().items():
+        torch.testing.assert_close(value, writer_before[key], rtol=0, atol=0)
+    assert not torch.equal(model.gpt.item_embedding.weight, model.prompt_writer.item_embedding.weight)
+
+
+def test_full_sort_scores_are_exactly_the_two_stage_list(tiny):
+    _, (_, _, test_data), model = tiny()
+    model.start_prompt_tuning()
+    model.eval()
+    interaction = next(iter(test_data))[0]
+    scores = model.full_sort_predict(interaction)
+    scores[:, 0] = -torch.inf
+    n = model.stage1_n
+    # Recompute both stages by hand from the same prompted history.
+    seq, lengths = interaction[model.ITEM_SEQ], interaction[model.ITEM_SEQ_LEN]
+    seq = seq[:, : int(lengths.max())]
+    batch = model.prompt_builder.for_inference(model._generator(None), seq, lengths)
+    score_at = model._scores_at(None)
+    stage1 = score_at(batch.item_seq, batch.segment_ids, batch.last_item_index)
+    stage1[:, 0] = -torch.inf
+    stage1_items = stage1.topk(n, dim=1).indices
+    ranked = scores.topk(10, dim=1).indices
+    assert torch.equal(ranked[:, :n], stage1_items)
+    extended, segments, end = model.two_stage_recall.extend_with(batch, stage1_items)
+    stage2 = score_at(extended, segments, end)
+    stage2[:, 0] = -torch.inf
+    stage2.scatter_(1, stage1_items, -torch.inf)
+    assert torch.equal(ranked[:, n:], stage2.topk(10 - n, dim=1).indices)
+
+
+def test_predict_agrees_with_full_sort(tiny):
+    _, (_, _, test_data), model = tiny()
+    model.eval()
+    interaction = next(iter(test_data))[0]
+    full = model.full_sort_predict(interaction)
+    items = torch.arange(len(interaction)) % (model.n_items - 1) + 1
+    with_items = Interaction({**interaction.interaction, model.ITEM_ID: items})
+    torch.testing.assert_close(model.predict(with_items), full[torch.arange(len(items)), items])
+
+
+def test_a_saved_model_reloads_with_identical_scores(tiny_data_path, tmp_path):
+    settings = {**TINY_CONFIG, "data_path": str(tiny_data_path), "checkpoint_dir": str(tmp_path)}
+    result = run_recgpt("RecGPT", "tiny", config_dict=settings)
+    _, model, _, _, _, test_data = load_data_and_model(result["checkpoint"])
+    assert bool(model.prompt_tuned)
+    model.eval()
+    interaction = next(iter(test_data))[0]
+    first = model.full_sort_predict(interaction)
+    _, again, _, _, _, _ = load_data_and_model(result["checkpoint"])
+    again.eval()
+    torch.testing.assert_close(again.full_sort_predict(interaction), first, rtol=0, atol=0)
+    # The reloaded model reproduces the test metrics of the run that saved it.
+    assert result["test_result"] == pytest.approx(reevaluate(result["checkpoint"]))
+
+
+def reevaluate(checkpoint):
+    from recbole_recgpt.utils import get_trainer
+
+    config, model, _, _, _, test_data = load_data_and_model(checkpoint)
+    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+    return dict(trainer.evaluate(test_data, load_best_model=False))
+
+
+def test_prompts_written_once_equal_prompts_written_per_batch(tiny):
+    config, (train_data, _, _), model = tiny()
+    model.start_prompt_tuning()
+    model.eval()
+    loader = UserSequenceDataLoader(config, train_data.dataset, shuffle=False)
+    per_batch = list(loader)
+    loader.write_prompts(model.prompted_training_batch)
+    written_once = list(loader)
+    assert len(per_batch) == len(written_once) > 1
+    for plain, cached in zip(per_batch, written_once):
+        fresh = model.prompted_training_batch(
+            plain[model.ITEM_SEQ], plain[model.ITEM_SEQ_LEN], plain[model.TARGET_SEQ], plain[model.USER_ID]
+        )
+        width = cached[model.ITEM_SEQ].size(1)
+        assert not fresh.item_seq[:, width:].any()
+        assert torch.equal(fresh.item_seq[:, :width], cached[model.ITEM_SEQ])
+        assert torch.equal(fresh.segment_ids[:, :width], cached[model.SEGMENT_SEQ])
+        assert torch.equal(fresh.target_seq[:, :width], cached[model.TARGET_SEQ])
+        torch.testing.assert_close(model.calculate_loss(plain), model.calculate_loss(cached))
+
+
+@pytest.mark.parametrize("prompt_tuned", [False, True])
+def test_length_grouped_scoring_changes_no_score(tiny, prompt_tuned):
+    _, (_, _, test_data), model = tiny()
+    if prompt_tuned:
+        model.start_prompt_tuning()
+    model.eval()
+    interaction = next(iter(test_data))[0]
+    model.EVAL_TOKENS_PER_GROUP = 12
+    grouped = model.full_sort_predict(interaction)
+    model.EVAL_TOKENS_PER_GROUP = 10**9
+    whole = model.full_sort_predict(interaction)
+    torch.testing.assert_close(grouped, whole, rtol=1e-5, atol=1e-5)
+
+
+def test_length_groups_cover_every_row_once_within_the_budget():
+    from recbole_recgpt.model.recgpt import length_groups
+
+    lengths = torch.tensor([5, 1, 3, 3, 9, 2, 2, 7])
+    groups = length_groups(lengths, 8)
+    assert sorted(torch.cat(groups).tolist()) == list(range(8))
+    for rows in groups:
+        assert len(rows) == 1 or len(rows) * int(lengths[rows].max()) <= 8

@@ -1,0 +1,104 @@
+"""The prompt builder, specified on a hand-made generator with a known ranking.
+
+The generator ranks, after item x, the items x+1, x+2, ... first (wrapping within 1..9), so
+every prompt in these tests can be written down by hand.
+"""
+
+import torch
+
+from recbole_recgpt.model.prompts import PromptBuilder, top_items, with_tail_slots
+
+N_ITEMS = 10  # ids 1..9, 0 = padding
+
+
+def successor_generator(calls=None):
+    def generate(item_seq, segment_ids, mask, k):
+        if calls is not None:
+            calls.append(item_seq.clone())
+        last = item_seq[mask]
+        steps = torch.arange(1, k + 1)
+        return (last.unsqueeze(-1) + steps - 1) % (N_ITEMS - 1) + 1
+
+    return generate
+
+
+def t(rows):
+    return torch.tensor(rows)
+
+
+def test_top_items_never_returns_padding():
+    scores = t([[9.0, 1.0, 3.0, 2.0]])
+    assert top_items(scores, 2).tolist() == [[2, 3]]
+
+
+def test_insert_writes_top_k_after_every_real_item():
+    builder = PromptBuilder(prompt_length=2, prompt_mode="insert")
+    batch = builder.for_training(
+        successor_generator(), t([[1, 3, 5], [4, 0, 0]]), t([3, 1]), t([[3, 5, 8], [7, 0, 0]])
+    )
+    assert batch.item_seq.tolist() == [[1, 2, 3, 3, 4, 5, 5, 6, 7], [4, 5, 6, 0, 0, 0, 0, 0, 0]]
+    assert batch.segment_ids.tolist() == [[0, 1, 1, 0, 1, 1, 0, 1, 1], [0, 1, 1, 0, 0, 0, 0, 0, 0]]
+    # Every position of block s, prompts included, learns the real next item i_{s+1}.
+    assert batch.target_seq.tolist() == [[3, 3, 3, 5, 5, 5, 8, 8, 8], [7, 7, 7, 0, 0, 0, 0, 0, 0]]
+    assert batch.last_item_index.tolist() == [6, 0]
+
+
+def test_insert_prompts_come_from_one_pass_over_the_real_history():
+    calls = []
+    builder = PromptBuilder(prompt_length=3, prompt_mode="insert")
+    builder.for_training(successor_generator(calls), t([[1, 3, 5]]), t([3]), t([[3, 5, 8]]))
+    assert len(calls) == 1 and calls[0].tolist() == [[1, 3, 5]]
+
+
+def test_unsupervised_prompts_get_no_target():
+    builder = PromptBuilder(prompt_length=2, prompt_mode="insert", supervise_prompts=False)
+    batch = builder.for_training(successor_generator(), t([[1, 3, 5]]), t([3]), t([[3, 5, 8]]))
+    assert batch.target_seq.tolist() == [[3, 0, 0, 5, 0, 0, 8, 0, 0]]
+
+
+def test_zero_prompt_length_leaves_sequences_unchanged():
+    builder = PromptBuilder(prompt_length=0, prompt_mode="insert")
+    batch = builder.for_training(successor_generator(), t([[1, 3, 5]]), t([3]), t([[3, 5, 8]]))
+    assert batch.item_seq.tolist() == [[1, 3, 5]]
+    assert batch.target_seq.tolist() == [[3, 5, 8]]
+
+
+def test_insert_at_inference_reads_the_last_real_item_and_leaves_tail_slots():
+    builder = PromptBuilder(prompt_length=2, prompt_mode="insert")
+    batch = builder.for_inference(successor_generator(), t([[1, 3, 5], [4, 0, 0]]), t([3, 1]))
+    assert batch.target_seq is None
+    assert batch.item_seq[0].tolist() == [1, 2, 3, 3, 4, 5, 5, 6, 7]
+    assert batch.last_item_index.tolist() == [6, 0]
+    assert batch.tail_length == 2
+
+
+def test_replace_tail_generates_greedily_and_keeps_the_replaced_targets():
+    builder = PromptBuilder(prompt_length=2, prompt_mode="replace_tail")
+    inputs, targets = t([[1, 3, 5, 7], [2, 0, 0, 0]]), t([[3, 5, 7, 9], [6, 0, 0, 0]])
+    batch = builder.for_training(successor_generator(), inputs, t([4, 1]), targets)
+    # After 3 comes 4; the second item follows the generated 4 (greedy), not the real 5.
+    assert batch.item_seq.tolist() == [[1, 3, 4, 5], [2, 0, 0, 0]]
+    assert batch.segment_ids.tolist() == [[0, 0, 1, 1], [0, 0, 0, 0]]
+    assert batch.target_seq.tolist() == [[3, 5, 7, 9], [6, 0, 0, 0]]
+    assert inputs.tolist() == [[1, 3, 5, 7], [2, 0, 0, 0]], "inputs must not be modified in place"
+
+
+def test_replace_tail_without_prompt_supervision():
+    builder = PromptBuilder(prompt_length=1, prompt_mode="replace_tail", supervise_prompts=False)
+    batch = builder.for_training(successor_generator(), t([[1, 3, 5]]), t([3]), t([[3, 5, 8]]))
+    assert batch.item_seq.tolist() == [[1, 3, 4]]
+    assert batch.target_seq.tolist() == [[3, 5, 0]]
+
+
+def test_replace_tail_at_inference_keeps_the_history_and_adds_tail_slots():
+    builder = PromptBuilder(prompt_length=2, prompt_mode="replace_tail")
+    batch = builder.for_inference(successor_generator(), t([[1, 3, 5], [4, 0, 0]]), t([3, 1]))
+    assert batch.item_seq.tolist() == [[1, 3, 5, 0, 0], [4, 0, 0, 0, 0]]
+    assert batch.segment_ids.tolist() == [[0] * 5, [0] * 5]
+    assert batch.last_item_index.tolist() == [2, 0]
+
+
+def test_with_tail_slots_pads_the_right():
+    batch = with_tail_slots(t([[1, 2]]), t([2]), 3)
+    assert batch.item_seq.tolist() == [[1, 2, 0, 0, 0]]
+    assert batch.tail_length == 3
