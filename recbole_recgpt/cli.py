@@ -2,6 +2,7 @@
 
 import argparse
 import functools
+import sys
 
 RUN_USAGE = """Train and evaluate RecGPT (or a RecBole baseline) on one dataset.
 
@@ -29,13 +30,39 @@ def _parser(usage):
     parser.add_argument("--dataset", default="ml-100k", help="dataset name (a folder under --data_path)")
     parser.add_argument("--config_files", default="", help="space-separated yaml files, applied in order")
     parser.add_argument("--data_path", default=None, help="folder holding <dataset>/<dataset>.inter")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
     return parser
+
+
+def _one_line_errors(main):
+    """Print errors as one line on stderr and exit with status 2 (``--debug``: traceback)."""
+
+    @functools.wraps(main)
+    def wrapped(argv=None):
+        argv = sys.argv[1:] if argv is None else argv
+        if "--debug" in argv:
+            return main(argv)
+        from recbole_recgpt.errors import RecGPTError
+
+        try:
+            return main(argv)
+        except RecGPTError as error:
+            message = f"error: {error}"
+        except KeyboardInterrupt:
+            message = "interrupted; continue with --resume=<checkpoint_dir>/<run>-resume.pth"
+        except Exception as error:  # anything unforeseen still gets one line, not a traceback
+            message = f"error: {type(error).__name__}: {error} (rerun with --debug for the traceback)"
+        print(message.replace("\n", " "), file=sys.stderr)
+        sys.exit(2)
+
+    return wrapped
 
 
 def _parse(parser, argv):
     """Known options plus every other ``--key=value`` as a config override (strings; RecBole
     converts them as it does its own command line)."""
     args, rest = parser.parse_known_args(argv)
+    rest = [arg for arg in rest if arg != "--debug"]
     overrides = {}
     for arg in rest:
         key, sep, value = arg[2:].partition("=") if arg.startswith("--") else ("", "", "")
@@ -47,21 +74,27 @@ def _parse(parser, argv):
     return args, overrides
 
 
+@_one_line_errors
 def run_main(argv=None):
     from recbole_recgpt.quick_start import run_recgpt
 
     parser = _parser(RUN_USAGE)
     parser.add_argument("--result_file", default=None, help="write the results as JSON here")
+    parser.add_argument("--resume", default=None, help="continue a killed run from its *-resume.pth file")
     args, overrides = _parse(parser, argv)
+    if args.resume and (overrides or args.config_files):
+        parser.error("--resume continues a run with its own settings; give no other parameters")
     run_recgpt(
         model=args.model,
         dataset=args.dataset,
         config_files=args.config_files.split(),
         config_dict=overrides,
         result_file=args.result_file,
+        resume=args.resume,
     )
 
 
+@_one_line_errors
 def hyper_main(argv=None):
     from recbole.trainer import HyperTuning
 

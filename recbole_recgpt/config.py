@@ -6,6 +6,8 @@ from pathlib import Path
 
 from recbole.config import Config
 
+from recbole_recgpt.checks import check_parameter_names, known_parameters, read_config_file
+from recbole_recgpt.errors import ConfigError
 from recbole_recgpt.model.prompts import PROMPT_MODES
 from recbole_recgpt.model.recgpt import RecGPT, required_positions
 from recbole_recgpt.utils import get_model
@@ -14,19 +16,15 @@ PROPERTIES_DIR = Path(__file__).resolve().parent.parent / "properties"
 PROMPT_GENERATORS = ("pretrained", "current")
 
 
-class ConfigError(ValueError):
-    """A parameter value that cannot work; the message names it and the fix."""
-
-
-def config_file_list(model_name, dataset, extra_files=None):
-    """The yaml layers of a run, later ones overriding earlier ones: the shared protocol
-    (``overall.yaml``), the dataset's file, the model's file, then the user's files."""
+def project_config_files(model_name, dataset):
+    """The project's yaml layers of a run: the shared protocol (``overall.yaml``), then the
+    dataset's file, then the model's file, where they exist."""
     layers = [
         PROPERTIES_DIR / "overall.yaml",
         PROPERTIES_DIR / "dataset" / f"{dataset}.yaml",
         PROPERTIES_DIR / "model" / f"{model_name}.yaml",
     ]
-    return [str(path) for path in layers if path.is_file()] + list(extra_files or [])
+    return [str(path) for path in layers if path.is_file()]
 
 
 @contextlib.contextmanager
@@ -42,13 +40,19 @@ def _without_command_line():
 
 
 def create_config(model="RecGPT", dataset="ml-100k", config_files=None, config_dict=None):
-    """RecBole ``Config`` for any model (plugin or built-in) with the project's yaml layers."""
+    """RecBole ``Config`` for any model (plugin or built-in): the project's yaml layers, then
+    ``config_files``, then ``config_dict``. Unknown parameter names are errors, not ignored."""
     model_class = get_model(model)
+    project_files = project_config_files(model_class.__name__, dataset)
+    known = known_parameters(model_class.__name__, project_files)
+    for path in config_files or []:
+        check_parameter_names(read_config_file(path), known, f"config file {path}")
+    check_parameter_names(config_dict or {}, known, "the command line")
     with _without_command_line():
         config = Config(
             model=model_class,
             dataset=dataset,
-            config_file_list=config_file_list(model_class.__name__, dataset, config_files),
+            config_file_list=project_files + list(config_files or []),
             config_dict=config_dict,
         )
     if model_class is RecGPT:

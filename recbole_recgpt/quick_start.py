@@ -5,18 +5,20 @@ import logging
 from logging import getLogger
 from pathlib import Path
 
-import yaml
 
 from recbole.data import create_dataset, data_preparation
 from recbole.utils import init_logger, init_seed
 
+from recbole_recgpt.checks import check_dataset_files, read_config_file
 from recbole_recgpt.compat import load_checkpoint
 from recbole_recgpt.config import create_config
+from recbole_recgpt.errors import CheckpointError
 from recbole_recgpt.utils import get_model, get_trainer
 
 
 def build(config):
     """Dataset, loaders, model and trainer for a config, seeded as RecBole does."""
+    check_dataset_files(config)
     init_seed(config["seed"], config["reproducibility"])
     dataset = create_dataset(config)
     train_data, valid_data, test_data = data_preparation(config, dataset)
@@ -26,18 +28,24 @@ def build(config):
     return dataset, (train_data, valid_data, test_data), model, trainer
 
 
-def run_recgpt(model="RecGPT", dataset="ml-100k", config_files=None, config_dict=None, saved=True, result_file=None):
+def run_recgpt(
+    model="RecGPT", dataset="ml-100k", config_files=None, config_dict=None, saved=True, result_file=None, resume=None
+):
     """Train, validate and test one model; return (and optionally write as JSON) the results.
 
     The result holds ``best_valid_result`` and ``test_result`` (RecBole's metric keys, e.g.
-    ``ndcg@10``), per-phase ``epochs`` and seconds, and the resolved config.
+    ``ndcg@10``), per-phase ``epochs`` and seconds, and the resolved config. ``resume`` is
+    the ``*-resume.pth`` file of a killed run, which then continues with its own settings.
     """
-    config = create_config(model, dataset, config_files, config_dict)
+    state = load_resume_state(resume) if resume else None
+    config = state["config"] if state else create_config(model, dataset, config_files, config_dict)
     init_logger(config)
     logger = getLogger()
     logger.info(config)
     _, (train_data, valid_data, test_data), model, trainer = build(config)
     logger.info(model)
+    if state:
+        trainer.resume_from(state)
 
     best_valid_score, best_valid_result = trainer.fit(
         train_data, valid_data, saved=saved, show_progress=config["show_progress"]
@@ -72,7 +80,7 @@ def objective_function(config_dict=None, config_file_list=None, saved=False, mod
     """
     settings = {}
     for path in config_file_list or []:
-        settings.update(yaml.safe_load(Path(path).read_text()) or {})
+        settings.update(read_config_file(path))
     settings.update(config_dict or {})
     logging.getLogger().setLevel(logging.ERROR)
     result = run_recgpt(
@@ -101,6 +109,19 @@ def load_data_and_model(model_file):
     model.load_state_dict(checkpoint["state_dict"])
     model.load_other_parameter(checkpoint.get("other_parameter"))
     return (config, model, dataset, *loaders)
+
+
+def load_resume_state(path):
+    """The resume state a run saves after every epoch (``<checkpoint>-resume.pth``)."""
+    try:
+        state = load_checkpoint(path)
+    except FileNotFoundError:
+        raise CheckpointError(f"resume file {path} does not exist; give the *-resume.pth file of the run") from None
+    except Exception as error:
+        raise CheckpointError(f"resume file {path} cannot be read ({type(error).__name__}); is it a *-resume.pth file?") from None
+    if not isinstance(state, dict) or "phase_done" not in state:
+        raise CheckpointError(f"{path} is not a resume file; give the *-resume.pth file the run wrote beside its checkpoints")
+    return state
 
 
 def _plain(result):

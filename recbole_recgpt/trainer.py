@@ -1,89 +1,87 @@
-"""RecGPTTrainer: pre-training, then prompt-tuning, each through RecBole's own ``fit`` loop."""
+"""Trainers: RecBole's own ``fit`` loop, run in named phases that can be resumed.
+
+``PhasedTrainer`` is a mixin for any RecBole trainer: it times each phase, writes checkpoints
+atomically, stops on a non-finite loss with a clear error, and after every epoch saves a
+resume state (model, optimizer, early-stopping counters, random-number generators) from
+which a killed run continues to the same result. ``RecGPTTrainer`` runs RecGPT's two phases.
+"""
 
 import os
+import random
 from time import time
 
 import numpy as np
+import torch
 
 from recbole.trainer import Trainer
 
 from recbole_recgpt.compat import load_checkpoint
 from recbole_recgpt.data import UserSequenceDataLoader
+from recbole_recgpt.errors import CheckpointError, TrainingError
 
 
-class EpochTimer:
-    """Trainer mixin: records epochs and seconds of training / validation per phase."""
-
-    phase_name = "train"
-
-    def _phase_record(self):
-        if not hasattr(self, "phases"):
-            self.phases = {}
-        return self.phases.setdefault(
-            self.phase_name, {"epochs": 0, "train_seconds": 0.0, "valid_seconds": 0.0, "wall_seconds": 0.0}
-        )
-
-    def _train_epoch(self, *args, **kwargs):
-        start = time()
-        loss = super()._train_epoch(*args, **kwargs)
-        record = self._phase_record()
-        record["epochs"] += 1
-        record["train_seconds"] += time() - start
-        return loss
-
-    def _valid_epoch(self, *args, **kwargs):
-        start = time()
-        result = super()._valid_epoch(*args, **kwargs)
-        self._phase_record()["valid_seconds"] += time() - start
-        return result
-
-    def fit(self, *args, **kwargs):
-        start = time()
-        result = super().fit(*args, **kwargs)
-        self._phase_record()["wall_seconds"] += time() - start
-        return result
+def save_atomically(state, path):
+    """``torch.save`` to a temporary file, then rename: a kill never leaves half a file."""
+    temporary = f"{path}.tmp"
+    torch.save(state, temporary, pickle_protocol=4)
+    os.replace(temporary, path)
 
 
-class RecGPTTrainer(EpochTimer, Trainer):
-    r"""Phase 1 (``pretrain``): next-item BCE with sampled negatives on whole user sequences.
-    Phase 2 (``finetune``, when ``prompt_tuning``): full-softmax NLL on prompt-extended
-    sequences with ``finetune_epochs`` and ``finetune_learning_rate``.
+def rng_state():
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "random": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
 
-    Each phase early-stops on ``valid_metric`` and keeps its best checkpoint
-    (``<checkpoint>-pretrain.pth``, ``<checkpoint>-finetune.pth``); phase 2 starts from
-    phase 1's best. ``pretrained_checkpoint`` skips phase 1 and starts from a saved model.
-    """
+
+def set_rng_state(state):
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["random"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class PhasedTrainer:
+    """Mixin for a RecBole ``Trainer``: resumable, timed training phases."""
+
+    phase_order = ("train",)
 
     def __init__(self, config, model):
         super().__init__(config, model)
         self.checkpoint_stem = os.path.splitext(self.saved_model_file)[0]
+        self.phases = {}
+        self.phase_name = self.phase_order[0]
+        self.epoch = None
+        self.resume_state = None
+
+    @property
+    def resume_file(self):
+        return f"{self.checkpoint_stem}-resume.pth"
+
+    def resume_from(self, state):
+        """Continue the run that saved ``state`` (see :meth:`save_resume_state`)."""
+        self.resume_state = state
+        self.checkpoint_stem = state["checkpoint_stem"]
+        self.phases = state["phases"]
+
+    def resumes_past(self, name):
+        """Whether a resumed run has already finished phase ``name``."""
+        if self.resume_state is None:
+            return False
+        return self.phase_order.index(self.resume_state["phase"]) > self.phase_order.index(name)
 
     def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
-        train_dataset = train_data.dataset
-        run_phase = dict(
-            valid_data=valid_data, verbose=verbose, saved=saved, show_progress=show_progress, callback_fn=callback_fn
+        return self.run_phase(
+            self.phase_order[0], lambda: train_data, self.config["epochs"], self.config["learning_rate"],
+            valid_data=valid_data, verbose=verbose, saved=saved, show_progress=show_progress, callback_fn=callback_fn,
         )
-        result = (self.best_valid_score, self.best_valid_result)
-        if self.config["pretrained_checkpoint"]:
-            self.load_pretrained(self.config["pretrained_checkpoint"])
-        else:
-            loader = UserSequenceDataLoader(self.config, train_dataset, neg_sample_num=self.config["neg_sample_num"])
-            result = self.run_phase("pretrain", loader, self.config["epochs"], self.config["learning_rate"], **run_phase)
-        if self.config["prompt_tuning"]:
-            self.model.start_prompt_tuning()
-            loader = UserSequenceDataLoader(self.config, train_dataset)
-            if self.model.prompt_writer is not None:
-                # A frozen writer's prompts never change: write them once for the phase.
-                loader.write_prompts(self.model.prompted_training_batch)
-            result = self.run_phase(
-                "finetune", loader, self.config["finetune_epochs"], self.config["finetune_learning_rate"], **run_phase
-            )
-        return result
 
-    def run_phase(self, name, train_loader, epochs, learning_rate, valid_data=None, saved=True, **fit_kwargs):
-        """Train one phase from a fresh optimizer and early-stopping state; leave the model at
-        the phase's best checkpoint (when checkpoints are saved and validated)."""
+    def run_phase(self, name, make_loader, epochs, learning_rate, valid_data=None, saved=True, callback_fn=None, **fit_kwargs):
+        """Train phase ``name`` from a fresh optimizer and early-stopping state (or from the
+        resume state), then leave the model at the phase's best checkpoint."""
         self.phase_name = name
+        record = self.phases.setdefault(name, {"epochs": 0, "train_seconds": 0.0, "valid_seconds": 0.0, "wall_seconds": 0.0})
         self.epochs = epochs
         self.eval_step = min(self.config["eval_step"], epochs)
         self.start_epoch = 0
@@ -94,16 +92,157 @@ class RecGPTTrainer(EpochTimer, Trainer):
         trainable = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = self._build_optimizer(params=trainable, learning_rate=learning_rate)
         self.saved_model_file = f"{self.checkpoint_stem}-{name}.pth"
-        result = super().fit(train_loader, valid_data, saved=saved, **fit_kwargs)
-        self._phase_record()["checkpoint"] = self.saved_model_file if saved else None
+
+        state, self.resume_state = (self.resume_state, None) if self._resumes(name) else (None, None)
+        if state is not None:
+            self._restore(state)
+            if state["phase_done"]:
+                return self.best_valid_score, self.best_valid_result
+
+        def end_of_epoch(epoch_idx, valid_score):
+            if callback_fn:
+                callback_fn(epoch_idx, valid_score)
+            self.save_resume_state(epoch_idx, phase_done=False)
+
+        start = time()
+        train_loader = make_loader()
+        result = super().fit(train_loader, valid_data, saved=saved, callback_fn=end_of_epoch, **fit_kwargs)
+        record["wall_seconds"] += time() - start
+        record["checkpoint"] = self.saved_model_file if saved else None
         if saved and os.path.exists(self.saved_model_file):
-            state = load_checkpoint(self.saved_model_file, map_location=self.device)["state_dict"]
-            self.model.load_state_dict(state)
+            self.model.load_state_dict(load_checkpoint(self.saved_model_file, self.device)["state_dict"])
+        self.save_resume_state(self.epochs - 1, phase_done=True)
         return result
+
+    def _resumes(self, name):
+        return self.resume_state is not None and self.resume_state["phase"] == name
+
+    def save_resume_state(self, epoch_idx, phase_done):
+        save_atomically(
+            {
+                "config": self.config,
+                "checkpoint_stem": self.checkpoint_stem,
+                "phase": self.phase_name,
+                "phase_done": phase_done,
+                "epoch": epoch_idx,
+                "state_dict": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "cur_step": self.cur_step,
+                "best_valid_score": self.best_valid_score,
+                "best_valid_result": self.best_valid_result,
+                "phases": self.phases,
+                "rng": rng_state(),
+            },
+            self.resume_file,
+        )
+
+    def _restore(self, state):
+        self.model.load_state_dict(state["state_dict"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.start_epoch = state["epoch"] + 1
+        self.cur_step = state["cur_step"]
+        self.best_valid_score = state["best_valid_score"]
+        self.best_valid_result = state["best_valid_result"]
+        set_rng_state(state["rng"])
+        self.logger.info(f"Resuming phase {state['phase']} after epoch {state['epoch']} from {self.resume_file}")
+
+    def _save_checkpoint(self, epoch, verbose=True, **kwargs):
+        target = kwargs.pop("saved_model_file", self.saved_model_file)
+        super()._save_checkpoint(epoch, verbose=False, saved_model_file=f"{target}.tmp", **kwargs)
+        os.replace(f"{target}.tmp", target)
+        if verbose:
+            self.logger.info(f"Saving current: {target}")
+
+    def _train_epoch(self, train_data, epoch_idx, *args, **kwargs):
+        self.epoch = epoch_idx
+        start = time()
+        loss = super()._train_epoch(train_data, epoch_idx, *args, **kwargs)
+        record = self.phases[self.phase_name]
+        record["epochs"] += 1
+        record["train_seconds"] += time() - start
+        return loss
+
+    def _valid_epoch(self, *args, **kwargs):
+        start = time()
+        result = super()._valid_epoch(*args, **kwargs)
+        self.phases[self.phase_name]["valid_seconds"] += time() - start
+        return result
+
+    def _check_nan(self, loss):
+        if not torch.isfinite(loss):
+            kept = [path for path in (self.saved_model_file, self.resume_file) if os.path.exists(path)]
+            raise TrainingError(
+                f"phase {self.phase_name} stopped: the training loss became {loss.item()} in epoch {self.epoch}; "
+                f"kept from earlier epochs: {', '.join(kept) or 'nothing (it failed in the first epoch)'}; "
+                "lower the learning rate (or raise clip_grad_norm) and rerun"
+            )
+
+
+class RecGPTTrainer(PhasedTrainer, Trainer):
+    r"""Phase 1 (``pretrain``): next-item BCE with sampled negatives on whole user sequences.
+    Phase 2 (``finetune``, when ``prompt_tuning``): full-softmax NLL on prompt-extended
+    sequences with ``finetune_epochs`` and ``finetune_learning_rate``.
+
+    Each phase early-stops on ``valid_metric`` and keeps its best checkpoint
+    (``<checkpoint>-pretrain.pth``, ``<checkpoint>-finetune.pth``); phase 2 starts from
+    phase 1's best. ``pretrained_checkpoint`` skips phase 1 and starts from a saved model.
+    """
+
+    phase_order = ("pretrain", "finetune")
+
+    def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
+        config, dataset = self.config, train_data.dataset
+        phase_kwargs = dict(
+            valid_data=valid_data, verbose=verbose, saved=saved, show_progress=show_progress, callback_fn=callback_fn
+        )
+        result = (self.best_valid_score, self.best_valid_result)
+        if config["pretrained_checkpoint"] and self.resume_state is None:
+            self.load_pretrained(config["pretrained_checkpoint"])
+        elif not self.resumes_past("pretrain"):
+            result = self.run_phase(
+                "pretrain",
+                lambda: UserSequenceDataLoader(config, dataset, neg_sample_num=config["neg_sample_num"]),
+                config["epochs"], config["learning_rate"], **phase_kwargs,
+            )
+        if config["prompt_tuning"]:
+            self.model.start_prompt_tuning()
+            result = self.run_phase(
+                "finetune", lambda: self.prompt_tuning_loader(dataset),
+                config["finetune_epochs"], config["finetune_learning_rate"], **phase_kwargs,
+            )
+        return result
+
+    def prompt_tuning_loader(self, dataset):
+        loader = UserSequenceDataLoader(self.config, dataset)
+        if self.model.prompt_writer is not None:
+            # A frozen writer's prompts never change: write them once for the phase.
+            start = time()
+            loader.write_prompts(self.model.prompted_training_batch)
+            self.phases["finetune"]["prompt_writing_seconds"] = time() - start
+        return loader
 
     def load_pretrained(self, path):
         """Start from the phase-1 network of a saved RecGPT checkpoint."""
-        state = load_checkpoint(path, map_location=self.device)["state_dict"]
-        network = {key[len("gpt."):]: value for key, value in state.items() if key.startswith("gpt.")}
+        if not os.path.isfile(path):
+            raise CheckpointError(f"pretrained_checkpoint {path} does not exist; give the path of a saved RecGPT checkpoint")
+        checkpoint = load_checkpoint(path, self.device)
+        saved = checkpoint["config"]
+        for key in ("model", "dataset"):
+            if saved[key] != self.config[key]:
+                raise CheckpointError(
+                    f"pretrained_checkpoint {path} is a {saved['model']} model of dataset '{saved['dataset']}'; "
+                    f"this run is {self.config['model']} on '{self.config['dataset']}'"
+                )
+        prefix = "gpt."
+        network = {key[len(prefix):]: value for key, value in checkpoint["state_dict"].items() if key.startswith(prefix)}
+        expected = self.model.gpt.state_dict()
+        for key, value in expected.items():
+            if key not in network or network[key].shape != value.shape:
+                found = tuple(network[key].shape) if key in network else "nothing"
+                raise CheckpointError(
+                    f"pretrained_checkpoint {path} does not fit this model: {key} has shape {found}, this run needs "
+                    f"{tuple(value.shape)}; use the same hidden_size / n_layers / inner_size / n_positions / "
+                    "user_embedding as the run that saved it"
+                )
         self.model.gpt.load_state_dict(network)
         self.logger.info(f"Phase 1 skipped: pre-trained network loaded from {path}")

@@ -3,23 +3,29 @@
 from recbole.utils import get_model as recbole_get_model
 from recbole.utils import get_trainer as recbole_get_trainer
 
+from recbole_recgpt.errors import ConfigError
 from recbole_recgpt.model import RecGPT
-from recbole_recgpt.trainer import EpochTimer, RecGPTTrainer
+from recbole_recgpt.trainer import PhasedTrainer, RecGPTTrainer
 
 MODELS = {"RecGPT": RecGPT}
 TRAINERS = {"RecGPT": RecGPTTrainer}
 
 
 def get_model(model_name):
-    """Model class by name (case-insensitive for RecBole's built-ins)."""
+    """Model class by name: the plugin's first, then RecBole's."""
     if model_name in MODELS:
         return MODELS[model_name]
-    return recbole_get_model(model_name)
+    try:
+        return recbole_get_model(model_name)
+    except ValueError:
+        raise ConfigError(
+            f"unknown model '{model_name}'; use RecGPT or a RecBole model such as SASRec, BERT4Rec, GRU4Rec or Pop"
+        ) from None
 
 
 def get_trainer(model_type, model_name):
-    """Trainer class for a model; RecBole's trainers get per-epoch timing added."""
+    """Trainer class for a model; RecBole's trainers become resumable and timed."""
     if model_name in TRAINERS:
         return TRAINERS[model_name]
     trainer = recbole_get_trainer(model_type, model_name)
-    return type(trainer.__name__, (EpochTimer, trainer), {})
+    return type(trainer.__name__, (PhasedTrainer, trainer), {})

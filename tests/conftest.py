@@ -4,7 +4,11 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-SHARED_DATASETS = REPO.parent / "shared" / "datasets"
+# The paper datasets, never copied into the repository (see dataset/README.md).
+SHARED_DATASETS = Path(os.environ.get("RECGPT_SHARED_DATASETS", REPO.parent / "shared" / "datasets"))
+assert (SHARED_DATASETS / "amazon-beauty").is_dir(), (
+    f"the tests read the paper datasets from {SHARED_DATASETS}; put them there or set RECGPT_SHARED_DATASETS"
+)
 
 # Small enough to train in seconds; MAX_ITEM_LIST_LENGTH 6 makes some users span windows.
 TINY_CONFIG = {

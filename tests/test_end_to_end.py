@@ -62,13 +62,17 @@ def test_recgpt_runs_both_phases_on_real_data_and_writes_its_result(beauty_slice
     assert result["config"]["eval_args"]["split"] == {"LS": "valid_and_test"}
 
 
-@pytest.mark.parametrize("model", ["SASRec", "GRU4Rec", "Pop"])
-def test_baselines_run_through_the_same_data_split_and_evaluator(beauty_slice, tmp_path, model):
+@pytest.mark.parametrize(
+    "model, size",
+    [("SASRec", ["--hidden_size=32", "--inner_size=64"]), ("GRU4Rec", ["--embedding_size=32", "--hidden_size=32"]),
+     ("Pop", [])],
+)
+def test_baselines_run_through_the_same_data_split_and_evaluator(beauty_slice, tmp_path, model, size):
     result_file = tmp_path / "result.json"
     run_cli(
         "run_recgpt.py", f"--model={model}", "--dataset=beauty-slice", f"--data_path={beauty_slice}",
         f"--config_files={beauty_slice / 'slice.yaml'}", "--epochs=1", f"--result_file={result_file}",
-        *SMALL, cwd=tmp_path,
+        "--eval_batch_size=256", *size, cwd=tmp_path,
     )
     result = json.loads(result_file.read_text())
     assert result["model"] == model

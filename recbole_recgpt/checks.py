@@ -1,0 +1,108 @@
+"""Checks that turn bad input into one-line errors before RecBole meets it."""
+
+import difflib
+import os
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+import recbole
+from recbole.utils.argument_list import dataset_arguments, evaluation_arguments, general_arguments, training_arguments
+
+from recbole_recgpt.errors import ConfigError, DataError
+
+RECBOLE_PROPERTIES = Path(recbole.__file__).resolve().parent / "properties"
+# Keys RecBole reads without listing them in any yaml file.
+EXTRA_RECBOLE_KEYS = {"model", "dataset", "config_files", "local_rank", "nproc", "world_size", "ip", "port", "offset"}
+
+
+def read_config_file(path):
+    """Parse one yaml config file as RecBole will, or raise :class:`ConfigError`."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist; check the path given to --config_files")
+    try:
+        content = yaml.load(path.read_text(encoding="utf-8"), Loader=yaml.FullLoader)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        problem = getattr(error, "problem", None) or "invalid syntax"
+        raise ConfigError(f"config file {path} is not valid YAML{where} ({problem}); fix the file") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(f"config file {path} cannot be read ({error}); check it is a readable text file") from None
+    if content is None:
+        return {}
+    if not isinstance(content, dict):
+        raise ConfigError(f"config file {path} must hold 'key: value' lines, not a {type(content).__name__}")
+    return content
+
+
+def known_parameters(model_name, project_yaml_files):
+    """Every parameter name a run of ``model_name`` understands."""
+    known = set(EXTRA_RECBOLE_KEYS)
+    for names in (general_arguments, training_arguments, evaluation_arguments, dataset_arguments):
+        known.update(names)
+    recbole_files = [
+        RECBOLE_PROPERTIES / "overall.yaml",
+        RECBOLE_PROPERTIES / "dataset" / "sample.yaml",
+        RECBOLE_PROPERTIES / "model" / f"{model_name}.yaml",
+        *sorted((RECBOLE_PROPERTIES / "quick_start_config").glob("*.yaml")),
+    ]
+    for path in [*recbole_files, *map(Path, project_yaml_files)]:
+        if path.is_file():
+            known.update(read_config_file(path))
+    return known
+
+
+def check_parameter_names(names, known, source):
+    """Raise :class:`ConfigError` for the first name a run would silently ignore."""
+    for name in names:
+        if name not in known:
+            close = difflib.get_close_matches(name, known, n=1)
+            hint = f"did you mean '{close[0]}'?" if close else "see properties/ and RecBole's parameter list"
+            raise ConfigError(f"unknown parameter '{name}' in {source}; {hint}")
+
+
+def check_dataset_files(config):
+    """Make sure ``<data_path>/<dataset>.inter`` exists and is a usable sequential file."""
+    dataset, folder = config["dataset"], Path(config["data_path"])
+    inter = folder / f"{dataset}.inter"
+    if not folder.parent.is_dir():
+        raise DataError(f"data folder {folder.parent} does not exist; pass --data_path=<folder holding {dataset}/>")
+    if not inter.is_file():
+        raise DataError(
+            f"dataset '{dataset}' not found: {inter} does not exist and nothing can be downloaded offline; "
+            f"put {dataset}.inter there or pass --data_path=<folder holding {dataset}/> "
+            "(the paper datasets: --data_path=../shared/datasets)"
+        )
+    if not os.access(inter, os.R_OK):
+        raise DataError(f"{inter} is not readable; fix its permissions")
+    separator = config["field_separator"]
+    with open(inter, encoding="utf-8") as lines:
+        header = lines.readline().rstrip("\n")
+        has_rows = any(line.strip() for line in lines)
+    if not header:
+        raise DataError(f"{inter} is empty; it needs a header line and one line per interaction")
+    columns = dict(column.split(":", 1) if ":" in column else (column, "?") for column in header.split(separator))
+    for key in ("USER_ID_FIELD", "ITEM_ID_FIELD", "TIME_FIELD"):
+        if config[key] not in columns:
+            raise DataError(
+                f"{inter} has no '{config[key]}' column ({key}; columns: {', '.join(columns)}); "
+                f"sequential models need user, item and time columns: add it or set {key} to its name"
+            )
+    if not has_rows:
+        raise DataError(f"{inter} has a header but no interactions")
+    time_field = config["TIME_FIELD"]
+    if columns[time_field] != "float":
+        raise DataError(f"{inter}: column '{time_field}' is '{columns[time_field]}'; declare it '{time_field}:float'")
+    header_name = f"{time_field}:float"
+    times = pd.read_csv(inter, sep=separator, usecols=[header_name], dtype=str, keep_default_na=False)[header_name]
+    numeric = pd.to_numeric(times, errors="coerce")
+    bad = numeric.isna() & (times.str.strip() != "")
+    if bad.any():
+        row = int(bad.idxmax())
+        raise DataError(
+            f"{inter} line {row + 2}: timestamp '{times[row]}' is not a number; the time column must be numeric"
+        )
+
