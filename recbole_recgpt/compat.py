@@ -11,6 +11,10 @@ Pinned in ``pyproject.toml`` (no code here can fix these from outside RecBole):
 * ``hyperopt==0.2.5``: RecBole's exhaustive search passes a ``RandomState`` where
   hyperopt >= 0.2.7 calls ``rng.integers`` (``AttributeError`` on the first trial).
 
+* RecBole restores numpy's removed aliases (``np.float`` ...) inside ``Config.__init__``; a
+  ``Config`` unpickled from a checkpoint (resume, ``load_data_and_model``) skips that, and
+  RecBole's evaluation then fails on ``np.float``. They are set once on import instead.
+
 Silenced here: pandas 2.x warns on every dataset load that RecBole's ``fillna(inplace=True)``
 will stop working in pandas 3 (it works under the pin), and torch warns on every epoch about
 RecBole's ``torch.cuda.amp.GradScaler`` spelling.
@@ -33,6 +37,7 @@ import warnings
 import torch
 
 import recbole.trainer.trainer as recbole_trainer_module
+from recbole.config import Config
 
 
 def load_checkpoint(path, map_location=None):
@@ -57,5 +62,6 @@ def patch_recbole_checkpoint_loading():
 
 
 patch_recbole_checkpoint_loading()
+Config.compatibility_settings(object.__new__(Config))
 warnings.filterwarnings("ignore", message=r"(?s).*inplace method will never work", category=FutureWarning)
 warnings.filterwarnings("ignore", message=r"(?s).*torch\.cuda\.amp\.GradScaler", category=FutureWarning)

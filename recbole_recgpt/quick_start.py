@@ -18,7 +18,6 @@ from recbole_recgpt.utils import get_model, get_trainer
 
 def build(config):
     """Dataset, loaders, model and trainer for a config, seeded as RecBole does."""
-    check_dataset_files(config)
     init_seed(config["seed"], config["reproducibility"])
     dataset = create_dataset(config)
     train_data, valid_data, test_data = data_preparation(config, dataset)
@@ -39,6 +38,7 @@ def run_recgpt(
     """
     state = load_resume_state(resume) if resume else None
     config = state["config"] if state else create_config(model, dataset, config_files, config_dict)
+    check_dataset_files(config)
     init_logger(config)
     logger = getLogger()
     logger.info(config)
@@ -104,6 +104,7 @@ def load_data_and_model(model_file):
     dataset and the three loaders, rebuilt from a checkpoint."""
     checkpoint = load_checkpoint(model_file)
     config = checkpoint["config"]
+    check_dataset_files(config)
     init_logger(config)
     dataset, loaders, model, _ = build(config)
     model.load_state_dict(checkpoint["state_dict"])

@@ -6,6 +6,7 @@ resume state (model, optimizer, early-stopping counters, random-number generator
 which a killed run continues to the same result. ``RecGPTTrainer`` runs RecGPT's two phases.
 """
 
+import glob
 import os
 import random
 from time import time
@@ -14,6 +15,7 @@ import numpy as np
 import torch
 
 from recbole.trainer import Trainer
+from recbole.utils import get_local_time
 
 from recbole_recgpt.compat import load_checkpoint
 from recbole_recgpt.data import UserSequenceDataLoader
@@ -25,6 +27,16 @@ def save_atomically(state, path):
     temporary = f"{path}.tmp"
     torch.save(state, temporary, pickle_protocol=4)
     os.replace(temporary, path)
+
+
+def unused_stem(stem):
+    """``stem``, or ``stem-2``, ``stem-3``...: runs started in the same second (tuning
+    trials, parallel jobs) must not overwrite each other's checkpoints."""
+    candidate, number = stem, 1
+    while glob.glob(f"{glob.escape(candidate)}-*.pth"):
+        number += 1
+        candidate = f"{stem}-{number}"
+    return candidate
 
 
 def rng_state():
@@ -49,7 +61,9 @@ class PhasedTrainer:
 
     def __init__(self, config, model):
         super().__init__(config, model)
-        self.checkpoint_stem = os.path.splitext(self.saved_model_file)[0]
+        self.checkpoint_stem = unused_stem(
+            os.path.join(self.checkpoint_dir, f"{config['model']}-{config['dataset']}-{get_local_time()}")
+        )
         self.phases = {}
         self.phase_name = self.phase_order[0]
         self.epoch = None
@@ -98,12 +112,16 @@ class PhasedTrainer:
             self._restore(state)
             if state["phase_done"]:
                 return self.best_valid_score, self.best_valid_result
+        else:
+            # Even a run killed in its first epoch can resume, without redoing earlier phases.
+            self.save_resume_state(-1, phase_done=False)
 
         def end_of_epoch(epoch_idx, valid_score):
             if callback_fn:
                 callback_fn(epoch_idx, valid_score)
             self.save_resume_state(epoch_idx, phase_done=False)
 
+        self.logger.info(f"Phase {name}: epochs {self.start_epoch}..{epochs - 1}, learning rate {learning_rate}")
         start = time()
         train_loader = make_loader()
         result = super().fit(train_loader, valid_data, saved=saved, callback_fn=end_of_epoch, **fit_kwargs)

@@ -17,7 +17,7 @@ def get_model(model_name):
         return MODELS[model_name]
     try:
         return recbole_get_model(model_name)
-    except ValueError:
+    except (ValueError, ImportError):  # RecBole tries its lightgbm/xgboost wrappers last
         raise ConfigError(
             f"unknown model '{model_name}'; use RecGPT or a RecBole model such as SASRec, BERT4Rec, GRU4Rec or Pop"
         ) from None

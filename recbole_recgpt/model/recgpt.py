@@ -16,6 +16,7 @@ from torch import nn
 from recbole.model.abstract_recommender import SequentialRecommender
 from recbole.utils import InputType
 
+from recbole_recgpt.errors import DataError
 from recbole_recgpt.model.layers import ItemGPT
 from recbole_recgpt.model.prompts import PromptBuilder, top_items, with_tail_slots
 from recbole_recgpt.model.recall import TwoStageRecall
@@ -174,6 +175,11 @@ class RecGPT(SequentialRecommender):
         item_seq_len = interaction[self.ITEM_SEQ_LEN]
         item_seq = interaction[self.ITEM_SEQ]
         user_ids = interaction[self.USER_ID]
+        if (item_seq_len < 1).any():
+            raise DataError(
+                f"{int((item_seq_len < 1).sum())} user(s) have an empty history; RecGPT predicts from at least "
+                "one item: drop such rows before scoring"
+            )
         scores = None
         for rows in length_groups(item_seq_len, self.EVAL_TOKENS_PER_GROUP):
             lengths = item_seq_len[rows]

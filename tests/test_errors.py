@@ -1,0 +1,163 @@
+"""Bad input gets one line naming the problem and the fix: no traceback, exit status 2."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from recbole_recgpt.cli import run_main
+from tests.conftest import REPO, TINY_CONFIG, tiny_sequences, write_inter
+
+TINY_ARGS = [f"--{key}={value}" for key, value in TINY_CONFIG.items()]
+
+
+def fails_with(capsys, argv, expected):
+    with pytest.raises(SystemExit) as exit_info:
+        run_main(argv)
+    err = capsys.readouterr().err.strip()
+    assert exit_info.value.code == 2
+    assert len(err.splitlines()) == 1 and err.startswith("error: "), err
+    assert expected in err, err
+    return err
+
+
+@pytest.fixture
+def tiny_args(tiny_data_path, tmp_path):
+    return ["--dataset=tiny", f"--data_path={tiny_data_path}", f"--checkpoint_dir={tmp_path}", *TINY_ARGS]
+
+
+def with_args(args, **changes):
+    """``args`` with ``--key=value`` replaced (or added) for each change."""
+    kept = [a for a in args if a.split("=", 1)[0][2:] not in changes]
+    return kept + [f"--{key}={value}" for key, value in changes.items()]
+
+
+@pytest.mark.parametrize(
+    "changes, expected",
+    [
+        ({"prompt_length": -1}, "prompt_length=-1 must be an integer >= 0"),
+        ({"prompt_length": 3, "n_positions": 12}, "n_positions=12 is too small"),
+        ({"stage1_n": 0}, "stage1_n=0 must be between 1 and the largest topk (10)"),
+        ({"stage1_n": 11}, "stage1_n=11 must be between 1 and the largest topk (10)"),
+        ({"prompt_length": 4, "stage1_n": 3}, "prompt_length=4 exceeds stage1_n=3"),
+        ({"prompt_mode": "append"}, "prompt_mode='append' is unknown; use one of insert, replace_tail"),
+        ({"prompt_generator": "teacher"}, "prompt_generator='teacher' is unknown"),
+        ({"learning_rate": 0}, "learning_rate=0 must be a number > 0"),
+        ({"finetune_learning_rate": -0.1}, "finetune_learning_rate=-0.1 must be a number > 0"),
+        ({"epochs": -1}, "epochs=-1 must be an integer >= 0"),
+        ({"hidden_size": 30, "n_heads": 4}, "hidden_size=30 is not divisible by n_heads=4"),
+        ({"promt_length": 2}, "unknown parameter 'promt_length' in the command line; did you mean 'prompt_length'?"),
+        ({"loss_type": "CE"}, "unknown parameter 'loss_type'"),
+        ({"model": "SASRek"}, "unknown model 'SASRek'"),
+        ({"pretrained_checkpoint": "/no/such.pth"}, "pretrained_checkpoint /no/such.pth does not exist"),
+    ],
+)
+def test_impossible_parameters(capsys, tiny_args, changes, expected):
+    fails_with(capsys, with_args(tiny_args, **changes), expected)
+
+
+def test_unknown_dataset_without_a_local_folder(capsys, tmp_path):
+    fails_with(capsys, ["--dataset=nosuch", f"--data_path={tmp_path}"], "dataset 'nosuch' not found")
+
+
+def test_missing_data_folder(capsys):
+    fails_with(capsys, ["--dataset=tiny", "--data_path=/no/such/folder"], "data folder /no/such/folder does not exist")
+
+
+def test_unreadable_inter_file(capsys, tiny_args, monkeypatch):
+    # Tests run as root here, for whom permission bits do not deny reading.
+    monkeypatch.setattr(os, "access", lambda path, mode: not str(path).endswith(".inter"))
+    fails_with(capsys, tiny_args, "tiny.inter is not readable")
+
+
+@pytest.mark.parametrize(
+    "content, expected",
+    [
+        ("", "is empty"),
+        ("user_id:token\titem_id:token\ttimestamp:float\n", "has a header but no interactions"),
+        ("user_id:token\titem_id:token\n1\t2\n", "has no 'timestamp' column"),
+        ("user:token\titem_id:token\ttimestamp:float\n1\t2\t0\n", "has no 'user_id' column"),
+        ("user_id:token\titem_id:token\ttimestamp:float\n1\t2\t0\n1\t3\tyesterday\n", "line 3: timestamp 'yesterday'"),
+        ("user_id:token\titem_id:token\ttimestamp:token\n1\t2\t0\n", "declare it 'timestamp:float'"),
+    ],
+)
+def test_malformed_inter_files(capsys, tmp_path, content, expected):
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "bad.inter").write_text(content)
+    fails_with(capsys, ["--dataset=bad", f"--data_path={tmp_path}", *TINY_ARGS], expected)
+
+
+def test_yaml_that_does_not_parse(capsys, tiny_args, tmp_path):
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("epochs: 3\nprompt_length: [1, 2\n")
+    fails_with(capsys, tiny_args + [f"--config_files={broken}"], "is not valid YAML at line")
+
+
+def test_yaml_that_does_not_exist(capsys, tiny_args):
+    fails_with(capsys, tiny_args + ["--config_files=/no/such.yaml"], "config file /no/such.yaml does not exist")
+
+
+def test_misspelled_parameter_in_a_yaml_file(capsys, tiny_args, tmp_path):
+    typo = tmp_path / "typo.yaml"
+    typo.write_text("stage1n: 5\n")
+    fails_with(capsys, tiny_args + [f"--config_files={typo}"], "unknown parameter 'stage1n' in config file")
+
+
+@pytest.fixture
+def saved_checkpoint(tiny_data_path, tmp_path):
+    """A finished tiny RecGPT run's checkpoint."""
+    from recbole_recgpt.quick_start import run_recgpt
+
+    settings = {**TINY_CONFIG, "data_path": str(tiny_data_path), "checkpoint_dir": str(tmp_path / "first")}
+    return run_recgpt("RecGPT", "tiny", config_dict={**settings, "epochs": 1, "prompt_tuning": False})["checkpoint"]
+
+
+def test_pretrained_checkpoint_of_another_shape(capsys, tiny_args, saved_checkpoint):
+    args = with_args(tiny_args, hidden_size=32, pretrained_checkpoint=saved_checkpoint)
+    fails_with(capsys, args, "does not fit this model: item_embedding.weight has shape")
+
+
+def test_pretrained_checkpoint_of_another_dataset(capsys, tmp_path, saved_checkpoint):
+    write_inter(tmp_path / "other", "other", tiny_sequences())
+    args = ["--dataset=other", f"--data_path={tmp_path / 'other'}", f"--checkpoint_dir={tmp_path}", *TINY_ARGS]
+    fails_with(capsys, args + [f"--pretrained_checkpoint={saved_checkpoint}"], "of dataset 'tiny'; this run is RecGPT on 'other'")
+
+
+def test_pretrained_checkpoint_is_used(tiny_args, saved_checkpoint, tmp_path):
+    from recbole_recgpt.quick_start import run_recgpt
+
+    args = dict(a[2:].split("=", 1) for a in with_args(tiny_args, pretrained_checkpoint=saved_checkpoint))
+    result = run_recgpt("RecGPT", args.pop("dataset"), config_dict=args)
+    assert set(result["phases"]) == {"finetune"}
+
+
+def test_resume_file_that_does_not_exist(capsys):
+    fails_with(capsys, ["--resume=/no/such-resume.pth"], "resume file /no/such-resume.pth does not exist")
+
+
+def test_empty_history_is_refused(tiny_config):
+    from recbole.data.interaction import Interaction
+
+    from recbole_recgpt.errors import DataError
+    from recbole_recgpt.quick_start import build
+
+    _, _, model, _ = build(tiny_config())
+    rows = Interaction({
+        model.ITEM_SEQ: torch.tensor([[3, 4, 0], [0, 0, 0]]),
+        model.ITEM_SEQ_LEN: torch.tensor([2, 0]),
+        model.USER_ID: torch.tensor([1, 2]),
+    })
+    with pytest.raises(DataError, match="1 user\\(s\\) have an empty history"):
+        model.full_sort_predict(rows)
+
+
+def test_the_real_command_line_prints_one_line_and_debug_shows_the_traceback(tmp_path):
+    command = [sys.executable, str(REPO / "run_recgpt.py"), "--dataset=nosuch", f"--data_path={tmp_path}"]
+    plain = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path)
+    assert plain.returncode == 2
+    assert plain.stderr.strip().splitlines() == [plain.stderr.strip()]
+    assert "Traceback" not in plain.stderr
+    debug = subprocess.run(command + ["--debug"], capture_output=True, text=True, cwd=tmp_path)
+    assert debug.returncode != 0 and "Traceback" in debug.stderr and "DataError" in debug.stderr
