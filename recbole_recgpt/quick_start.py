@@ -23,7 +23,7 @@ def build(config):
     train_data, valid_data, test_data = data_preparation(config, dataset)
     init_seed(config["seed"], config["reproducibility"])
     model = get_model(config["model"])(config, train_data.dataset).to(config["device"])
-    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+    trainer = get_trainer(config["MODEL_TYPE"], config["model"], config["baseline_trainer"] or "recbole")(config, model)
     return dataset, (train_data, valid_data, test_data), model, trainer
 
 

@@ -19,7 +19,7 @@ from recbole.utils import get_local_time
 
 from recbole_recgpt.compat import load_checkpoint
 from recbole_recgpt.data import UserSequenceDataLoader
-from recbole_recgpt.errors import CheckpointError, TrainingError
+from recbole_recgpt.errors import CheckpointError, ConfigError, TrainingError
 
 
 def save_atomically(state, path):
@@ -95,7 +95,7 @@ class PhasedTrainer:
         """Train phase ``name`` from a fresh optimizer and early-stopping state (or from the
         resume state), then leave the model at the phase's best checkpoint."""
         self.phase_name = name
-        record = self.phases.setdefault(name, {"epochs": 0, "train_seconds": 0.0, "valid_seconds": 0.0, "wall_seconds": 0.0})
+        record = self.phase_record()
         self.epochs = epochs
         self.eval_step = min(self.config["eval_step"], epochs)
         self.start_epoch = 0
@@ -131,6 +131,12 @@ class PhasedTrainer:
             self.model.load_state_dict(load_checkpoint(self.saved_model_file, self.device)["state_dict"])
         self.save_resume_state(self.epochs - 1, phase_done=True)
         return result
+
+    def phase_record(self):
+        """Timing record of the current phase."""
+        return self.phases.setdefault(
+            self.phase_name, {"epochs": 0, "train_seconds": 0.0, "valid_seconds": 0.0, "wall_seconds": 0.0}
+        )
 
     def _resumes(self, name):
         return self.resume_state is not None and self.resume_state["phase"] == name
@@ -175,7 +181,7 @@ class PhasedTrainer:
         self.epoch = epoch_idx
         start = time()
         loss = super()._train_epoch(train_data, epoch_idx, *args, **kwargs)
-        record = self.phases[self.phase_name]
+        record = self.phase_record()
         record["epochs"] += 1
         record["train_seconds"] += time() - start
         return loss
@@ -183,7 +189,7 @@ class PhasedTrainer:
     def _valid_epoch(self, *args, **kwargs):
         start = time()
         result = super()._valid_epoch(*args, **kwargs)
-        self.phases[self.phase_name]["valid_seconds"] += time() - start
+        self.phase_record()["valid_seconds"] += time() - start
         return result
 
     def _check_nan(self, loss):
@@ -236,7 +242,7 @@ class RecGPTTrainer(PhasedTrainer, Trainer):
             # A frozen writer's prompts never change: write them once for the phase.
             start = time()
             loader.write_prompts(self.model.prompted_training_batch)
-            self.phases["finetune"]["prompt_writing_seconds"] = time() - start
+            self.phase_record()["prompt_writing_seconds"] = time() - start
         return loader
 
     def load_pretrained(self, path):
@@ -264,3 +270,57 @@ class RecGPTTrainer(PhasedTrainer, Trainer):
                 )
         self.model.gpt.load_state_dict(network)
         self.logger.info(f"Phase 1 skipped: pre-trained network loaded from {path}")
+
+
+class WholeSequenceTrainer(PhasedTrainer, Trainer):
+    r"""Opt-in trainer (``baseline_trainer: whole_sequence``) for RecBole's causal sequential
+    models with full-softmax loss (SASRec, GRU4Rec with ``loss_type: CE``).
+
+    RecBole feeds them one padded row per prefix. Their output at position t of one pass
+    over the whole sequence already is that row's output (causal attention, a left-to-right
+    GRU), so this trainer feeds whole user sequences, reads the output at every position
+    through a forward hook on the model's own layer, and averages the cross-entropy over all
+    (prefix, next item) pairs: the same pairs and loss as RecBole's rows, without the padded
+    recomputation. Evaluation is RecBole's, unchanged. (BERT4Rec is bidirectional, so one
+    pass does not give its per-row outputs; it keeps RecBole's trainer.)
+    """
+
+    # The module whose output holds every position's sequence representation [B, T, H].
+    ALL_POSITIONS_MODULE = {"SASRec": "trm_encoder", "GRU4Rec": "dense"}
+
+    def __init__(self, config, model):
+        name = type(model).__name__
+        if name not in self.ALL_POSITIONS_MODULE or config["loss_type"] != "CE":
+            raise ConfigError(
+                f"baseline_trainer=whole_sequence supports {' and '.join(self.ALL_POSITIONS_MODULE)} with "
+                f"loss_type CE, not {name}; use baseline_trainer=recbole"
+            )
+        super().__init__(config, model)
+        self.all_positions_module = getattr(model, self.ALL_POSITIONS_MODULE[name])
+
+    def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
+        dataset = train_data.dataset
+        return self.run_phase(
+            "train", lambda: UserSequenceDataLoader(self.config, dataset), self.config["epochs"],
+            self.config["learning_rate"], valid_data=valid_data, verbose=verbose, saved=saved,
+            show_progress=show_progress, callback_fn=callback_fn,
+        )
+
+    def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
+        return super()._train_epoch(train_data, epoch_idx, loss_func=self.whole_sequence_loss, show_progress=show_progress)
+
+    def whole_sequence_loss(self, interaction):
+        """Mean cross-entropy over every (prefix, next item) pair of the batch's sequences."""
+        model = self.model
+        item_seq = interaction[model.ITEM_SEQ]
+        target_seq = interaction["target_" + model.ITEM_SEQ]
+        outputs = []
+        hook = self.all_positions_module.register_forward_hook(lambda module, args, output: outputs.append(output))
+        try:
+            model.forward(item_seq, interaction[model.ITEM_SEQ_LEN])
+        finally:
+            hook.remove()
+        hidden = outputs[0][-1] if isinstance(outputs[0], list) else outputs[0]  # [B, T, H]
+        supervised = target_seq > 0
+        logits = hidden[supervised] @ model.item_embedding.weight.t()
+        return torch.nn.functional.cross_entropy(logits, target_seq[supervised])

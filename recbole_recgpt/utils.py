@@ -5,7 +5,7 @@ from recbole.utils import get_trainer as recbole_get_trainer
 
 from recbole_recgpt.errors import ConfigError
 from recbole_recgpt.model import RecGPT
-from recbole_recgpt.trainer import PhasedTrainer, RecGPTTrainer
+from recbole_recgpt.trainer import PhasedTrainer, RecGPTTrainer, WholeSequenceTrainer
 
 MODELS = {"RecGPT": RecGPT}
 TRAINERS = {"RecGPT": RecGPTTrainer}
@@ -23,9 +23,17 @@ def get_model(model_name):
         ) from None
 
 
-def get_trainer(model_type, model_name):
-    """Trainer class for a model; RecBole's trainers become resumable and timed."""
+BASELINE_TRAINERS = ("recbole", "whole_sequence")
+
+
+def get_trainer(model_type, model_name, baseline_trainer="recbole"):
+    """Trainer class for a model. RecBole's trainers become resumable and timed;
+    ``baseline_trainer="whole_sequence"`` picks :class:`WholeSequenceTrainer` instead."""
     if model_name in TRAINERS:
         return TRAINERS[model_name]
+    if baseline_trainer not in BASELINE_TRAINERS:
+        raise ConfigError(f"baseline_trainer={baseline_trainer!r} is unknown; use one of {', '.join(BASELINE_TRAINERS)}")
+    if baseline_trainer == "whole_sequence":
+        return WholeSequenceTrainer
     trainer = recbole_get_trainer(model_type, model_name)
     return type(trainer.__name__, (PhasedTrainer, trainer), {})

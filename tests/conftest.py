@@ -11,27 +11,30 @@ assert (SHARED_DATASETS / "amazon-beauty").is_dir(), (
 )
 
 # Small enough to train in seconds; MAX_ITEM_LIST_LENGTH 6 makes some users span windows.
-TINY_CONFIG = {
+TINY_DATA = {
     "load_col": {"inter": ["user_id", "item_id", "timestamp"]},
     "USER_ID_FIELD": "user_id",
     "ITEM_ID_FIELD": "item_id",
     "TIME_FIELD": "timestamp",
     "MAX_ITEM_LIST_LENGTH": 6,
+    "train_batch_size": 64,
+    "eval_batch_size": 16,
+    "topk": [5, 10],
+    "epochs": 2,
+    "show_progress": False,
+}
+TINY_RECGPT = {
     "hidden_size": 16,
     "inner_size": 32,
     "n_layers": 1,
     "n_heads": 2,
     "hidden_dropout_prob": 0.0,
     "attn_dropout_prob": 0.0,
-    "train_batch_size": 64,
-    "eval_batch_size": 16,
-    "topk": [5, 10],
     "stage1_n": 3,
     "prompt_length": 2,
-    "epochs": 2,
     "finetune_epochs": 2,
-    "show_progress": False,
 }
+TINY_CONFIG = {**TINY_DATA, **TINY_RECGPT}
 
 
 def tiny_sequences(n_users=40, n_items=30):
@@ -76,7 +79,8 @@ def tiny_config(tiny_data_path, tmp_path):
     from recbole_recgpt.config import create_config
 
     def make(model="RecGPT", **overrides):
-        settings = {**TINY_CONFIG, "data_path": str(tiny_data_path), "checkpoint_dir": str(tmp_path / "saved")}
+        settings = {**(TINY_CONFIG if model == "RecGPT" else TINY_DATA), "data_path": str(tiny_data_path),
+                    "checkpoint_dir": str(tmp_path / "saved")}
         return create_config(model, "tiny", config_dict={**settings, **overrides})
 
     return make

@@ -1,0 +1,182 @@
+"""RecGPT against RecBole's stock SASRec: time and peak memory, as ratios, in one process.
+
+    python benchmarks/speed.py --dataset=amazon-beauty --data_path=../shared/datasets --out=results/speed.json
+
+Both models get the same data, split and backbone (hidden 64, 2 layers, 2 heads, inner 256,
+histories of 50, the same dropout) and run under the same allocator and thread settings.
+Measured: one training epoch of SASRec (RecBole's Trainer, one padded row per prefix, and
+the opt-in whole-sequence trainer), of RecGPT pre-training and of RecGPT prompt-tuning; writing the prompts of every training
+sequence; full-sort evaluation of every validation user (SASRec: one pass; RecGPT: prompts,
+then two-stage recall). Short measurements are repeated and the median is reported.
+Results are written after every measurement, so an interrupted run keeps what it measured.
+"""
+
+import argparse
+import ctypes
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import psutil
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from recbole_recgpt.config import create_config  # noqa: E402
+from recbole_recgpt.data import UserSequenceDataLoader  # noqa: E402
+from recbole_recgpt.quick_start import build  # noqa: E402
+from recbole_recgpt.trainer import WholeSequenceTrainer  # noqa: E402
+from recbole_recgpt.utils import get_model, get_trainer  # noqa: E402
+
+BACKBONE = {
+    "hidden_size": 64, "n_layers": 2, "n_heads": 2, "inner_size": 256,
+    "hidden_dropout_prob": 0.2, "attn_dropout_prob": 0.2, "MAX_ITEM_LIST_LENGTH": 50,
+}
+
+
+def release_free_memory():
+    """Hand freed heap back to the OS, so that one measurement's peak is not hidden inside
+    memory an earlier one left mapped (glibc keeps it otherwise)."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except OSError:
+        pass
+
+
+class PeakMemory:
+    """Peak resident memory above the level at entry, sampled every 5 ms."""
+
+    def __enter__(self):
+        release_free_memory()
+        self.process = psutil.Process()
+        self.base = self.process.memory_info().rss
+        self.peak = self.base
+        self.running = True
+        self.thread = threading.Thread(target=self._sample, daemon=True)
+        self.thread.start()
+        return self
+
+    def _sample(self):
+        while self.running:
+            self.peak = max(self.peak, self.process.memory_info().rss)
+            time.sleep(0.005)
+
+    def __exit__(self, *exc):
+        self.running = False
+        self.thread.join()
+        self.peak = max(self.peak, self.process.memory_info().rss)
+
+    @property
+    def megabytes(self):
+        return (self.peak - self.base) / 2**20
+
+
+def measure(function, repeats):
+    """Median seconds and the largest peak memory (MB) over ``repeats`` calls."""
+    seconds, memory = [], []
+    for _ in range(repeats):
+        with PeakMemory() as peak:
+            start = time.perf_counter()
+            function()
+            seconds.append(time.perf_counter() - start)
+        memory.append(peak.megabytes)
+    return {"seconds": statistics.median(seconds), "all_seconds": seconds, "peak_mb": max(memory)}
+
+
+def git_revision():
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", default="ml-100k")
+    parser.add_argument("--data_path", default=None)
+    parser.add_argument("--out", default="results/speed.json")
+    parser.add_argument("--repeats", type=int, default=3, help="repetitions of the short measurements")
+    parser.add_argument("--sasrec_repeats", type=int, default=1, help="repetitions of the SASRec epoch")
+    args = parser.parse_args()
+    overrides = {**BACKBONE, "show_progress": False, "seed": 2020}
+    if args.data_path:
+        overrides["data_path"] = args.data_path
+
+    out = Path(args.out)
+    report = json.loads(out.read_text()) if out.exists() else {}
+    if report.get("dataset") != args.dataset:
+        report = {}
+    report.update({
+        "command": " ".join([sys.executable.rsplit("/", 1)[-1], *sys.argv]),
+        "dataset": args.dataset,
+        "git_revision": git_revision(),
+        "backbone": BACKBONE,
+        "environment": {
+            "torch": torch.__version__, "threads": torch.get_num_threads(), "cpus": os.cpu_count(),
+            "machine": platform.machine(), "LD_PRELOAD": os.environ.get("LD_PRELOAD", ""),
+        },
+    })
+    measurements = report.setdefault("measurements", {})
+    started = time.time()
+
+    def record(name, function, repeats):
+        if name in measurements:
+            print(f"{name}: kept from the earlier run", flush=True)
+            return
+        measurements[name] = measure(function, repeats)
+        print(f"{name}: {measurements[name]['seconds']:.2f} s, peak +{measurements[name]['peak_mb']:.0f} MB", flush=True)
+        save()
+
+    def save():
+        ratios = {}
+        m = {k: v["seconds"] for k, v in measurements.items()}
+        base_train, base_eval = m.get("sasrec_train_epoch"), m.get("sasrec_full_sort_eval")
+        for name, baseline in (
+            ("sasrec_whole_sequence_epoch", base_train),
+            ("recgpt_pretrain_epoch", base_train), ("recgpt_prompt_tuning_epoch", base_train),
+            ("recgpt_prompt_writing", base_train), ("recgpt_two_stage_eval", base_eval),
+        ):
+            if name in m and baseline:
+                ratios[f"{name} / {'sasrec_train_epoch' if baseline is base_train else 'sasrec_full_sort_eval'}"] = m[name] / baseline
+        report["ratios"] = ratios
+        report["wall_seconds"] = report.get("wall_seconds_before", 0) + time.time() - started
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(report, indent=2) + "\n")
+
+    sasrec_config = create_config("SASRec", args.dataset, config_dict=overrides)
+    dataset, (train_data, valid_data, _), sasrec, sasrec_trainer = build(sasrec_config)
+    record("sasrec_train_epoch", lambda: sasrec_trainer._train_epoch(train_data, 0), args.sasrec_repeats)
+    record("sasrec_full_sort_eval", lambda: sasrec_trainer.evaluate(valid_data, load_best_model=False), args.repeats)
+    whole_sequence = WholeSequenceTrainer(sasrec_config, sasrec)
+    sequences = UserSequenceDataLoader(sasrec_config, train_data.dataset)
+    record("sasrec_whole_sequence_epoch", lambda: whole_sequence._train_epoch(sequences, 0), args.repeats)
+
+    recgpt_config = create_config("RecGPT", args.dataset, config_dict=overrides)
+    torch.manual_seed(2020)
+    recgpt = get_model("RecGPT")(recgpt_config, train_data.dataset)
+    recgpt_trainer = get_trainer(recgpt_config["MODEL_TYPE"], "RecGPT")(recgpt_config, recgpt)
+    pretrain_data = UserSequenceDataLoader(recgpt_config, train_data.dataset, neg_sample_num=recgpt_config["neg_sample_num"])
+    recgpt_trainer.phase_name = "pretrain"
+    record("recgpt_pretrain_epoch", lambda: recgpt_trainer._train_epoch(pretrain_data, 0), args.repeats)
+
+    recgpt.start_prompt_tuning()
+    recgpt_trainer.phase_name = "finetune"
+    tuning_data = UserSequenceDataLoader(recgpt_config, train_data.dataset)
+    record("recgpt_prompt_writing", lambda: tuning_data.write_prompts(recgpt.prompted_training_batch), args.repeats)
+    if tuning_data.prompted is None:
+        tuning_data.write_prompts(recgpt.prompted_training_batch)
+    record("recgpt_prompt_tuning_epoch", lambda: recgpt_trainer._train_epoch(tuning_data, 0), args.repeats)
+    record("recgpt_two_stage_eval", lambda: recgpt_trainer.evaluate(valid_data, load_best_model=False), args.repeats)
+    report["pairs_per_epoch"] = {"sasrec_rows": len(train_data.dataset), "recgpt_pairs": pretrain_data.pair_count}
+    save()
+    print(json.dumps(report["ratios"], indent=2))
+
+
+if __name__ == "__main__":
+    main()
