@@ -69,7 +69,10 @@ def check_dataset_files(config):
     dataset, folder = config["dataset"], Path(config["data_path"])
     inter = folder / f"{dataset}.inter"
     if not folder.parent.is_dir():
-        raise DataError(f"data folder {folder.parent} does not exist; pass --data_path=<folder holding {dataset}/>")
+        raise DataError(
+            f"dataset '{dataset}' not found: data folder {folder.parent} does not exist (from {Path.cwd()}); "
+            f"pass --data_path=<folder holding {dataset}/> (the paper datasets: --data_path=../shared/datasets)"
+        )
     if not inter.is_file():
         raise DataError(
             f"dataset '{dataset}' not found: {inter} does not exist and nothing can be downloaded offline; "

@@ -193,3 +193,53 @@ def test_length_groups_cover_every_row_once_within_the_budget():
     assert sorted(torch.cat(groups).tolist()) == list(range(8))
     for rows in groups:
         assert len(rows) == 1 or len(rows) * int(lengths[rows].max()) <= 8
+
+
+def test_extra_padding_columns_change_no_loss(tiny):
+    """Batches are trimmed to their longest row; padding them to the full history length,
+    as RecBole's rows are, gives the same loss."""
+    config, (train_data, _, _), model = tiny()
+    model.eval()
+    batch = next(iter(UserSequenceDataLoader(config, train_data.dataset, neg_sample_num=1, shuffle=False)))
+    extra = config["MAX_ITEM_LIST_LENGTH"] - batch[model.ITEM_SEQ].size(1)
+    assert extra > 0
+    padded = Interaction({
+        key: torch.nn.functional.pad(value, (0, 0, 0, extra) if value.dim() == 3 else (0, extra)) if value.dim() > 1 else value
+        for key, value in batch.interaction.items()
+    })
+    torch.testing.assert_close(model.calculate_loss(padded), model.calculate_loss(batch))
+    model.start_prompt_tuning()
+    torch.testing.assert_close(model.calculate_loss(padded), model.calculate_loss(batch))
+
+
+def test_recboles_case_study_top_k_works(tiny):
+    from recbole.utils.case_study import full_sort_topk
+
+    _, (_, _, test_data), model = tiny()
+    model.start_prompt_tuning()
+    model.eval()
+    users = test_data._dataset.inter_feat[model.USER_ID][:4].numpy()
+    scores, items = full_sort_topk(users, model, test_data, k=5, device="cpu")
+    assert items.shape == (4, 5) and (items > 0).all() and torch.isfinite(scores).all()
+
+
+@pytest.mark.parametrize(
+    "overrides, phases",
+    [({"prompt_tuning": False}, {"pretrain"}), ({"two_stage": False}, {"pretrain", "finetune"})],
+)
+def test_ablations_are_a_config_change(tiny_data_path, tmp_path, overrides, phases):
+    settings = {**TINY_CONFIG, "data_path": str(tiny_data_path), "checkpoint_dir": str(tmp_path), **overrides}
+    result = run_recgpt("RecGPT", "tiny", config_dict=settings)
+    assert set(result["phases"]) == phases
+    _, model, _, _, _, test_data = load_data_and_model(result["checkpoint"])
+    model.eval()
+    interaction = next(iter(test_data))[0]
+    batch_len = interaction[model.ITEM_SEQ_LEN]
+    seq = interaction[model.ITEM_SEQ][:, : int(batch_len.max())]
+    if not overrides.get("two_stage", True):
+        # Single stage: the scores are the prompted history's next-item scores, nothing merged.
+        batch = model.prompt_builder.for_inference(model._generator(None), seq, batch_len)
+        expected = model._scores_at(None)(batch.item_seq, batch.segment_ids, batch.last_item_index)
+        torch.testing.assert_close(model.full_sort_predict(interaction), expected)
+    else:
+        assert not bool(model.prompt_tuned) and model.prompt_writer is None
