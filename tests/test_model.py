@@ -243,3 +243,36 @@ def test_ablations_are_a_config_change(tiny_data_path, tmp_path, overrides, phas
         torch.testing.assert_close(model.full_sort_predict(interaction), expected)
     else:
         assert not bool(model.prompt_tuned) and model.prompt_writer is None
+
+
+def test_evaluation_prompts_are_written_once_per_history_and_forgotten_with_new_weights(tiny, monkeypatch):
+    _, (_, _, test_data), model = tiny(user_embedding=True)
+    model.start_prompt_tuning()
+    model.eval()
+    interaction = next(iter(test_data))[0]
+    calls = []
+    make_generator = model._generator
+
+    def counting(user_ids):
+        generator = make_generator(user_ids)
+
+        def generate(item_seq, *args):
+            calls.append(len(item_seq))
+            return generator(item_seq, *args)
+
+        return generate
+
+    monkeypatch.setattr(model, "_generator", counting)
+    first = model.full_sort_predict(interaction)
+    assert sum(calls) == len(interaction)
+    again = model.full_sort_predict(interaction)
+    assert sum(calls) == len(interaction), "the same histories must not be prompted twice"
+    torch.testing.assert_close(again, first, rtol=0, atol=0)
+
+    state = model.state_dict()
+    state["prompt_writer.item_embedding.weight"] = torch.randn_like(state["prompt_writer.item_embedding.weight"])
+    model.load_state_dict(state)
+    changed = model.full_sort_predict(interaction)
+    assert sum(calls) == 2 * len(interaction)
+    model._history_prompts.clear()
+    torch.testing.assert_close(model.full_sort_predict(interaction), changed, rtol=0, atol=0)

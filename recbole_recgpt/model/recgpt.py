@@ -70,6 +70,9 @@ class RecGPT(SequentialRecommender):
             self.prompt_writer = ItemGPT(self.n_items, self.n_positions, self.n_users, config)
             self.prompt_writer.requires_grad_(False)
         self.register_buffer("prompt_tuned", torch.zeros((), dtype=torch.bool))
+        # Prompts the frozen writer wrote for evaluation histories (validation repeats the
+        # same histories every epoch); keyed by user and history, cleared with new weights.
+        self._history_prompts = {}
         self.prompt_builder = PromptBuilder(self.prompt_length, self.prompt_mode, self.supervise_prompts)
         self.two_stage_recall = TwoStageRecall(self.stage1_n)
 
@@ -94,7 +97,13 @@ class RecGPT(SequentialRecommender):
         """Enter phase 2: freeze a copy of the current network as the prompt writer."""
         if self.prompt_writer is not None:
             self.prompt_writer.load_state_dict(self.gpt.state_dict())
+        self._history_prompts.clear()
         self.prompt_tuned.fill_(True)
+
+    def load_state_dict(self, state_dict, strict=True, assign=False):
+        # New weights may mean a new prompt writer: forget the prompts it wrote.
+        self._history_prompts.clear()
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
     def forward(self, item_seq, segment_ids=None, user_ids=None, network=None):
         """``[B, T]`` tokens (and segments) -> ``[B, T, H]`` causal hidden states."""
@@ -191,7 +200,10 @@ class RecGPT(SequentialRecommender):
 
     def _full_sort_group(self, item_seq, item_seq_len, user_ids):
         if self.prompt_tuned:
-            batch = self.prompt_builder.for_inference(self._generator(user_ids), item_seq, item_seq_len)
+            generator = self._generator(user_ids)
+            if self.prompt_writer is not None:
+                generator = _RememberingGenerator(self._generator, self._history_prompts, user_ids)
+            batch = self.prompt_builder.for_inference(generator, item_seq, item_seq_len)
         else:
             batch = with_tail_slots(item_seq, item_seq_len, self.prompt_length)
         score_at = self._scores_at(user_ids)
@@ -203,6 +215,31 @@ class RecGPT(SequentialRecommender):
         """Score of ``ITEM_ID`` for each row, read off the full-sort scores: ``[B]``."""
         scores = self.full_sort_predict(interaction)
         return scores.gather(1, interaction[self.ITEM_ID].unsqueeze(1)).squeeze(1)
+
+
+class _RememberingGenerator:
+    """A prompt generator that remembers, per history row, what it wrote: a frozen writer
+    writes the same prompts for the same history, so each is computed once."""
+
+    def __init__(self, make_generator, memory, user_ids):
+        self.make_generator = make_generator  # user ids -> generator for those rows
+        self.memory = memory
+        self.user_ids = user_ids
+
+    def __call__(self, item_seq, segment_ids, mask, k):
+        rows = mask.sum(dim=1).tolist()
+        keys = [
+            (k, None if self.user_ids is None else int(self.user_ids[r]), item_seq[r][mask[r]].cpu().numpy().tobytes())
+            for r in range(len(rows))
+        ]
+        missing = [r for r, key in enumerate(keys) if key not in self.memory]
+        if missing:
+            index = torch.tensor(missing, device=item_seq.device)
+            user_ids = None if self.user_ids is None else self.user_ids[index]
+            written = self.make_generator(user_ids)(item_seq[index], segment_ids[index], mask[index], k)
+            for r, prompts in zip(missing, written.split([rows[r] for r in missing])):
+                self.memory[keys[r]] = prompts
+        return torch.cat([self.memory[key] for key in keys])
 
 
 def length_groups(lengths, tokens_per_group):
