@@ -7,7 +7,8 @@ histories of 50, the same dropout) and run under the same allocator and thread s
 Measured: one training epoch of SASRec (RecBole's Trainer, one padded row per prefix, and
 the opt-in whole-sequence trainer), of RecGPT pre-training and of RecGPT prompt-tuning; writing the prompts of every training
 sequence; full-sort evaluation of every validation user (SASRec: one pass; RecGPT: prompts,
-then two-stage recall). Short measurements are repeated and the median is reported.
+then two-stage recall; first and repeated validation, the latter reusing the frozen writer's
+prompts). Short measurements are repeated and the median is reported.
 Results are written after every measurement, so an interrupted run keeps what it measured.
 """
 
@@ -141,6 +142,7 @@ def main():
             ("sasrec_whole_sequence_epoch", base_train),
             ("recgpt_pretrain_epoch", base_train), ("recgpt_prompt_tuning_epoch", base_train),
             ("recgpt_prompt_writing", base_train), ("recgpt_two_stage_eval", base_eval),
+            ("recgpt_two_stage_eval_repeated", base_eval),
         ):
             if name in m and baseline:
                 ratios[f"{name} / {'sasrec_train_epoch' if baseline is base_train else 'sasrec_full_sort_eval'}"] = m[name] / baseline
@@ -172,7 +174,14 @@ def main():
     if tuning_data.prompted is None:
         tuning_data.write_prompts(recgpt.prompted_training_batch)
     record("recgpt_prompt_tuning_epoch", lambda: recgpt_trainer._train_epoch(tuning_data, 0), args.repeats)
-    record("recgpt_two_stage_eval", lambda: recgpt_trainer.evaluate(valid_data, load_best_model=False), args.repeats)
+
+    def first_evaluation():
+        recgpt._history_prompts.clear()  # as in the first validation of a phase
+        recgpt_trainer.evaluate(valid_data, load_best_model=False)
+
+    record("recgpt_two_stage_eval", first_evaluation, args.repeats)
+    # Later validations of a phase find the frozen writer's prompts already written.
+    record("recgpt_two_stage_eval_repeated", lambda: recgpt_trainer.evaluate(valid_data, load_best_model=False), args.repeats)
     report["pairs_per_epoch"] = {"sasrec_rows": len(train_data.dataset), "recgpt_pairs": pretrain_data.pair_count}
     save()
     print(json.dumps(report["ratios"], indent=2))
