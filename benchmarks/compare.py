@@ -33,16 +33,17 @@ def table(report):
     lines = [
         f"# {report['dataset']}: test set, full ranking, leave-one-out",
         "",
-        f"Command: `{report['command']}`  ",
-        f"Git revision: {report['git_revision']}; seed {report['seed']}.",
+        f"Command: `{report['command']}` (seed {report['seed']}; each row names the git revision that produced it)",
         "",
-        "| model | trainer | " + " | ".join(m.upper().replace("HIT", "HR") for m in METRICS) + " | epochs | wall s |",
-        "| --- | --- | " + " | ".join("---:" for _ in METRICS) + " | ---: | ---: |",
+        "| model | trainer | " + " | ".join(m.upper().replace("HIT", "HR") for m in METRICS)
+        + " | epochs | wall s | git |",
+        "| --- | --- | " + " | ".join("---:" for _ in METRICS) + " | ---: | ---: | --- |",
     ]
     for model, result in report["results"].items():
         epochs = "+".join(str(p["epochs"]) for p in result["phases"].values())
         cells = " | ".join(f"{result['test_result'][m]:.4f}" for m in METRICS)
-        lines.append(f"| {model} | {trainer_of(result)} | {cells} | {epochs} | {result['wall_seconds']:.0f} |")
+        revision = (result.get("git_revision") or report.get("git_revision") or "?")[:7]
+        lines.append(f"| {model} | {trainer_of(result)} | {cells} | {epochs} | {result['wall_seconds']:.0f} | {revision} |")
     return "\n".join(lines) + "\n"
 
 
@@ -68,7 +69,10 @@ def main():
     report_file = out.with_suffix(".json")
     report = json.loads(report_file.read_text()) if report_file.exists() else {"results": {}}
     revision = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
-    report.update(command=" ".join(["python", *sys.argv]), dataset=args.dataset, git_revision=revision)
+    report.update(command=" ".join(["python", *sys.argv]), dataset=args.dataset)
+    for result in report["results"].values():
+        # Rows from before revisions were kept per row carry the report's.
+        result.setdefault("git_revision", report.get("git_revision"))
     for model in args.models.split(","):
         if model in report["results"]:
             print(f"{model}: kept from the earlier run", flush=True)
@@ -76,6 +80,7 @@ def main():
         start = time.time()
         result = run_recgpt(model, args.dataset, config_dict={**shared, **per_model.get(model, {})})
         result["wall_seconds"] = time.time() - start
+        result["git_revision"] = revision
         report["seed"] = result["config"]["seed"]
         report["results"][model] = result
         report_file.write_text(json.dumps(report, indent=2) + "\n")
