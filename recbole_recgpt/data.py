@@ -17,6 +17,10 @@ import torch
 
 from recbole.data.interaction import Interaction
 
+# Field-name prefixes of the per-position targets and segments, added to ITEM_SEQ's name.
+TARGET_PREFIX = "target_"
+SEGMENT_PREFIX = "segment_"
+
 
 def user_training_sequences(dataset):
     """Rebuild each user's training sequence from a RecBole sequential train split.
@@ -59,7 +63,8 @@ class UserSequenceDataLoader:
     (inputs ``[B, T]``), ``TARGET_SEQ`` (next item per position, 0 = padding),
     ``ITEM_SEQ_LEN`` ``[B]``, ``USER_ID`` ``[B]`` and, when ``neg_sample_num > 0``,
     ``NEG_ITEM_ID`` ``[B, T, neg_sample_num]``: items drawn uniformly from those the user
-    has no training interaction with.
+    has no training interaction with. After :meth:`write_prompts`, batches carry the
+    prompted sequences instead, with their segments (``SEGMENT_PREFIX`` + ``ITEM_SEQ``).
     """
 
     def __init__(self, config, dataset, neg_sample_num=0, shuffle=True):
@@ -71,8 +76,8 @@ class UserSequenceDataLoader:
         self.uid_field = dataset.uid_field
         self.item_seq_field = dataset.item_id_list_field
         self.item_seq_len_field = dataset.item_list_length_field
-        self.target_seq_field = "target_" + self.item_seq_field
-        self.segment_seq_field = "segment_" + self.item_seq_field
+        self.target_seq_field = TARGET_PREFIX + self.item_seq_field
+        self.segment_seq_field = SEGMENT_PREFIX + self.item_seq_field
         self.prompted = None
         self.neg_field = config["NEG_PREFIX"] + dataset.iid_field
 

@@ -18,7 +18,7 @@ from recbole.trainer import Trainer
 from recbole.utils import get_local_time
 
 from recbole_recgpt.compat import load_checkpoint
-from recbole_recgpt.data import UserSequenceDataLoader
+from recbole_recgpt.data import TARGET_PREFIX, UserSequenceDataLoader
 from recbole_recgpt.errors import CheckpointError, ConfigError, TrainingError
 
 
@@ -313,7 +313,7 @@ class WholeSequenceTrainer(PhasedTrainer, Trainer):
         """Mean cross-entropy over every (prefix, next item) pair of the batch's sequences."""
         model = self.model
         item_seq = interaction[model.ITEM_SEQ]
-        target_seq = interaction["target_" + model.ITEM_SEQ]
+        target_seq = interaction[TARGET_PREFIX + model.ITEM_SEQ]
         outputs = []
         hook = self.all_positions_module.register_forward_hook(lambda module, args, output: outputs.append(output))
         try:

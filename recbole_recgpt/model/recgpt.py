@@ -16,6 +16,7 @@ from torch import nn
 from recbole.model.abstract_recommender import SequentialRecommender
 from recbole.utils import InputType
 
+from recbole_recgpt.data import SEGMENT_PREFIX, TARGET_PREFIX
 from recbole_recgpt.errors import DataError
 from recbole_recgpt.model.layers import ItemGPT
 from recbole_recgpt.model.prompts import PromptBuilder, top_items, with_tail_slots
@@ -58,8 +59,8 @@ class RecGPT(SequentialRecommender):
         self.n_positions = config["n_positions"] or required_positions(
             self.max_seq_length, self.prompt_length, self.prompt_mode
         )
-        self.TARGET_SEQ = "target_" + self.ITEM_SEQ
-        self.SEGMENT_SEQ = "segment_" + self.ITEM_SEQ
+        self.TARGET_SEQ = TARGET_PREFIX + self.ITEM_SEQ
+        self.SEGMENT_SEQ = SEGMENT_PREFIX + self.ITEM_SEQ
         self.n_users = dataset.num(self.USER_ID)
 
         self.gpt = ItemGPT(self.n_items, self.n_positions, self.n_users, config)
