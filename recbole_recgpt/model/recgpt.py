@@ -201,9 +201,10 @@ class RecGPT(SequentialRecommender):
 
     def _full_sort_group(self, item_seq, item_seq_len, user_ids):
         if self.prompt_tuned:
-            generator = self._generator(user_ids)
             if self.prompt_writer is not None:
                 generator = _RememberingGenerator(self._generator, self._history_prompts, user_ids)
+            else:
+                generator = self._generator(user_ids)
             batch = self.prompt_builder.for_inference(generator, item_seq, item_seq_len)
         else:
             batch = with_tail_slots(item_seq, item_seq_len, self.prompt_length)
