@@ -14,6 +14,7 @@ from recbole_recgpt.utils import get_model
 
 PROPERTIES_DIR = Path(__file__).resolve().parent.parent / "properties"
 PROMPT_GENERATORS = ("pretrained", "current")
+PRETRAIN_LOSSES = ("bce", "ce")
 
 
 def project_config_files(model_name, dataset):
@@ -75,7 +76,9 @@ def validate_recgpt_config(config):
             f"hidden_size={config['hidden_size']} is not divisible by n_heads={config['n_heads']}; "
             "choose values where it is"
         )
-    for key, choices in (("prompt_mode", PROMPT_MODES), ("prompt_generator", PROMPT_GENERATORS)):
+    for key, choices in (
+        ("prompt_mode", PROMPT_MODES), ("prompt_generator", PROMPT_GENERATORS), ("pretrain_loss", PRETRAIN_LOSSES)
+    ):
         if config[key] not in choices:
             raise ConfigError(f"{key}={config[key]!r} is unknown; use one of {', '.join(choices)}")
     largest_k = max(config["topk"])

@@ -117,6 +117,7 @@ class PhasedTrainer:
             self.save_resume_state(-1, phase_done=False)
 
         def end_of_epoch(epoch_idx, valid_score):
+            record["valid_curve"].append([epoch_idx, float(valid_score)])
             if callback_fn:
                 callback_fn(epoch_idx, valid_score)
             self.save_resume_state(epoch_idx, phase_done=False)
@@ -135,7 +136,8 @@ class PhasedTrainer:
     def phase_record(self):
         """Timing record of the current phase."""
         return self.phases.setdefault(
-            self.phase_name, {"epochs": 0, "train_seconds": 0.0, "valid_seconds": 0.0, "wall_seconds": 0.0}
+            self.phase_name,
+            {"epochs": 0, "train_seconds": 0.0, "valid_seconds": 0.0, "wall_seconds": 0.0, "valid_curve": []},
         )
 
     def _resumes(self, name):
@@ -203,7 +205,8 @@ class PhasedTrainer:
 
 
 class RecGPTTrainer(PhasedTrainer, Trainer):
-    r"""Phase 1 (``pretrain``): next-item BCE with sampled negatives on whole user sequences.
+    r"""Phase 1 (``pretrain``): next-item BCE with sampled negatives (or full-softmax NLL,
+    ``pretrain_loss: ce``) on whole user sequences.
     Phase 2 (``finetune``, when ``prompt_tuning``): full-softmax NLL on prompt-extended
     sequences with ``finetune_epochs`` and ``finetune_learning_rate``.
 
@@ -225,7 +228,9 @@ class RecGPTTrainer(PhasedTrainer, Trainer):
         elif not self.resumes_past("pretrain"):
             result = self.run_phase(
                 "pretrain",
-                lambda: UserSequenceDataLoader(config, dataset, neg_sample_num=config["neg_sample_num"]),
+                lambda: UserSequenceDataLoader(
+                    config, dataset, neg_sample_num=config["neg_sample_num"] if config["pretrain_loss"] == "bce" else 0
+                ),
                 config["epochs"], config["learning_rate"], **phase_kwargs,
             )
         if config["prompt_tuning"]:

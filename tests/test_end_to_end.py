@@ -53,6 +53,8 @@ def test_recgpt_runs_both_phases_on_real_data_and_writes_its_result(beauty_slice
     assert set(result["phases"]) == {"pretrain", "finetune"}
     for phase in result["phases"].values():
         assert phase["epochs"] == 1 and phase["train_seconds"] > 0
+        [(epoch, score)] = phase["valid_curve"]
+        assert epoch == 0 and 0 <= score <= 1
     expected = {f"{m}@{k}" for m in ("hit", "ndcg") for k in (5, 10, 20)}
     for key in ("best_valid_result", "test_result"):
         assert set(result[key]) == expected

@@ -73,6 +73,19 @@ def test_pretraining_loss_falls_on_a_tiny_set(tiny):
     assert losses[-1] < 0.3 * losses[0]
 
 
+def test_softmax_pretraining_equals_the_mean_cross_entropy_of_every_next_item(tiny):
+    config, (train_data, _, _), model = tiny(pretrain_loss="ce")
+    batch = next(iter(UserSequenceDataLoader(config, train_data.dataset, shuffle=False)))
+    model.eval()
+    item_seq, targets = batch[model.ITEM_SEQ], batch[model.TARGET_SEQ]
+    scores = model.gpt.item_scores(model.forward(item_seq))
+    expected = torch.nn.functional.cross_entropy(scores[targets > 0], targets[targets > 0])
+    torch.testing.assert_close(model.calculate_loss(batch), expected)
+    model.train()
+    losses = overfit(model, batch)
+    assert losses[-1] < 0.3 * losses[0]
+
+
 def test_prompt_tuning_loss_falls_on_a_tiny_set(tiny):
     config, (train_data, _, _), model = tiny()
     model.start_prompt_tuning()

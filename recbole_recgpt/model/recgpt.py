@@ -2,8 +2,9 @@
 Paradigm. Zhang et al., DASFAA 2024 (arXiv 2404.08675).
 
 Item ids are tokens. Phase 1 pre-trains a causal transformer to predict every next item
-(BCE against sampled negatives). Phase 2 writes the model's own top predictions into each
-history as prompt tokens and fine-tunes on the extended sequences with full-softmax NLL.
+(``pretrain_loss``: BCE against sampled negatives, as the paper, or full-softmax NLL).
+Phase 2 writes the model's own top predictions into each history as prompt tokens and
+fine-tunes on the extended sequences with full-softmax NLL.
 Inference is two-stage recall (:mod:`recbole_recgpt.model.recall`).
 """
 
@@ -48,7 +49,7 @@ class RecGPT(SequentialRecommender):
         super().__init__(config, dataset)
 
         self.initializer_range = config["initializer_range"]
-        self.neg_sample_num = config["neg_sample_num"]
+        self.pretrain_loss = config["pretrain_loss"]
         self.prompt_tuning = config["prompt_tuning"]
         self.prompt_length = config["prompt_length"]
         self.prompt_mode = config["prompt_mode"]
@@ -118,13 +119,19 @@ class RecGPT(SequentialRecommender):
         target_seq = interaction[self.TARGET_SEQ]
         user_ids = interaction[self.USER_ID]
         if not self.prompt_tuned:
-            return self._pretrain_loss(item_seq, target_seq, interaction[self.NEG_ITEM_ID], user_ids)
+            if self.pretrain_loss == "bce":
+                return self._pretrain_bce_loss(item_seq, target_seq, interaction[self.NEG_ITEM_ID], user_ids)
+            return self._softmax_loss(item_seq, None, target_seq, user_ids)
         if self.SEGMENT_SEQ in interaction:
             # Already prompted by the loader (a frozen writer's prompts are written once).
             segment_ids = interaction[self.SEGMENT_SEQ]
         else:
             batch = self.prompted_training_batch(item_seq, interaction[self.ITEM_SEQ_LEN], target_seq, user_ids)
             item_seq, segment_ids, target_seq = batch.item_seq, batch.segment_ids, batch.target_seq
+        return self._softmax_loss(item_seq, segment_ids, target_seq, user_ids)
+
+    def _softmax_loss(self, item_seq, segment_ids, target_seq, user_ids):
+        """Full-softmax NLL of every supervised position's target (``target_seq > 0``)."""
         hidden = self.forward(item_seq, segment_ids, user_ids)
         supervised = target_seq > 0
         logits = self.gpt.item_scores(hidden[supervised])
@@ -134,7 +141,7 @@ class RecGPT(SequentialRecommender):
         """Training inputs ``[B, T]`` -> their prompt-extended :class:`PromptedBatch`."""
         return self.prompt_builder.for_training(self._generator(user_ids), item_seq, item_seq_len, target_seq)
 
-    def _pretrain_loss(self, item_seq, target_seq, neg_items, user_ids):
+    def _pretrain_bce_loss(self, item_seq, target_seq, neg_items, user_ids):
         """BCE of every next item against ``n_neg`` sampled negatives, averaged per position."""
         hidden = self.forward(item_seq, user_ids=user_ids)
         supervised = target_seq > 0
