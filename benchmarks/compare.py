@@ -1,92 +1,119 @@
-"""Side-by-side table of RecGPT and RecBole baselines on one dataset, same protocol.
+"""Side-by-side comparison campaigns: RecGPT and RecBole baselines, several datasets and seeds.
 
-    python benchmarks/compare.py --dataset=amazon-beauty --data_path=../shared/datasets \\
-        --models=RecGPT,SASRec,GRU4Rec,Pop --out=results/compare-amazon-beauty
+    python -m benchmarks.compare --datasets=amazon-beauty,amazon-toys --data_path=../shared/datasets \\
+        --variants=Pop,GRU4Rec,SASRec,RecGPT,RecGPT-pretrain-only --seeds=2020,2021,2022
 
-Each model runs through ``run_recgpt`` (shared properties/overall.yaml, its own model yaml).
-Finished models are kept in ``<out>.json`` and skipped when the command is run again, so an
-interrupted comparison resumes; ``<out>.md`` is the table, with the trainer of every row.
-Per-model overrides: ``--SASRec.baseline_trainer=whole_sequence``; ``--key=value`` for all.
+Variants are named in ``benchmarks/variants.yaml``. Every finished run is one JSON record
+under ``results/runs/`` (``benchmarks/store.py``); a record with the same settings is reused,
+so a killed campaign resumes (a killed RecGPT or whole-sequence run continues from its last
+epoch) and campaigns made on different days add up. Several campaign processes may share a
+queue: each claims a run with a lock file. Derived variants (a stage of another run) are
+scored from the parent's checkpoints right after it, never retrained. After each run the
+tables (``results/comparison.csv``/``.md``/``.png``) are rebuilt from the whole store.
+``--key=value`` overrides a parameter for every run; ``--threads`` sets torch's threads.
 """
 
 import argparse
-import json
-import subprocess
+import shlex
 import sys
-import time
-from pathlib import Path
+import traceback
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import torch
 
-from recbole_recgpt.quick_start import run_recgpt  # noqa: E402
-
-METRICS = ("hit@5", "hit@10", "hit@20", "ndcg@5", "ndcg@10", "ndcg@20")
+from benchmarks.store import Lock, Run, load_variants
+from benchmarks.tables import build_tables
 
 
-def trainer_of(result):
-    if result["model"] == "RecGPT":
-        return "RecGPTTrainer"
-    return "whole-sequence" if result["config"].get("baseline_trainer") == "whole_sequence" else "RecBole Trainer"
-
-
-def table(report):
-    lines = [
-        f"# {report['dataset']}: test set, full ranking, leave-one-out",
-        "",
-        f"Command: `{report['command']}` (seed {report['seed']}; each row names the git revision that produced it)",
-        "",
-        "| model | trainer | " + " | ".join(m.upper().replace("HIT", "HR") for m in METRICS)
-        + " | epochs | wall s | git |",
-        "| --- | --- | " + " | ".join("---:" for _ in METRICS) + " | ---: | ---: | --- |",
-    ]
-    for model, result in report["results"].items():
-        epochs = "+".join(str(p["epochs"]) for p in result["phases"].values())
-        cells = " | ".join(f"{result['test_result'][m]:.4f}" for m in METRICS)
-        revision = (result.get("git_revision") or report.get("git_revision") or "?")[:7]
-        lines.append(f"| {model} | {trainer_of(result)} | {cells} | {epochs} | {result['wall_seconds']:.0f} | {revision} |")
-    return "\n".join(lines) + "\n"
-
-
-def main():
+def parse(argv):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dataset", default="ml-100k")
+    parser.add_argument("--datasets", default="ml-100k")
+    parser.add_argument("--variants", default="Pop,GRU4Rec,SASRec,RecGPT")
+    parser.add_argument("--seeds", default="2020")
     parser.add_argument("--data_path", default=None)
-    parser.add_argument("--models", default="RecGPT,SASRec,GRU4Rec,Pop")
-    parser.add_argument("--out", default=None, help="output stem (default results/compare-<dataset>)")
-    args, rest = parser.parse_known_args()
-    shared, per_model = {}, {}
+    parser.add_argument("--store", default="results/runs")
+    parser.add_argument("--results", default="results", help="folder of comparison.csv/.md/.png")
+    parser.add_argument("--variants_file", default=None)
+    parser.add_argument("--threads", type=int, default=None)
+    args, rest = parser.parse_known_args(argv)
+    shared = {}
     for arg in rest:
-        key, _, value = arg[2:].partition("=")
-        model, dot, name = key.partition(".")
-        if dot:
-            per_model.setdefault(model, {})[name] = value
-        else:
-            shared[key] = value
+        key, sep, value = arg[2:].partition("=") if arg.startswith("--") else ("", "", "")
+        if not key or not sep:
+            parser.error(f"unrecognised argument {arg!r}; overrides are --key=value")
+        shared[key] = value
     if args.data_path:
         shared["data_path"] = args.data_path
-    out = Path(args.out or f"results/compare-{args.dataset}")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    report_file = out.with_suffix(".json")
-    report = json.loads(report_file.read_text()) if report_file.exists() else {"results": {}}
-    revision = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
-    report.update(command=" ".join(["python", *sys.argv]), dataset=args.dataset)
-    for result in report["results"].values():
-        # Rows from before revisions were kept per row carry the report's.
-        result.setdefault("git_revision", report.get("git_revision"))
-    for model in args.models.split(","):
-        if model in report["results"]:
-            print(f"{model}: kept from the earlier run", flush=True)
-            continue
-        start = time.time()
-        result = run_recgpt(model, args.dataset, config_dict={**shared, **per_model.get(model, {})})
-        result["wall_seconds"] = time.time() - start
-        result["git_revision"] = revision
-        report["seed"] = result["config"]["seed"]
-        report["results"][model] = result
-        report_file.write_text(json.dumps(report, indent=2) + "\n")
-        out.with_suffix(".md").write_text(table(report))
-        print(f"{model}: test {result['test_result']} in {result['wall_seconds']:.0f} s", flush=True)
+    return args, shared
+
+
+def queue(variants, names):
+    """The requested variants, each derived one right after its parent (parents added)."""
+    ordered = []
+    for name in names:
+        if name not in variants:
+            raise SystemExit(f"error: unknown variant {name!r}; known: {', '.join(variants)}")
+        parent = variants[name].get("derived_from")
+        for needed in ([parent] if parent else []) + [name]:
+            if needed not in ordered:
+                ordered.append(needed)
+    return ordered
+
+
+def run_one(run, parent_record, command):
+    """Reuse, train or derive one run; returns its record (None when another process has it)."""
+    spec = run.spec
+    model = parent_record["model"] if "derived_from" in spec else spec["model"]
+    config = run.config(model)
+    record = run.finished(config)
+    if record and (parent_record is None or record.get("parent_hash") == parent_record["settings_hash"]):
+        print(f"{run.dataset} {run.variant} seed {run.seed}: kept ({run.path})", flush=True)
+        return record
+    with Lock(run.path) as lock:
+        if lock is None:
+            print(f"{run.dataset} {run.variant} seed {run.seed}: another campaign is running it", flush=True)
+            return None
+        if parent_record is None:
+            record = run.train(command)
+        else:
+            record = run.derive(parent_record, command)
+    print(
+        f"{run.dataset} {run.variant} seed {run.seed}: valid ndcg@10 {record['best_valid_result']['ndcg@10']:.4f}, "
+        f"test ndcg@10 {record['test_result']['ndcg@10']:.4f}, epochs {record['epochs']}, {record['wall_s']:.0f} s",
+        flush=True,
+    )
+    return record
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    args, shared = parse(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    command = shlex.join(["python", "-m", "benchmarks.compare", *argv])
+    variants = load_variants(args.variants_file) if args.variants_file else load_variants()
+    names = queue(variants, args.variants.split(","))
+    failed = []
+    for dataset in args.datasets.split(","):
+        for seed in [int(s) for s in args.seeds.split(",")]:
+            records = {}
+            for name in names:
+                run = Run(args.store, dataset, name, variants[name], seed, shared)
+                parent_name = variants[name].get("derived_from")
+                parent = records.get(parent_name) if parent_name else None
+                if parent_name and parent is None:
+                    print(f"{dataset} {name} seed {seed}: waits for {parent_name}", flush=True)
+                    continue
+                try:
+                    records[name] = run_one(run, parent, command)
+                except Exception as error:  # one failed run must not end the campaign
+                    traceback.print_exc()
+                    failed.append(f"{dataset} {name} seed {seed}: {type(error).__name__}: {error}")
+                    continue
+                build_tables(args.store, args.results)
+    for line in failed:
+        print(f"failed: {line}", file=sys.stderr)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

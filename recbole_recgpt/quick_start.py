@@ -62,7 +62,7 @@ def run_recgpt(
         "test_result": _plain(test_result),
         "phases": trainer.phases,
         "checkpoint": trainer.saved_model_file if saved else None,
-        "config": {key: _jsonable(value) for key, value in config.final_config_dict.items()},
+        "config": jsonable_config(config),
     }
     if result_file:
         Path(result_file).parent.mkdir(parents=True, exist_ok=True)
@@ -123,6 +123,11 @@ def load_resume_state(path):
     if not isinstance(state, dict) or "phase_done" not in state:
         raise CheckpointError(f"{path} is not a resume file; give the *-resume.pth file the run wrote beside its checkpoints")
     return state
+
+
+def jsonable_config(config):
+    """A resolved ``Config`` as a JSON-ready dict."""
+    return {key: _jsonable(value) for key, value in config.final_config_dict.items()}
 
 
 def _plain(result):

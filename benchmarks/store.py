@@ -1,0 +1,246 @@
+"""The result store: one JSON file per finished run, ``results/runs/<dataset>/<variant>/seed<seed>.json``.
+
+A *variant* is a named setting of a model (``benchmarks/variants.yaml``): a model and its
+overrides, or a row *derived* from another variant's checkpoints (scored differently, not
+retrained). A record holds what a table needs (best-valid and test metrics, epochs, seconds)
+and what reproduces it (resolved config, seed, git revision, the equivalent
+``run_recgpt.py`` command). Its ``settings_hash`` covers the resolved config minus paths and
+devices, so a campaign reuses a record only for the same settings and reruns a changed one.
+"""
+
+import hashlib
+import json
+import os
+import shlex
+import subprocess
+import time
+from pathlib import Path
+
+import torch
+import yaml
+
+from recbole_recgpt.compat import load_checkpoint
+from recbole_recgpt.config import create_config
+from recbole_recgpt.errors import ConfigError
+from recbole_recgpt.quick_start import _plain, build, jsonable_config, run_recgpt
+
+VARIANTS_FILE = Path(__file__).resolve().parent / "variants.yaml"
+METRICS = ("hit@5", "hit@10", "hit@20", "ndcg@5", "ndcg@10", "ndcg@20")
+# Config keys that say where or on what a run happens, not what it computes.
+VOLATILE_KEYS = {
+    "data_path", "checkpoint_dir", "device", "gpu_id", "use_gpu", "state", "show_progress", "log_wandb",
+    "wandb_project", "shuffle", "worker", "local_rank", "nproc", "world_size", "ip", "port", "offset",
+    "single_spec", "config_files", "benchmark_filename", "save_dataset", "save_dataloaders",
+    "dataset_save_path", "dataloaders_save_path", "eval_batch_size",
+}
+
+
+def load_variants(path=VARIANTS_FILE):
+    """``{name: spec}`` from the variants file; each spec has ``model`` or ``derived_from``.
+
+    A derived spec gets its parent's ``config_files`` and overrides, then its own overrides.
+    """
+    variants = yaml.safe_load(Path(path).read_text()) or {}
+    for name, spec in variants.items():
+        if ("model" in spec) == ("derived_from" in spec):
+            raise ConfigError(f"variant {name} in {path} needs exactly one of 'model' and 'derived_from'")
+        parent = variants.get(spec.get("derived_from"), {}) if "derived_from" in spec else None
+        if parent is not None:
+            if "model" not in parent:
+                raise ConfigError(f"variant {name} must be derived from a trained variant, not {spec['derived_from']!r}")
+            spec["config_files"] = parent.get("config_files", [])
+            spec["overrides"] = {**parent.get("overrides", {}), **spec.get("overrides", {})}
+    return variants
+
+
+def git_revision():
+    """The revision of the checkout these benchmarks belong to (None outside git)."""
+    here = Path(__file__).resolve().parent
+    head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=here).stdout.strip()
+    if not head:
+        return None
+    # Uncommitted changes to tracked files: the revision alone would not reproduce the run.
+    dirty = subprocess.run(["git", "diff", "--quiet", "HEAD"], cwd=here).returncode != 0
+    return f"{head}-dirty" if dirty else head
+
+
+def settings_hash(config):
+    """Hash of a resolved RecBole config without its volatile keys."""
+    settings = {k: v for k, v in config.final_config_dict.items() if k not in VOLATILE_KEYS}
+    text = json.dumps(settings, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def record_path(store, dataset, variant, seed):
+    return Path(store) / dataset / variant / f"seed{seed}.json"
+
+
+def read_record(path):
+    path = Path(path)
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def write_record(path, record):
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_suffix(".tmp")
+    temporary.write_text(json.dumps(record, indent=1) + "\n")
+    os.replace(temporary, path)
+
+
+def run_command(model, dataset, overrides, config_files=()):
+    """The ``run_recgpt.py`` command line that makes the same run."""
+    words = ["python", "run_recgpt.py", f"--model={model}", f"--dataset={dataset}"]
+    if config_files:
+        words.append(f"--config_files={' '.join(config_files)}")
+    words += [f"--{key}={value}" for key, value in overrides.items()]
+    return shlex.join(words)
+
+
+class Run:
+    """One (dataset, variant, seed) of a campaign: its settings, record file and checkpoints."""
+
+    def __init__(self, store, dataset, variant, spec, seed, shared):
+        self.dataset, self.variant, self.spec, self.seed = dataset, variant, spec, seed
+        self.path = record_path(store, dataset, variant, seed)
+        self.checkpoint_dir = Path(shared.get("checkpoint_dir", "saved")) / "campaign" / dataset / variant / f"seed{seed}"
+        self.overrides = {**shared, **spec.get("overrides", {}), "seed": seed}
+        self.config_files = list(spec.get("config_files", []))
+
+    def config(self, model):
+        return create_config(model, self.dataset, self.config_files, self.overrides)
+
+    def finished(self, config):
+        """The stored record when it was made with these settings, else None."""
+        record = read_record(self.path)
+        if record and record.get("settings_hash") == settings_hash(config):
+            return record
+        return None
+
+    def record(self, config, result, wall_seconds, **extra):
+        phases = result["phases"]
+        return {
+            "dataset": self.dataset,
+            "variant": self.variant,
+            "model": config["model"],
+            "seed": self.seed,
+            "trainer": trainer_name(config),
+            "best_valid_result": result["best_valid_result"],
+            "test_result": result["test_result"],
+            "epochs": "+".join(str(p["epochs"]) for p in phases.values()),
+            "phases": phases,
+            "wall_s": round(wall_seconds, 1),
+            "threads": torch.get_num_threads(),
+            "git": git_revision(),
+            "command": run_command(config["model"], self.dataset, self.overrides, self.config_files),
+            "settings_hash": settings_hash(config),
+            "checkpoint": result.get("checkpoint"),
+            "config": result["config"],
+            "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
+            **extra,
+        }
+
+    def train(self, campaign_command):
+        """Train to early stopping (resuming a killed attempt of the same settings)."""
+        config = self.config(self.spec["model"])
+        self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        resume = self._resumable(config)
+        start = time.time()
+        result = run_recgpt(
+            self.spec["model"], self.dataset, self.config_files,
+            {**self.overrides, "checkpoint_dir": str(self.checkpoint_dir)}, resume=resume,
+        )
+        record = self.record(config, result, time.time() - start, campaign_command=campaign_command, resumed=bool(resume))
+        write_record(self.path, record)
+        return record
+
+    def _resumable(self, config):
+        """The resume file a killed attempt with the same settings left, if any."""
+        for path in sorted(self.checkpoint_dir.glob("*-resume.pth")):
+            state = load_checkpoint(path)
+            if settings_hash(state["config"]) == settings_hash(config):
+                return str(path)
+        return None
+
+    def derive(self, parent, campaign_command):
+        """Score a checkpoint of the parent run with this variant's overrides (no training)."""
+        which = self.spec.get("checkpoint", "final")
+        checkpoint = parent["checkpoint"] if which == "final" else parent["phases"][which]["checkpoint"]
+        if not checkpoint or not Path(checkpoint).is_file():
+            raise FileNotFoundError(
+                f"{self.variant}: checkpoint {checkpoint} of {parent['variant']} is gone; rerun that variant"
+            )
+        config = self.config(parent["model"])
+        start = time.time()
+        _, (_, valid_data, test_data), model, trainer = build(config)
+        load_network(model, load_checkpoint(checkpoint, config["device"])["state_dict"])
+        valid = trainer.evaluate(valid_data, load_best_model=False)
+        test = trainer.evaluate(test_data, load_best_model=False)
+        phases = parent["phases"] if which == "final" else {which: parent["phases"][which]}
+        result = {"best_valid_result": _plain(valid), "test_result": _plain(test), "phases": phases,
+                  "checkpoint": checkpoint, "config": jsonable_config(config)}
+        record = self.record(config, result, time.time() - start, campaign_command=campaign_command,
+                             derived_from=str(parent_path(self, parent)), derived_checkpoint=which,
+                             parent_hash=parent["settings_hash"])
+        # What the row reports it inherits from the parent: training time is the parent's.
+        record["training_wall_s"] = parent["wall_s"]
+        write_record(self.path, record)
+        return record
+
+
+def parent_path(run, parent):
+    return record_path(run.path.parents[2], parent["dataset"], parent["variant"], parent["seed"])
+
+
+def load_network(model, state_dict):
+    """Load the tensors of ``state_dict`` that ``model`` has (a phase-1 checkpoint holds a
+    prompt writer a pre-training-only model lacks); every tensor the model needs must be there."""
+    own = model.state_dict()
+    missing = [key for key in own if key not in state_dict]
+    if missing:
+        raise ValueError(f"checkpoint lacks {', '.join(missing)}")
+    model.load_state_dict({key: state_dict[key] for key in own})
+
+
+def trainer_name(config):
+    if config["model"] == "RecGPT":
+        return "RecGPTTrainer"
+    return "whole-sequence" if config["baseline_trainer"] == "whole_sequence" else "RecBole Trainer"
+
+
+class Lock:
+    """An exclusive claim on a run, so several campaign processes can share one queue.
+    A lock whose process is gone is taken over."""
+
+    def __init__(self, path):
+        self.path = Path(f"{path}.lock")
+
+    def __enter__(self):
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        for _ in range(2):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            except FileExistsError:
+                if _alive(int(self.path.read_text() or 0)):
+                    return None
+                self.path.unlink(missing_ok=True)
+                continue
+            os.write(fd, str(os.getpid()).encode())
+            os.close(fd)
+            return self
+        return None
+
+    def __exit__(self, *exc):
+        self.path.unlink(missing_ok=True)
+
+
+def _alive(pid):
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

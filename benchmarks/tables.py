@@ -1,0 +1,177 @@
+"""Tables and chart from the result store.
+
+    python -m benchmarks.tables            # results/runs/** -> results/comparison.{csv,md,png}
+
+``comparison.csv`` has one row per finished run. ``comparison.md`` has, per dataset, the
+main table (mean ± std over seeds, best mean per column in bold, RecGPT's relative gain over
+the baseline that is best on validation), then the ablation and experiment rows.
+``comparison.png`` plots test NDCG@10 and HR@10 of the main table with std error bars.
+"""
+
+import argparse
+import csv
+import json
+import statistics
+from pathlib import Path
+
+from benchmarks.store import METRICS, load_variants
+
+CSV_COLUMNS = (
+    "dataset", "model", "seed", "valid_ndcg@10", *METRICS, "epochs", "wall_s", "git", "command",
+    "trainer", "derived_from", "threads",
+)
+GROUPS = {"main": "Main comparison", "ablation": "Paper ablations", "experiment": "Controlled experiments (issue 7)"}
+
+
+def load_records(store):
+    return [json.loads(path.read_text()) for path in sorted(Path(store).glob("*/*/seed*.json"))]
+
+
+def csv_row(record):
+    row = {
+        "dataset": record["dataset"], "model": record["variant"], "seed": record["seed"],
+        "valid_ndcg@10": record["best_valid_result"]["ndcg@10"],
+        "epochs": record["epochs"], "wall_s": record["wall_s"], "git": (record.get("git") or "")[:7],
+        "command": record["command"], "trainer": record["trainer"],
+        "derived_from": record.get("derived_from", ""), "threads": record.get("threads", ""),
+    }
+    row.update({metric: record["test_result"][metric] for metric in METRICS})
+    return row
+
+
+def summarise(records):
+    """Per variant: n seeds, mean and std of valid NDCG@10 and every test metric."""
+    columns = {"valid_ndcg@10": [r["best_valid_result"]["ndcg@10"] for r in records]}
+    columns.update({m: [r["test_result"][m] for r in records] for m in METRICS})
+    return {
+        "n": len(records),
+        "mean": {k: statistics.fmean(v) for k, v in columns.items()},
+        "std": {k: statistics.stdev(v) if len(v) > 1 else 0.0 for k, v in columns.items()},
+        "epochs": ", ".join(sorted({r["epochs"] for r in records})),
+        "wall_s": statistics.fmean(r.get("training_wall_s", r["wall_s"]) for r in records),
+        "trainer": records[0]["trainer"],
+    }
+
+
+def cell(summary, column, best):
+    text = f"{summary['mean'][column]:.4f}"
+    if summary["n"] > 1:
+        text += f" ± {summary['std'][column]:.4f}"
+    return f"**{text}**" if best else text
+
+
+def by_variant(records, order):
+    grouped = {}
+    for record in records:
+        grouped.setdefault(record["variant"], []).append(record)
+    known = [name for name in order if name in grouped]
+    return {name: grouped[name] for name in known + sorted(set(grouped) - set(known))}
+
+
+def main_table(dataset, summaries, variants):
+    columns = ("valid_ndcg@10", *METRICS)
+    header = ["model", "trainer", "seeds", "valid NDCG@10", *(m.upper().replace("HIT", "HR") for m in METRICS), "epochs", "wall s"]
+    best = {c: max(s["mean"][c] for s in summaries.values()) for c in columns}
+    lines = ["| " + " | ".join(header) + " |", "| --- | --- | ---: | " + " | ".join("---:" for _ in header[3:]) + " |"]
+    for name, s in summaries.items():
+        cells = [cell(s, c, s["mean"][c] == best[c]) for c in columns]
+        lines.append(f"| {name} | {s['trainer']} | {s['n']} | " + " | ".join(cells) + f" | {s['epochs']} | {s['wall_s']:.0f} |")
+    lines += ["", gain_line(summaries, variants)]
+    return lines
+
+
+def gain_line(summaries, variants):
+    """RecGPT's relative test gain over the baseline that is best on validation NDCG@10."""
+    baselines = {n: s for n, s in summaries.items() if variants.get(n, {}).get("model", "RecGPT") != "RecGPT"
+                 and "derived_from" not in variants.get(n, {})}
+    if "RecGPT" not in summaries or not baselines:
+        return "RecGPT's gain: needs a RecGPT row and a baseline row."
+    best = max(baselines, key=lambda n: baselines[n]["mean"]["valid_ndcg@10"])
+    parts = []
+    for metric in ("ndcg@10", "hit@10"):
+        ours, theirs = summaries["RecGPT"]["mean"][metric], baselines[best]["mean"][metric]
+        parts.append(f"{metric.upper().replace('HIT', 'HR')} {100 * (ours / theirs - 1):+.1f}%")
+    return f"RecGPT (defaults) vs the best baseline on validation ({best}), test: " + ", ".join(parts) + "."
+
+
+def detail_table(summaries, variants):
+    lines = [
+        "| variant | what changed | seeds | valid NDCG@10 | test NDCG@10 | test HR@10 | epochs | wall s |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for name, s in summaries.items():
+        what = variants.get(name, {}).get("description", "")
+        lines.append(
+            f"| {name} | {what} | {s['n']} | {cell(s, 'valid_ndcg@10', False)} | {cell(s, 'ndcg@10', False)} | "
+            f"{cell(s, 'hit@10', False)} | {s['epochs']} | {s['wall_s']:.0f} |"
+        )
+    return lines
+
+
+def markdown(records, variants):
+    lines = [
+        "# RecGPT and RecBole baselines: test set, full ranking, leave-one-out",
+        "",
+        "Built by `python -m benchmarks.tables` from `results/runs/` (one JSON per run: command, seed, git "
+        "revision, resolved config). Mean ± std over seeds; bold = best mean in the column. Every run "
+        "trained to early stopping on validation NDCG@10; anything chosen was chosen on validation.",
+    ]
+    for dataset in sorted({r["dataset"] for r in records}):
+        rows = by_variant([r for r in records if r["dataset"] == dataset], list(variants))
+        for group, title in GROUPS.items():
+            members = {n: summarise(rs) for n, rs in rows.items() if variants.get(n, {}).get("group", "experiment") == group}
+            if not members:
+                continue
+            lines += ["", f"## {dataset}: {title}", ""]
+            lines += main_table(dataset, members, variants) if group == "main" else detail_table(members, variants)
+    return "\n".join(lines) + "\n"
+
+
+def chart(records, variants, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    main = [r for r in records if variants.get(r["variant"], {}).get("group") == "main"]
+    if not main:
+        return
+    datasets = sorted({r["dataset"] for r in main})
+    names = [n for n in variants if any(r["variant"] == n for r in main)]
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    width = 0.8 / len(names)
+    for ax, metric in zip(axes, ("ndcg@10", "hit@10")):
+        for i, name in enumerate(names):
+            means, stds = [], []
+            for dataset in datasets:
+                values = [r["test_result"][metric] for r in main if r["dataset"] == dataset and r["variant"] == name]
+                means.append(statistics.fmean(values) if values else 0.0)
+                stds.append(statistics.stdev(values) if len(values) > 1 else 0.0)
+            ax.bar([d + i * width for d in range(len(datasets))], means, width, yerr=stds, capsize=2, label=name)
+        ax.set_xticks([d + 0.4 - width / 2 for d in range(len(datasets))], datasets)
+        ax.set_title(f"test {metric.upper().replace('HIT', 'HR')} (mean ± std over seeds)")
+    axes[1].legend(fontsize=8, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def build_tables(store="results/runs", out="results", variants=None):
+    variants = variants or load_variants()
+    records = load_records(store)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "comparison.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, CSV_COLUMNS)
+        writer.writeheader()
+        writer.writerows(csv_row(r) for r in records)
+    (out / "comparison.md").write_text(markdown(records, variants))
+    chart(records, variants, out / "comparison.png")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--store", default="results/runs")
+    parser.add_argument("--out", default="results")
+    args = parser.parse_args()
+    build_tables(args.store, args.out)

@@ -1,0 +1,99 @@
+"""Comparison campaigns: one record per run, reuse of unchanged runs, derived rows, tables."""
+
+import csv
+import json
+
+import pytest
+import yaml
+
+from benchmarks.compare import main as campaign
+from benchmarks.store import git_revision, record_path
+from tests.conftest import TINY_DATA, TINY_RECGPT
+
+
+@pytest.fixture
+def tiny_campaign(tiny_data_path, tmp_path):
+    """``run(variants=..., seeds=...)`` runs a campaign on the tiny dataset; returns the store."""
+    settings = tmp_path / "tiny.yaml"
+    settings.write_text(yaml.safe_dump({**TINY_DATA, "topk": [5, 10, 20]}))
+    variants = {
+        "Pop": {"model": "Pop", "group": "main", "config_files": [str(settings)]},
+        "SASRec": {"model": "SASRec", "group": "main", "config_files": [str(settings)],
+                   "overrides": {"baseline_trainer": "whole_sequence"}},
+        "RecGPT": {"model": "RecGPT", "group": "main", "config_files": [str(settings)], "overrides": TINY_RECGPT},
+        "RecGPT-pretrain-only": {"derived_from": "RecGPT", "checkpoint": "pretrain", "group": "main",
+                                 "overrides": {"prompt_tuning": False, "two_stage": False}},
+        "RecGPT-single-stage": {"derived_from": "RecGPT", "group": "ablation", "overrides": {"two_stage": False}},
+        "RecGPT-N5": {"derived_from": "RecGPT", "group": "ablation", "overrides": {"stage1_n": 5}},
+    }
+    variants_file = tmp_path / "variants.yaml"
+
+    def run(names, seeds="1", **variant_overrides):
+        for name, overrides in variant_overrides.items():
+            variants[name].setdefault("overrides", {}).update(overrides)
+        variants_file.write_text(yaml.safe_dump(variants))
+        status = campaign([
+            "--datasets=tiny", f"--variants={names}", f"--seeds={seeds}", f"--data_path={tiny_data_path}",
+            f"--store={tmp_path / 'runs'}", f"--results={tmp_path}", f"--variants_file={variants_file}",
+            f"--checkpoint_dir={tmp_path / 'saved'}",
+        ])
+        assert status == 0
+        return tmp_path
+
+    return run
+
+
+def record(root, variant, seed=1):
+    return json.loads(record_path(root / "runs", "tiny", variant, seed).read_text())
+
+
+def test_a_campaign_writes_one_record_per_run_with_what_reproduces_it(tiny_campaign):
+    root = tiny_campaign("Pop,SASRec,RecGPT", seeds="1,2")
+    for variant in ("Pop", "SASRec", "RecGPT"):
+        for seed in (1, 2):
+            result = record(root, variant, seed)
+            assert result["seed"] == seed and result["config"]["seed"] == seed
+            assert result["command"].startswith(f"python run_recgpt.py --model={result['model']} --dataset=tiny")
+            assert f"--seed={seed}" in result["command"]
+            assert result["git"] == git_revision() and result["wall_s"] > 0
+    assert record(root, "SASRec")["trainer"] == "whole-sequence"
+    assert record(root, "RecGPT")["epochs"] == "2+2"
+    assert record(root, "RecGPT", 1)["test_result"] != record(root, "RecGPT", 2)["test_result"]
+
+    rows = list(csv.DictReader(open(root / "comparison.csv")))
+    assert len(rows) == 6
+    assert {"dataset", "model", "seed", "valid_ndcg@10", "hit@10", "ndcg@20", "epochs", "wall_s", "git", "command"} <= set(rows[0])
+    table = (root / "comparison.md").read_text()
+    assert "## tiny: Main comparison" in table and " ± " in table and "**" in table
+    assert "RecGPT (defaults) vs the best baseline on validation" in table
+    assert (root / "comparison.png").stat().st_size > 1000
+
+
+def test_unchanged_runs_are_kept_and_changed_ones_run_again(tiny_campaign, capsys):
+    root = tiny_campaign("Pop,SASRec")
+    before = {v: record(root, v)["finished"] + record(root, v)["settings_hash"] for v in ("Pop", "SASRec")}
+    capsys.readouterr()
+    tiny_campaign("Pop,SASRec", SASRec={"learning_rate": 0.002})
+    output = capsys.readouterr().out
+    assert "tiny Pop seed 1: kept" in output
+    assert "tiny SASRec seed 1: kept" not in output
+    assert record(root, "Pop")["finished"] + record(root, "Pop")["settings_hash"] == before["Pop"]
+    assert record(root, "SASRec")["settings_hash"] not in before["SASRec"]
+    assert record(root, "SASRec")["config"]["learning_rate"] == 0.002
+
+
+def test_derived_rows_score_the_parent_checkpoints_without_training(tiny_campaign):
+    root = tiny_campaign("RecGPT-pretrain-only,RecGPT-single-stage,RecGPT-N5")
+    parent = record(root, "RecGPT")
+    pretrain_only = record(root, "RecGPT-pretrain-only")
+    # Phase 1 is validated on plain next-item ranking: its best is what the derived row scores.
+    best_phase1 = max(score for _, score in parent["phases"]["pretrain"]["valid_curve"])
+    assert pretrain_only["best_valid_result"]["ndcg@10"] == pytest.approx(best_phase1, abs=1e-4)
+    assert pretrain_only["epochs"] == "2" and pretrain_only["derived_checkpoint"] == "pretrain"
+    assert pretrain_only["config"]["prompt_tuning"] is False
+    # Two-stage recall with N = 5 returns stage 1's top 5 first: @5 is the single-stage @5.
+    single, n5 = record(root, "RecGPT-single-stage"), record(root, "RecGPT-N5")
+    assert single["epochs"] == n5["epochs"] == "2+2"
+    for key in ("best_valid_result", "test_result"):
+        assert n5[key]["hit@5"] == single[key]["hit@5"] and n5[key]["ndcg@5"] == single[key]["ndcg@5"]
+    assert n5["best_valid_result"]["ndcg@10"] != single["best_valid_result"]["ndcg@10"]
