@@ -52,7 +52,7 @@ def queue(variants, names):
     for name in names:
         if name not in variants:
             raise SystemExit(f"error: unknown variant {name!r}; known: {', '.join(variants)}")
-        parent = variants[name].get("derived_from")
+        parent = variants[name].get("parent")
         for needed in ([parent] if parent else []) + [name]:
             if needed not in ordered:
                 ordered.append(needed)
@@ -62,7 +62,9 @@ def queue(variants, names):
 def run_one(run, parent_record, command):
     """Reuse, train or derive one run; returns its record (None when another process has it)."""
     spec = run.spec
-    model = parent_record["model"] if "derived_from" in spec else spec["model"]
+    model = parent_record["model"] if parent_record else spec["model"]
+    if "start_from" in spec:
+        run.start_from(parent_record)
     config = run.config(model)
     record = run.finished(config)
     if record and (parent_record is None or record.get("parent_hash") == parent_record["settings_hash"]):
@@ -72,10 +74,10 @@ def run_one(run, parent_record, command):
         if lock is None:
             print(f"{run.dataset} {run.variant} seed {run.seed}: another campaign is running it", flush=True)
             return None
-        if parent_record is None:
-            record = run.train(command)
-        else:
+        if "derived_from" in spec:
             record = run.derive(parent_record, command)
+        else:
+            record = run.train(model, command, parent_record)
     print(
         f"{run.dataset} {run.variant} seed {run.seed}: valid ndcg@10 {record['best_valid_result']['ndcg@10']:.4f}, "
         f"test ndcg@10 {record['test_result']['ndcg@10']:.4f}, epochs {record['epochs']}, {record['wall_s']:.0f} s",
@@ -98,7 +100,7 @@ def main(argv=None):
             records = {}
             for name in names:
                 run = Run(args.store, dataset, name, variants[name], seed, shared)
-                parent_name = variants[name].get("derived_from")
+                parent_name = variants[name].get("parent")
                 parent = records.get(parent_name) if parent_name else None
                 if parent_name and parent is None:
                     print(f"{dataset} {name} seed {seed}: waits for {parent_name}", flush=True)

@@ -35,21 +35,28 @@ VOLATILE_KEYS = {
 }
 
 
-def load_variants(path=VARIANTS_FILE):
-    """``{name: spec}`` from the variants file; each spec has ``model`` or ``derived_from``.
+PARENT_KEYS = ("derived_from", "start_from")
 
-    A derived spec gets its parent's ``config_files`` and overrides, then its own overrides.
+
+def load_variants(path=VARIANTS_FILE):
+    """``{name: spec}`` from the variants file. A spec has one of ``model`` (trained from
+    scratch), ``derived_from`` (a parent's checkpoint scored differently) and ``start_from``
+    (phase 2 trained from a parent's phase-1 checkpoint); the last two inherit the parent's
+    model, ``config_files`` and overrides, then apply their own overrides.
     """
     variants = yaml.safe_load(Path(path).read_text()) or {}
     for name, spec in variants.items():
-        if ("model" in spec) == ("derived_from" in spec):
-            raise ConfigError(f"variant {name} in {path} needs exactly one of 'model' and 'derived_from'")
-        parent = variants.get(spec.get("derived_from"), {}) if "derived_from" in spec else None
-        if parent is not None:
-            if "model" not in parent:
-                raise ConfigError(f"variant {name} must be derived from a trained variant, not {spec['derived_from']!r}")
-            spec["config_files"] = parent.get("config_files", [])
-            spec["overrides"] = {**parent.get("overrides", {}), **spec.get("overrides", {})}
+        kinds = [key for key in ("model", *PARENT_KEYS) if key in spec]
+        if len(kinds) != 1:
+            raise ConfigError(f"variant {name} in {path} needs exactly one of model, {', '.join(PARENT_KEYS)}")
+        if kinds[0] == "model":
+            continue
+        parent = variants.get(spec[kinds[0]], {})
+        if "model" not in parent:
+            raise ConfigError(f"variant {name} needs a trained variant as its parent, not {spec[kinds[0]]!r}")
+        spec["parent"] = spec[kinds[0]]
+        spec["config_files"] = parent.get("config_files", [])
+        spec["overrides"] = {**parent.get("overrides", {}), **spec.get("overrides", {})}
     return variants
 
 
@@ -140,17 +147,34 @@ class Run:
             **extra,
         }
 
-    def train(self, campaign_command):
+    def start_from(self, parent):
+        """Make this run's phase 2 start from the parent run's phase-1 checkpoint."""
+        checkpoint = self.parent_checkpoint(parent)
+        self.overrides["pretrained_checkpoint"] = checkpoint
+
+    def parent_checkpoint(self, parent):
+        which = self.spec.get("checkpoint", "final" if "derived_from" in self.spec else "pretrain")
+        checkpoint = parent["checkpoint"] if which == "final" else parent["phases"][which]["checkpoint"]
+        if not checkpoint or not Path(checkpoint).is_file():
+            raise FileNotFoundError(
+                f"{self.variant}: checkpoint {checkpoint} of {parent['variant']} is gone; rerun that variant"
+            )
+        return checkpoint
+
+    def train(self, model, campaign_command, parent=None):
         """Train to early stopping (resuming a killed attempt of the same settings)."""
-        config = self.config(self.spec["model"])
+        config = self.config(model)
         self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
         resume = self._resumable(config)
         start = time.time()
         result = run_recgpt(
-            self.spec["model"], self.dataset, self.config_files,
-            {**self.overrides, "checkpoint_dir": str(self.checkpoint_dir)}, resume=resume,
+            model, self.dataset, self.config_files, {**self.overrides, "checkpoint_dir": str(self.checkpoint_dir)},
+            resume=resume,
         )
-        record = self.record(config, result, time.time() - start, campaign_command=campaign_command, resumed=bool(resume))
+        extra = {"campaign_command": campaign_command, "resumed": bool(resume)}
+        if parent:
+            extra.update(started_from=str(parent_path(self, parent)), parent_hash=parent["settings_hash"])
+        record = self.record(config, result, time.time() - start, **extra)
         write_record(self.path, record)
         return record
 
@@ -165,11 +189,7 @@ class Run:
     def derive(self, parent, campaign_command):
         """Score a checkpoint of the parent run with this variant's overrides (no training)."""
         which = self.spec.get("checkpoint", "final")
-        checkpoint = parent["checkpoint"] if which == "final" else parent["phases"][which]["checkpoint"]
-        if not checkpoint or not Path(checkpoint).is_file():
-            raise FileNotFoundError(
-                f"{self.variant}: checkpoint {checkpoint} of {parent['variant']} is gone; rerun that variant"
-            )
+        checkpoint = self.parent_checkpoint(parent)
         config = self.config(parent["model"])
         start = time.time()
         _, (_, valid_data, test_data), model, trainer = build(config)

@@ -18,7 +18,7 @@ from benchmarks.store import METRICS, load_variants
 
 CSV_COLUMNS = (
     "dataset", "model", "seed", "valid_ndcg@10", *METRICS, "epochs", "wall_s", "git", "command",
-    "trainer", "derived_from", "threads",
+    "trainer", "parent", "threads",
 )
 GROUPS = {"main": "Main comparison", "ablation": "Paper ablations", "experiment": "Controlled experiments (issue 7)"}
 
@@ -33,7 +33,7 @@ def csv_row(record):
         "valid_ndcg@10": record["best_valid_result"]["ndcg@10"],
         "epochs": record["epochs"], "wall_s": record["wall_s"], "git": (record.get("git") or "")[:7],
         "command": record["command"], "trainer": record["trainer"],
-        "derived_from": record.get("derived_from", ""), "threads": record.get("threads", ""),
+        "parent": record.get("derived_from") or record.get("started_from") or "", "threads": record.get("threads", ""),
     }
     row.update({metric: record["test_result"][metric] for metric in METRICS})
     return row
@@ -82,8 +82,7 @@ def main_table(dataset, summaries, variants):
 
 def gain_line(summaries, variants):
     """RecGPT's relative test gain over the baseline that is best on validation NDCG@10."""
-    baselines = {n: s for n, s in summaries.items() if variants.get(n, {}).get("model", "RecGPT") != "RecGPT"
-                 and "derived_from" not in variants.get(n, {})}
+    baselines = {n: s for n, s in summaries.items() if variants.get(n, {}).get("model", "RecGPT") != "RecGPT"}
     if "RecGPT" not in summaries or not baselines:
         return "RecGPT's gain: needs a RecGPT row and a baseline row."
     best = max(baselines, key=lambda n: baselines[n]["mean"]["valid_ndcg@10"])

@@ -265,6 +265,9 @@ class RecGPTTrainer(PhasedTrainer, Trainer):
         prefix = "gpt."
         network = {key[len(prefix):]: value for key, value in checkpoint["state_dict"].items() if key.startswith(prefix)}
         expected = self.model.gpt.state_dict()
+        network["position_embedding.weight"] = self.fit_position_table(
+            network.get("position_embedding.weight"), expected["position_embedding.weight"]
+        )
         for key, value in expected.items():
             if key not in network or network[key].shape != value.shape:
                 found = tuple(network[key].shape) if key in network else "nothing"
@@ -275,6 +278,19 @@ class RecGPTTrainer(PhasedTrainer, Trainer):
                 )
         self.model.gpt.load_state_dict(network)
         self.logger.info(f"Phase 1 skipped: pre-trained network loaded from {path}")
+
+    def fit_position_table(self, saved, own):
+        """The saved position table resized to this model's: phase 1 trains only the first
+        ``MAX_ITEM_LIST_LENGTH`` positions, and ``n_positions`` grows with the prompt length,
+        so a phase-1 network serves phase 2 runs of any prompt length. Rows past the saved
+        table keep this model's initial values. (Other shapes must match exactly.)"""
+        trained = self.config["MAX_ITEM_LIST_LENGTH"]
+        if saved is None or saved.shape[1] != own.shape[1] or min(len(saved), len(own)) < trained:
+            return saved
+        table = own.clone()
+        rows = min(len(saved), len(own))
+        table[:rows] = saved[:rows]
+        return table
 
 
 class WholeSequenceTrainer(PhasedTrainer, Trainer):

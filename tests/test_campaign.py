@@ -25,6 +25,7 @@ def tiny_campaign(tiny_data_path, tmp_path):
                                  "overrides": {"prompt_tuning": False, "two_stage": False}},
         "RecGPT-single-stage": {"derived_from": "RecGPT", "group": "ablation", "overrides": {"two_stage": False}},
         "RecGPT-N5": {"derived_from": "RecGPT", "group": "ablation", "overrides": {"stage1_n": 5}},
+        "RecGPT-K0": {"start_from": "RecGPT", "group": "experiment", "overrides": {"prompt_length": 0}},
     }
     variants_file = tmp_path / "variants.yaml"
 
@@ -97,3 +98,12 @@ def test_derived_rows_score_the_parent_checkpoints_without_training(tiny_campaig
     for key in ("best_valid_result", "test_result"):
         assert n5[key]["hit@5"] == single[key]["hit@5"] and n5[key]["ndcg@5"] == single[key]["ndcg@5"]
     assert n5["best_valid_result"]["ndcg@10"] != single["best_valid_result"]["ndcg@10"]
+
+
+def test_a_phase_2_variant_starts_from_the_parent_phase_1_checkpoint(tiny_campaign):
+    root = tiny_campaign("RecGPT-K0")
+    parent, child = record(root, "RecGPT"), record(root, "RecGPT-K0")
+    assert child["config"]["pretrained_checkpoint"] == parent["phases"]["pretrain"]["checkpoint"]
+    assert child["config"]["prompt_length"] == 0 and set(child["phases"]) == {"finetune"}
+    assert child["parent_hash"] == parent["settings_hash"] and child["epochs"] == "2"
+    assert list(csv.DictReader(open(root / "comparison.csv")))[-1]["parent"].endswith("RecGPT/seed1.json")

@@ -289,3 +289,21 @@ def test_evaluation_prompts_are_written_once_per_history_and_forgotten_with_new_
     assert sum(calls) == 2 * len(interaction)
     model._history_prompts.clear()
     torch.testing.assert_close(model.full_sort_predict(interaction), changed, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("prompt_mode", ["insert", "replace_tail"])
+def test_prompts_can_exclude_the_history_so_far(tiny, prompt_mode):
+    config, (train_data, _, _), model = tiny(prompt_exclude_history=True, prompt_mode=prompt_mode)
+    model.start_prompt_tuning()
+    batch = next(iter(UserSequenceDataLoader(config, train_data.dataset, shuffle=False)))
+    prompted = model.prompted_training_batch(
+        batch[model.ITEM_SEQ], batch[model.ITEM_SEQ_LEN], batch[model.TARGET_SEQ], batch[model.USER_ID]
+    )
+    checked = 0
+    for tokens, segments in zip(prompted.item_seq.tolist(), prompted.segment_ids.tolist()):
+        for position, (token, segment) in enumerate(zip(tokens, segments)):
+            if segment == 1:
+                history = [item for item, kind in zip(tokens[:position], segments[:position]) if kind == 0]
+                assert token not in history
+                checked += 1
+    assert checked > 20

@@ -6,7 +6,7 @@ every prompt in these tests can be written down by hand.
 
 import torch
 
-from recbole_recgpt.model.prompts import PromptBuilder, top_items, with_tail_slots
+from recbole_recgpt.model.prompts import PromptBuilder, history_so_far, top_items, with_tail_slots
 
 N_ITEMS = 10  # ids 1..9, 0 = padding
 
@@ -29,6 +29,18 @@ def t(rows):
 def test_top_items_never_returns_padding():
     scores = t([[9.0, 1.0, 3.0, 2.0]])
     assert top_items(scores, 2).tolist() == [[2, 3]]
+
+
+def test_top_items_skips_the_excluded_items_of_each_row():
+    scores = t([[0.0, 5.0, 4.0, 3.0, 2.0], [0.0, 5.0, 4.0, 3.0, 2.0]])
+    excluded = t([[1, 0, 0], [2, 3, 0]])
+    assert top_items(scores, 2, excluded).tolist() == [[2, 3], [1, 4]]
+
+
+def test_history_so_far_lists_the_tokens_up_to_each_masked_position():
+    item_seq = t([[4, 5, 6, 0], [7, 8, 0, 0]])
+    mask = t([[True, False, True, False], [False, True, False, False]])
+    assert history_so_far(item_seq, mask).tolist() == [[4, 0, 0, 0], [4, 5, 6, 0], [7, 8, 0, 0]]
 
 
 def test_insert_writes_top_k_after_every_real_item():

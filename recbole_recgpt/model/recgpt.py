@@ -20,7 +20,7 @@ from recbole.utils import InputType
 from recbole_recgpt.data import SEGMENT_PREFIX, TARGET_PREFIX
 from recbole_recgpt.errors import DataError
 from recbole_recgpt.model.layers import ItemGPT
-from recbole_recgpt.model.prompts import PromptBuilder, top_items, with_tail_slots
+from recbole_recgpt.model.prompts import PromptBuilder, history_so_far, top_items, with_tail_slots
 from recbole_recgpt.model.recall import TwoStageRecall
 
 
@@ -54,6 +54,7 @@ class RecGPT(SequentialRecommender):
         self.prompt_length = config["prompt_length"]
         self.prompt_mode = config["prompt_mode"]
         self.prompt_generator = config["prompt_generator"]
+        self.prompt_exclude_history = config["prompt_exclude_history"]
         self.supervise_prompts = config["supervise_prompts"]
         self.two_stage = config["two_stage"]
         self.stage1_n = config["stage1_n"]
@@ -160,9 +161,14 @@ class RecGPT(SequentialRecommender):
         def top_next_items(item_seq, segment_ids, mask, k):
             with _evaluation_mode(network):
                 hidden = self.forward(item_seq, segment_ids, user_ids, network)[mask]
+            excluded = history_so_far(item_seq, mask) if self.prompt_exclude_history else None
             # Scored in chunks: [positions, n_items] at once can take gigabytes.
-            chunks = hidden.split(self.GENERATION_CHUNK)
-            return torch.cat([top_items(network.item_scores(chunk), k) for chunk in chunks])
+            written = []
+            for start in range(0, hidden.size(0), self.GENERATION_CHUNK):
+                chunk = slice(start, start + self.GENERATION_CHUNK)
+                scores = network.item_scores(hidden[chunk])
+                written.append(top_items(scores, k, None if excluded is None else excluded[chunk]))
+            return torch.cat(written)
 
         return top_next_items
 
