@@ -15,6 +15,7 @@ from recbole_recgpt.utils import get_model
 PROPERTIES_DIR = Path(__file__).resolve().parent.parent / "properties"
 PROMPT_GENERATORS = ("pretrained", "current")
 PRETRAIN_LOSSES = ("bce", "ce")
+PROMPT_POSITIONS = ("sequence", "item")
 
 
 def project_config_files(model_name, dataset):
@@ -77,7 +78,8 @@ def validate_recgpt_config(config):
             "choose values where it is"
         )
     for key, choices in (
-        ("prompt_mode", PROMPT_MODES), ("prompt_generator", PROMPT_GENERATORS), ("pretrain_loss", PRETRAIN_LOSSES)
+        ("prompt_mode", PROMPT_MODES), ("prompt_generator", PROMPT_GENERATORS), ("pretrain_loss", PRETRAIN_LOSSES),
+        ("prompt_positions", PROMPT_POSITIONS),
     ):
         if config[key] not in choices:
             raise ConfigError(f"{key}={config[key]!r} is unknown; use one of {', '.join(choices)}")
@@ -92,7 +94,9 @@ def validate_recgpt_config(config):
                 f"prompt_length={config['prompt_length']} exceeds stage1_n={config['stage1_n']}: stage 2 "
                 "appends the first prompt_length stage-1 items; raise stage1_n or lower prompt_length"
             )
-    needed = required_positions(config["MAX_ITEM_LIST_LENGTH"], config["prompt_length"], config["prompt_mode"])
+    needed = required_positions(
+        config["MAX_ITEM_LIST_LENGTH"], config["prompt_length"], config["prompt_mode"], config["prompt_positions"]
+    )
     if config["n_positions"] is not None and config["n_positions"] < needed:
         raise ConfigError(
             f"n_positions={config['n_positions']} is too small: prompt_length={config['prompt_length']} "

@@ -6,6 +6,7 @@ import torch
 from recbole.data.interaction import Interaction
 
 from recbole_recgpt.data import UserSequenceDataLoader
+from recbole_recgpt.model.recgpt import item_positions, required_positions
 from recbole_recgpt.quick_start import build, load_data_and_model, run_recgpt
 from tests.conftest import TINY_CONFIG
 
@@ -307,3 +308,26 @@ def test_prompts_can_exclude_the_history_so_far(tiny, prompt_mode):
                 assert token not in history
                 checked += 1
     assert checked > 20
+
+
+def test_item_positions_give_a_prompt_the_position_of_the_item_it_follows():
+    item_seq = torch.tensor([[5, 9, 6, 8, 7, 0, 0], [3, 4, 0, 0, 0, 0, 0]])
+    segments = torch.tensor([[0, 1, 0, 1, 0, 1, 0], [0, 0, 1, 1, 0, 0, 0]])
+    assert item_positions(item_seq, segments).tolist() == [[0, 0, 1, 1, 2, 2, 2], [0, 1, 1, 1, 1, 1, 1]]
+    assert required_positions(50, 3, "insert", "item") == 50 < required_positions(50, 3, "insert", "sequence")
+
+
+def test_item_positions_change_nothing_without_prompts(tiny):
+    _, _, model = tiny(prompt_positions="item", n_positions=30)
+    model.eval()
+    seq = torch.tensor([[3, 7, 2, 9, 4, 0, 0]])
+    by_item = model.forward(seq)
+    model.prompt_positions = "sequence"
+    # Real tokens only: padding never reaches a real token's hidden state (causal).
+    torch.testing.assert_close(by_item[:, :5], model.forward(seq)[:, :5], rtol=0, atol=0)
+    # With prompts, the real item after a prompt moves from position 2 to position 1.
+    prompted = torch.tensor([[3, 7, 2, 9, 4, 0, 0]]), torch.tensor([[0, 1, 0, 1, 0, 0, 0]])
+    by_sequence = model.forward(*prompted)
+    model.prompt_positions = "item"
+    torch.testing.assert_close(model.forward(*prompted)[:, :2], by_sequence[:, :2], rtol=0, atol=0)
+    assert not torch.allclose(model.forward(*prompted)[:, 2], by_sequence[:, 2])

@@ -33,12 +33,16 @@ class ItemGPT(nn.Module):
         self.LayerNorm = nn.LayerNorm(hidden_size, eps=config["layer_norm_eps"])
         self.dropout = nn.Dropout(config["hidden_dropout_prob"])
 
-    def forward(self, item_seq, segment_ids, attention_mask, user_ids=None):
-        """``[B, T]`` tokens -> ``[B, T, H]`` hidden states; position t sees tokens 0..t."""
-        positions = torch.arange(item_seq.size(1), device=item_seq.device)
+    def forward(self, item_seq, segment_ids, attention_mask, user_ids=None, position_ids=None):
+        """``[B, T]`` tokens -> ``[B, T, H]`` hidden states; position t sees tokens 0..t.
+
+        ``position_ids`` ``[B, T]`` defaults to each token's index in the sequence.
+        """
+        if position_ids is None:
+            position_ids = torch.arange(item_seq.size(1), device=item_seq.device).unsqueeze(0)
         emb = (
             self.item_embedding(item_seq)
-            + self.position_embedding(positions).unsqueeze(0)
+            + self.position_embedding(position_ids)
             + self.segment_embedding(segment_ids)
         )
         if self.user_embedding is not None:

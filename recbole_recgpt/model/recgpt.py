@@ -20,15 +20,24 @@ from recbole.utils import InputType
 from recbole_recgpt.data import SEGMENT_PREFIX, TARGET_PREFIX
 from recbole_recgpt.errors import DataError
 from recbole_recgpt.model.layers import ItemGPT
-from recbole_recgpt.model.prompts import PromptBuilder, history_so_far, top_items, with_tail_slots
+from recbole_recgpt.model.prompts import REAL_SEGMENT, PromptBuilder, history_so_far, top_items, with_tail_slots
 from recbole_recgpt.model.recall import TwoStageRecall
 
 
-def required_positions(max_seq_length, prompt_length, prompt_mode):
+def required_positions(max_seq_length, prompt_length, prompt_mode, prompt_positions="sequence"):
     """Position-table size the longest (prompted) sequence needs."""
+    if prompt_positions == "item":
+        return max_seq_length
     if prompt_mode == "insert":
         return max_seq_length * (prompt_length + 1)
     return max_seq_length + prompt_length
+
+
+def item_positions(item_seq, segment_ids):
+    """``[B, T] -> [B, T]``: each token's position is that of the latest real item at or
+    before it, so a prompt shares the position of the item it extends."""
+    real = (segment_ids == REAL_SEGMENT) & (item_seq > 0)
+    return (real.cumsum(dim=1) - 1).clamp(min=0)
 
 
 class RecGPT(SequentialRecommender):
@@ -58,8 +67,9 @@ class RecGPT(SequentialRecommender):
         self.supervise_prompts = config["supervise_prompts"]
         self.two_stage = config["two_stage"]
         self.stage1_n = config["stage1_n"]
+        self.prompt_positions = config["prompt_positions"]
         self.n_positions = config["n_positions"] or required_positions(
-            self.max_seq_length, self.prompt_length, self.prompt_mode
+            self.max_seq_length, self.prompt_length, self.prompt_mode, self.prompt_positions
         )
         self.TARGET_SEQ = TARGET_PREFIX + self.ITEM_SEQ
         self.SEGMENT_SEQ = SEGMENT_PREFIX + self.ITEM_SEQ
@@ -113,7 +123,8 @@ class RecGPT(SequentialRecommender):
         network = network or self.gpt
         if segment_ids is None:
             segment_ids = torch.zeros_like(item_seq)
-        return network(item_seq, segment_ids, self.get_attention_mask(item_seq), user_ids)
+        positions = item_positions(item_seq, segment_ids) if self.prompt_positions == "item" else None
+        return network(item_seq, segment_ids, self.get_attention_mask(item_seq), user_ids, positions)
 
     def calculate_loss(self, interaction):
         item_seq = interaction[self.ITEM_SEQ]
