@@ -325,9 +325,10 @@ def test_item_positions_change_nothing_without_prompts(tiny):
     model.prompt_positions = "sequence"
     # Real tokens only: padding never reaches a real token's hidden state (causal).
     torch.testing.assert_close(by_item[:, :5], model.forward(seq)[:, :5], rtol=0, atol=0)
-    # With prompts, the real item after a prompt moves from position 2 to position 1.
+    # With prompts, token 1 (a prompt) moves to position 0 and token 2 (real) to position 1.
     prompted = torch.tensor([[3, 7, 2, 9, 4, 0, 0]]), torch.tensor([[0, 1, 0, 1, 0, 0, 0]])
     by_sequence = model.forward(*prompted)
     model.prompt_positions = "item"
-    torch.testing.assert_close(model.forward(*prompted)[:, :2], by_sequence[:, :2], rtol=0, atol=0)
-    assert not torch.allclose(model.forward(*prompted)[:, 2], by_sequence[:, 2])
+    by_item = model.forward(*prompted)
+    torch.testing.assert_close(by_item[:, 0], by_sequence[:, 0], rtol=0, atol=0)
+    assert not torch.allclose(by_item[:, 1], by_sequence[:, 1]) and not torch.allclose(by_item[:, 2], by_sequence[:, 2])
