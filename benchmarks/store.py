@@ -208,6 +208,27 @@ class Run:
         return record
 
 
+def adopt(run, model, result, meta, parent=None):
+    """Store a run made outside a campaign (``run_recgpt.py --result_file``) as this run's
+    record, if its resolved config is this variant's: every setting it has must agree (a
+    setting added to the code since counts at its default, the behaviour it ran with)."""
+    config = run.config(model)
+    mine = json.loads(json.dumps(jsonable_config(config)))
+    differ = [
+        key for key, value in result["config"].items()
+        if key not in VOLATILE_KEYS and key in mine and mine[key] != value and key != "pretrained_checkpoint"
+    ]
+    if differ:
+        raise ValueError(f"{meta['command']} is not variant {run.variant}: {', '.join(differ)} differ")
+    extra = {"adopted": True}
+    if parent:
+        extra.update(started_from=str(parent_path(run, parent)), parent_hash=parent["settings_hash"])
+    record = run.record(config, result, meta["wall_s"], **extra)
+    record.update(git=meta["git"], command=meta["command"], threads=meta["threads"])
+    write_record(run.path, record)
+    return record
+
+
 def parent_path(run, parent):
     return record_path(run.path.parents[2], parent["dataset"], parent["variant"], parent["seed"])
 

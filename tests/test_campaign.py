@@ -7,7 +7,8 @@ import pytest
 import yaml
 
 from benchmarks.compare import main as campaign
-from benchmarks.store import git_revision, record_path
+from benchmarks.store import Run, adopt, git_revision, load_variants, record_path
+from recbole_recgpt.quick_start import run_recgpt
 from tests.conftest import TINY_DATA, TINY_RECGPT
 
 
@@ -107,3 +108,19 @@ def test_a_phase_2_variant_starts_from_the_parent_phase_1_checkpoint(tiny_campai
     assert child["config"]["prompt_length"] == 0 and set(child["phases"]) == {"finetune"}
     assert child["parent_hash"] == parent["settings_hash"] and child["epochs"] == "2"
     assert list(csv.DictReader(open(root / "comparison.csv")))[-1]["parent"].endswith("RecGPT/seed1.json")
+
+
+def test_a_run_made_outside_the_campaign_is_adopted_only_if_its_settings_match(tiny_campaign, tiny_data_path, capsys):
+    root = tiny_campaign("Pop")
+    variants = load_variants(root / "variants.yaml")
+    shared = {"data_path": str(tiny_data_path), "checkpoint_dir": str(root / "saved")}
+    run = Run(root / "runs", "tiny", "SASRec", variants["SASRec"], 1, shared)
+    result = run_recgpt("SASRec", "tiny", run.config_files, run.overrides)
+    meta = {"git": "abc", "wall_s": 1.5, "threads": 1, "command": "python run_recgpt.py --model=SASRec"}
+    with pytest.raises(ValueError, match="learning_rate differ"):
+        adopt(run, "SASRec", {**result, "config": {**result["config"], "learning_rate": 0.5}}, meta)
+    adopted = adopt(run, "SASRec", result, meta)
+    assert adopted["git"] == "abc" and adopted["adopted"] and adopted["test_result"] == result["test_result"]
+    capsys.readouterr()
+    tiny_campaign("SASRec")
+    assert "tiny SASRec seed 1: kept" in capsys.readouterr().out
