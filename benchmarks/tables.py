@@ -5,7 +5,8 @@
 ``comparison.csv`` has one row per finished run. ``comparison.md`` has, per dataset, the
 main table (mean ± std over seeds, best mean per column in bold, RecGPT's relative gain over
 the baseline that is best on validation), then the ablation and experiment rows.
-``comparison.png`` plots test NDCG@10 and HR@10 of the main table with std error bars.
+``comparison.png`` plots test NDCG@10 and HR@10 of the main table with std error bars;
+``ablations.png`` plots them against each swept parameter (``sweep`` in variants.yaml).
 """
 
 import argparse
@@ -155,6 +156,42 @@ def chart(records, variants, path):
     plt.close(fig)
 
 
+def sweep_chart(records, variants, path):
+    """Test NDCG@10 and HR@10 against each swept parameter (the parent run is one point)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sweeps = {}
+    for name, spec in variants.items():
+        if "sweep" in spec:
+            sweeps.setdefault((spec["sweep"], spec["parent"]), []).append(name)
+    panels = []
+    for (parameter, parent), names in sweeps.items():
+        for dataset in sorted({r["dataset"] for r in records}):
+            points = {}
+            for record in records:
+                if record["dataset"] == dataset and record["variant"] in [parent, *names]:
+                    points.setdefault(record["config"][parameter], []).append(record["test_result"])
+            if len(points) > 1:
+                panels.append((f"{dataset}: {parameter} ({parent})", sorted(points.items())))
+    if not panels:
+        return
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4), squeeze=False)
+    for ax, (title, points) in zip(axes[0], panels):
+        x = [value for value, _ in points]
+        for metric in ("ndcg@10", "hit@10"):
+            ax.plot(x, [statistics.fmean(r[metric] for r in results) for _, results in points], marker="o",
+                    label=metric.upper().replace("HIT", "HR"))
+        ax.set_title(title, fontsize=9)
+        ax.set_xticks(x)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def build_tables(store="results/runs", out="results", variants=None):
     variants = variants or load_variants()
     records = load_records(store)
@@ -166,6 +203,7 @@ def build_tables(store="results/runs", out="results", variants=None):
         writer.writerows(csv_row(r) for r in records)
     (out / "comparison.md").write_text(markdown(records, variants))
     chart(records, variants, out / "comparison.png")
+    sweep_chart(records, variants, out / "ablations.png")
 
 
 if __name__ == "__main__":

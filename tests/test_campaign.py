@@ -25,7 +25,7 @@ def tiny_campaign(tiny_data_path, tmp_path):
         "RecGPT-pretrain-only": {"derived_from": "RecGPT", "checkpoint": "pretrain", "group": "main",
                                  "overrides": {"prompt_tuning": False, "two_stage": False}},
         "RecGPT-single-stage": {"derived_from": "RecGPT", "group": "ablation", "overrides": {"two_stage": False}},
-        "RecGPT-N5": {"derived_from": "RecGPT", "group": "ablation", "overrides": {"stage1_n": 5}},
+        "RecGPT-N5": {"derived_from": "RecGPT", "group": "ablation", "sweep": "stage1_n", "overrides": {"stage1_n": 5}},
         "RecGPT-K0": {"start_from": "RecGPT", "group": "experiment", "overrides": {"prompt_length": 0}},
     }
     variants_file = tmp_path / "variants.yaml"
@@ -99,6 +99,7 @@ def test_derived_rows_score_the_parent_checkpoints_without_training(tiny_campaig
     for key in ("best_valid_result", "test_result"):
         assert n5[key]["hit@5"] == single[key]["hit@5"] and n5[key]["ndcg@5"] == single[key]["ndcg@5"]
     assert n5["best_valid_result"]["ndcg@10"] != single["best_valid_result"]["ndcg@10"]
+    assert (root / "ablations.png").stat().st_size > 1000
 
 
 def test_a_phase_2_variant_starts_from_the_parent_phase_1_checkpoint(tiny_campaign):
