@@ -111,7 +111,7 @@ def main(argv=None):
                     traceback.print_exc()
                     failed.append(f"{dataset} {name} seed {seed}: {type(error).__name__}: {error}")
                     continue
-                build_tables(args.store, args.results)
+                build_tables(args.store, args.results, variants)
     for line in failed:
         print(f"failed: {line}", file=sys.stderr)
     return 1 if failed else 0
