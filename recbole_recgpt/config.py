@@ -7,19 +7,31 @@ from pathlib import Path
 from recbole.config import Config
 
 from recbole_recgpt.checks import check_parameter_names, known_parameters, read_config_file
+from recbole_recgpt.errors import ConfigError
 from recbole_recgpt.utils import get_model
 
-PROPERTIES_DIR = Path(__file__).resolve().parent.parent / "properties"
+PACKAGE_DIR = Path(__file__).resolve().parent
+# The one copy of the yaml is the checkout's top-level properties/; a wheel ships it inside
+# the package as recbole_recgpt/properties (pyproject.toml maps the folder).
+PROPERTIES_CANDIDATES = (PACKAGE_DIR / "properties", PACKAGE_DIR.parent / "properties")
+
+
+def properties_dir():
+    """The folder of the project's yaml: the installed package's, else the checkout's."""
+    for folder in PROPERTIES_CANDIDATES:
+        if (folder / "overall.yaml").is_file():
+            return folder
+    raise ConfigError(
+        f"the package's yaml defaults are missing (looked in {' and '.join(map(str, PROPERTIES_CANDIDATES))}); "
+        "reinstall recbole-recgpt"
+    )
 
 
 def project_config_files(model_name, dataset):
     """The project's yaml layers of a run: the shared protocol (``overall.yaml``), then the
     dataset's file, then the model's file, where they exist."""
-    layers = [
-        PROPERTIES_DIR / "overall.yaml",
-        PROPERTIES_DIR / "dataset" / f"{dataset}.yaml",
-        PROPERTIES_DIR / "model" / f"{model_name}.yaml",
-    ]
+    folder = properties_dir()
+    layers = [folder / "overall.yaml", folder / "dataset" / f"{dataset}.yaml", folder / "model" / f"{model_name}.yaml"]
     return [str(path) for path in layers if path.is_file()]
 
 
