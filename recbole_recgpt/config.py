@@ -68,3 +68,30 @@ def create_config(model="RecGPT", dataset="ml-100k", config_files=None, config_d
     if check_model_config is not None:
         check_model_config(config)
     return config
+
+
+def complete_load_col(config, columns):
+    """Make ``load_col`` load the user, item and time columns of the ``.inter`` header.
+
+    A dataset without a yaml gets RecBole's default ``load_col`` (``user_id`` and ``item_id``
+    only), which drops the time column a sequential split orders by; other columns (a rating,
+    a label) stay unloaded, and names the file does not have are dropped. ``columns`` is the
+    header (:func:`recbole_recgpt.checks.inter_columns`). Returns one sentence on what is
+    loaded now, or None when ``load_col`` needed no change.
+    """
+    load_col = config["load_col"]
+    if load_col is None:  # RecBole: load every column
+        return None
+    loaded = list(load_col.get("inter") or [])
+    needed = [config[key] for key in ("USER_ID_FIELD", "ITEM_ID_FIELD", "TIME_FIELD")]
+    completed = [name for name in loaded if name in columns]
+    completed += [name for name in needed if name not in completed and name in columns]
+    if completed == loaded:
+        return None
+    config["load_col"] = {**load_col, "inter": completed}
+    unloaded = [name for name in columns if name not in completed]
+    return (
+        f"Dataset '{config['dataset']}': loading {', '.join(completed)} from its .inter header (user {needed[0]}, "
+        f"item {needed[1]}, each history ordered by {needed[2]}); not loaded: {', '.join(unloaded) or 'nothing'}; "
+        "set load_col in a yaml to change this"
+    )

@@ -9,15 +9,18 @@ from pathlib import Path
 from recbole.data import create_dataset, data_preparation
 from recbole.utils import init_logger, init_seed
 
-from recbole_recgpt.checks import check_dataset_files, read_config_file
+from recbole_recgpt.checks import check_dataset_files, inter_columns, read_config_file
 from recbole_recgpt.compat import load_checkpoint
-from recbole_recgpt.config import create_config
+from recbole_recgpt.config import complete_load_col, create_config
 from recbole_recgpt.errors import CheckpointError
 from recbole_recgpt.utils import get_model, get_trainer
 
 
 def build(config):
     """Dataset, loaders, model and trainer for a config, seeded as RecBole does."""
+    assumed = complete_load_col(config, inter_columns(config)[1])
+    if assumed:
+        getLogger().info(assumed)
     init_seed(config["seed"], config["reproducibility"])
     dataset = create_dataset(config)
     train_data, valid_data, test_data = data_preparation(config, dataset)

@@ -77,8 +77,8 @@ def test_unreadable_inter_file(capsys, tiny_args, monkeypatch):
     [
         ("", "is empty"),
         ("user_id:token\titem_id:token\ttimestamp:float\n", "has a header but no interactions"),
-        ("user_id:token\titem_id:token\n1\t2\n", "has no 'timestamp' column"),
-        ("user:token\titem_id:token\ttimestamp:float\n1\t2\t0\n", "has no 'user_id' column"),
+        ("user_id:token\titem_id:token\n1\t2\n", "set TIME_FIELD to the name of your time column"),
+        ("user:token\titem_id:token\ttimestamp:float\n1\t2\t0\n", "has no 'user_id' column (USER_ID_FIELD"),
         ("user_id:token\titem_id:token\ttimestamp:float\n1\t2\t0\n1\t3\tyesterday\n", "line 3: timestamp 'yesterday'"),
         ("user_id:token\titem_id:token\ttimestamp:token\n1\t2\t0\n", "declare it 'timestamp:float'"),
     ],
