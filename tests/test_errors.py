@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from recbole_recgpt.cli import run_main
-from tests.conftest import REPO, TINY_CONFIG, tiny_sequences, write_inter
+from tests.conftest import REPO, TINY_CONFIG, TINY_DATA, tiny_sequences, write_inter
 
 TINY_ARGS = [f"--{key}={value}" for key, value in TINY_CONFIG.items()]
 
@@ -161,3 +161,18 @@ def test_the_real_command_line_prints_one_line_and_debug_shows_the_traceback(tmp
     assert "Traceback" not in plain.stderr
     debug = subprocess.run(command + ["--debug"], capture_output=True, text=True, cwd=tmp_path)
     assert debug.returncode != 0 and "Traceback" in debug.stderr and "DataError" in debug.stderr
+
+
+@pytest.mark.parametrize(
+    "model, changes, expected",
+    [
+        ("RecGPT", {**TINY_CONFIG, "pretrained_checkpoint": "missing.pth"}, "pretrained_checkpoint missing.pth does not exist"),
+        ("BERT4Rec", {**TINY_DATA, "baseline_trainer": "whole_sequence"}, "supports SASRec and GRU4Rec with loss_type CE"),
+    ],
+)
+def test_checks_that_need_no_data_stop_the_command_before_anything_is_loaded(tiny_data_path, tmp_path, model, changes, expected):
+    args = [f"--model={model}", "--dataset=tiny", f"--data_path={tiny_data_path}", *(f"--{k}={v}" for k, v in changes.items())]
+    completed = subprocess.run([sys.executable, str(REPO / "run_recgpt.py"), *args], cwd=tmp_path, capture_output=True, text=True)
+    assert completed.returncode == 2
+    assert completed.stdout == "" and completed.stderr.count("\n") == 1 and expected in completed.stderr, completed.stderr
+    assert not (tmp_path / "log").exists(), "RecBole's logger started (and the configuration was logged) before the check"

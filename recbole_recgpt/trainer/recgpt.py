@@ -1,11 +1,10 @@
 """RecGPT's trainer: pre-training, then personalized prompt-tuning, each a resumable phase."""
 
-import os
 from time import time
 
 from recbole.trainer import Trainer
 
-from recbole_recgpt.compat import load_checkpoint
+from recbole_recgpt.checks import check_pretrained_checkpoint
 from recbole_recgpt.data import UserSequenceDataLoader
 from recbole_recgpt.errors import CheckpointError
 from recbole_recgpt.trainer.phased import PhasedTrainer
@@ -59,16 +58,7 @@ class RecGPTTrainer(PhasedTrainer, Trainer):
 
     def load_pretrained(self, path):
         """Start from the phase-1 network of a saved RecGPT checkpoint."""
-        if not os.path.isfile(path):
-            raise CheckpointError(f"pretrained_checkpoint {path} does not exist; give the path of a saved RecGPT checkpoint")
-        checkpoint = load_checkpoint(path, self.device)
-        saved = checkpoint["config"]
-        for key in ("model", "dataset"):
-            if saved[key] != self.config[key]:
-                raise CheckpointError(
-                    f"pretrained_checkpoint {path} is a {saved['model']} model of dataset '{saved['dataset']}'; "
-                    f"this run is {self.config['model']} on '{self.config['dataset']}'"
-                )
+        checkpoint = check_pretrained_checkpoint(path, self.config, self.device)
         prefix = "gpt."
         network = {key[len(prefix):]: value for key, value in checkpoint["state_dict"].items() if key.startswith(prefix)}
         expected = self.model.gpt.state_dict()

@@ -26,14 +26,18 @@ class WholeSequenceTrainer(PhasedTrainer, Trainer):
     ALL_POSITIONS_MODULE = {"SASRec": "trm_encoder", "GRU4Rec": "dense"}
 
     def __init__(self, config, model):
-        name = type(model).__name__
-        if name not in self.ALL_POSITIONS_MODULE or config["loss_type"] != "CE":
-            raise ConfigError(
-                f"baseline_trainer=whole_sequence supports {' and '.join(self.ALL_POSITIONS_MODULE)} with "
-                f"loss_type CE, not {name}; use baseline_trainer=recbole"
-            )
+        self.check_config(config)
         super().__init__(config, model)
-        self.all_positions_module = getattr(model, self.ALL_POSITIONS_MODULE[name])
+        self.all_positions_module = getattr(model, self.ALL_POSITIONS_MODULE[config["model"]])
+
+    @classmethod
+    def check_config(cls, config):
+        """Raise :class:`ConfigError` unless the run's model is one this trainer supports."""
+        if config["model"] not in cls.ALL_POSITIONS_MODULE or config["loss_type"] != "CE":
+            raise ConfigError(
+                f"baseline_trainer=whole_sequence supports {' and '.join(cls.ALL_POSITIONS_MODULE)} with "
+                f"loss_type CE, not {config['model']}; use baseline_trainer=recbole"
+            )
 
     def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
         dataset = train_data.dataset
