@@ -3,7 +3,8 @@
 ``PhasedTrainer`` is a mixin for any RecBole trainer: it times each phase, writes checkpoints
 atomically, stops on a non-finite loss with a clear error, and after every epoch saves a
 resume state (model, optimizer, early-stopping counters, random-number generators) from
-which a killed run continues to the same result.
+which a killed run continues to the same result. With ``show_progress``, training and
+evaluation show tqdm bars named by phase, with an ETA, on a terminal only.
 """
 
 import glob
@@ -13,6 +14,7 @@ from time import time
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from recbole.utils import get_local_time
 
@@ -35,6 +37,12 @@ def unused_stem(stem):
         number += 1
         candidate = f"{stem}-{number}"
     return candidate
+
+
+def progress_bar(total, desc, show):
+    """A tqdm bar of ``total`` batches (with its ETA) when ``show`` is on and stderr is a
+    terminal; otherwise a silent one, so that logs and pipes never hold bar redraws."""
+    return tqdm(total=total, desc=desc, unit="batch", leave=False, dynamic_ncols=True, disable=None if show else True)
 
 
 def rng_state():
@@ -66,6 +74,8 @@ class PhasedTrainer:
         self.phase_name = self.phase_order[0]
         self.epoch = None
         self.resume_state = None
+        self.evaluation_name = "test"  # names the evaluation bar; "<phase> epoch E valid" while validating
+        self.evaluation_bar = None
 
     @property
     def resume_file(self):
@@ -177,19 +187,48 @@ class PhasedTrainer:
         if verbose:
             self.logger.info(f"Saving current: {target}")
 
-    def _train_epoch(self, train_data, epoch_idx, *args, **kwargs):
+    def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
         self.epoch = epoch_idx
         start = time()
-        loss = super()._train_epoch(train_data, epoch_idx, *args, **kwargs)
+        loss_func = loss_func or self.model.calculate_loss
+        with progress_bar(len(train_data), f"{self.phase_name} epoch {epoch_idx} train", show_progress) as bar:
+
+            def loss_and_progress(interaction):
+                loss = loss_func(interaction)
+                bar.update()
+                return loss
+
+            # RecBole's own bar stays off: ours names the phase.
+            loss = super()._train_epoch(train_data, epoch_idx, loss_func=loss_and_progress, show_progress=False)
         record = self.phase_record()
         record["epochs"] += 1
         record["train_seconds"] += time() - start
         return loss
 
-    def _valid_epoch(self, *args, **kwargs):
+    def _valid_epoch(self, valid_data, show_progress=False):
         start = time()
-        result = super()._valid_epoch(*args, **kwargs)
+        self.evaluation_name = f"{self.phase_name} epoch {self.epoch} valid"
+        try:
+            result = super()._valid_epoch(valid_data, show_progress=show_progress)
+        finally:
+            self.evaluation_name = "test"
         self.phase_record()["valid_seconds"] += time() - start
+        return result
+
+    def evaluate(self, eval_data, load_best_model=True, model_file=None, show_progress=False):
+        if not eval_data:
+            return super().evaluate(eval_data, load_best_model, model_file)
+        with progress_bar(len(eval_data), self.evaluation_name, show_progress) as self.evaluation_bar:
+            return super().evaluate(eval_data, load_best_model, model_file, show_progress=False)
+
+    def _full_sort_batch_eval(self, batched_data):
+        result = super()._full_sort_batch_eval(batched_data)
+        self.evaluation_bar.update()
+        return result
+
+    def _neg_sample_batch_eval(self, batched_data):
+        result = super()._neg_sample_batch_eval(batched_data)
+        self.evaluation_bar.update()
         return result
 
     def _check_nan(self, loss):
