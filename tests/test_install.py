@@ -62,3 +62,7 @@ def test_the_wheel_runs_ml100k_from_an_empty_directory(tmp_path):
     assert config["load_col"] == {"inter": ["user_id", "item_id", "timestamp"]}
     assert (config["stage1_n"], config["prompt_mode"]) == (9, "insert")
     assert Path(result["checkpoint"]).parent == Path("saved")
+
+    shown = run([str(venv / "bin" / "recbole-recgpt"), "recommend", f"--checkpoint={result['checkpoint']}",
+                 "--users=196", "--k=3"], cwd=empty, env=env).stdout.splitlines()
+    assert shown[0] == "user,rank,item" and [line.split(",")[:2] for line in shown[1:]] == [["196", "1"], ["196", "2"], ["196", "3"]]
