@@ -1,6 +1,7 @@
-"""Train and evaluate RecGPT (or a RecBole baseline): ``python run_recgpt.py --help``."""
+"""Train and evaluate RecGPT (or a RecBole baseline), or recommend from a saved checkpoint:
+``python run_recgpt.py --help``, ``python run_recgpt.py recommend --help``."""
 
-from recbole_recgpt.cli import run_main
+from recbole_recgpt.cli import main
 
 if __name__ == "__main__":
-    run_main()
+    main()

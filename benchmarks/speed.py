@@ -10,6 +10,7 @@ sequence; full-sort evaluation of every validation user (SASRec: one pass; RecGP
 then two-stage recall; first and repeated validation, the latter reusing the frozen writer's
 prompts). Short measurements are repeated and the median is reported.
 Results are written after every measurement, so an interrupted run keeps what it measured.
+It imports the installed package (``pip install -e .`` in the checkout), as any user code would.
 """
 
 import argparse
@@ -27,13 +28,11 @@ from pathlib import Path
 import psutil
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from recbole_recgpt.config import create_config  # noqa: E402
-from recbole_recgpt.data import UserSequenceDataLoader  # noqa: E402
-from recbole_recgpt.quick_start import build  # noqa: E402
-from recbole_recgpt.trainer import WholeSequenceTrainer  # noqa: E402
-from recbole_recgpt.utils import get_model, get_trainer  # noqa: E402
+from recbole_recgpt.config import create_config
+from recbole_recgpt.data import UserSequenceDataLoader
+from recbole_recgpt.quick_start import build
+from recbole_recgpt.trainer import WholeSequenceTrainer
+from recbole_recgpt.utils import get_model, get_trainer
 
 BACKBONE = {
     "hidden_size": 64, "n_layers": 2, "n_heads": 2, "inner_size": 256,

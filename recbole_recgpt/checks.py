@@ -10,7 +10,8 @@ import yaml
 import recbole
 from recbole.utils.argument_list import dataset_arguments, evaluation_arguments, general_arguments, training_arguments
 
-from recbole_recgpt.errors import ConfigError, DataError
+from recbole_recgpt.compat import load_checkpoint
+from recbole_recgpt.errors import CheckpointError, ConfigError, DataError
 
 RECBOLE_PROPERTIES = Path(recbole.__file__).resolve().parent / "properties"
 # Keys RecBole reads without listing them in any yaml file.
@@ -64,8 +65,9 @@ def check_parameter_names(names, known, source):
             raise ConfigError(f"unknown parameter '{name}' in {source}; {hint}")
 
 
-def check_dataset_files(config):
-    """Make sure ``<data_path>/<dataset>.inter`` exists and is a usable sequential file."""
+def inter_columns(config):
+    """``(path, columns)`` of ``<data_path>/<dataset>.inter``: its header as ``{name: type}``
+    in file order. Raises :class:`DataError` when the file is missing, unreadable or empty."""
     dataset, folder = config["dataset"], Path(config["data_path"])
     inter = folder / f"{dataset}.inter"
     if not folder.parent.is_dir():
@@ -81,22 +83,32 @@ def check_dataset_files(config):
         )
     if not os.access(inter, os.R_OK):
         raise DataError(f"{inter} is not readable; fix its permissions")
-    separator = config["field_separator"]
     with open(inter, encoding="utf-8") as lines:
         header = lines.readline().rstrip("\n")
-        has_rows = any(line.strip() for line in lines)
     if not header:
         raise DataError(f"{inter} is empty; it needs a header line and one line per interaction")
-    columns = dict(column.split(":", 1) if ":" in column else (column, "?") for column in header.split(separator))
-    for key in ("USER_ID_FIELD", "ITEM_ID_FIELD", "TIME_FIELD"):
+    columns = dict(
+        column.split(":", 1) if ":" in column else (column, "?") for column in header.split(config["field_separator"])
+    )
+    return inter, columns
+
+
+def check_dataset_files(config):
+    """Make sure ``<data_path>/<dataset>.inter`` exists and is a usable sequential file."""
+    inter, columns = inter_columns(config)
+    for key, meaning in (("USER_ID_FIELD", "user"), ("ITEM_ID_FIELD", "item"), ("TIME_FIELD", "time")):
         if config[key] not in columns:
             raise DataError(
-                f"{inter} has no '{config[key]}' column ({key}; columns: {', '.join(columns)}); "
-                f"sequential models need user, item and time columns: add it or set {key} to its name"
+                f"{inter} has no '{config[key]}' column ({key}; the file has: {', '.join(columns)}); a sequential "
+                f"run needs user, item and time columns: set {key} to the name of your {meaning} column "
+                f"(--{key}=NAME or in a yaml)" + (", or add a time (or position) column" if key == "TIME_FIELD" else "")
             )
+    with open(inter, encoding="utf-8") as lines:
+        next(lines)
+        has_rows = any(line.strip() for line in lines)
     if not has_rows:
         raise DataError(f"{inter} has a header but no interactions")
-    time_field = config["TIME_FIELD"]
+    time_field, separator = config["TIME_FIELD"], config["field_separator"]
     if columns[time_field] != "float":
         raise DataError(f"{inter}: column '{time_field}' is '{columns[time_field]}'; declare it '{time_field}:float'")
     header_name = f"{time_field}:float"
@@ -109,3 +121,25 @@ def check_dataset_files(config):
             f"{inter} line {row + 2}: timestamp '{times[row]}' is not a number; the time column must be numeric"
         )
 
+
+def check_pretrained_checkpoint(path, config, map_location="cpu"):
+    """The ``pretrained_checkpoint`` of a run, loaded; :class:`CheckpointError` when it is
+    missing, not a checkpoint, or of another model or dataset. (Whether its tensors fit the
+    model is checked when the network is loaded.)"""
+    if not os.path.isfile(path):
+        raise CheckpointError(f"pretrained_checkpoint {path} does not exist; give the path of a saved RecGPT checkpoint")
+    try:
+        checkpoint = load_checkpoint(path, map_location)
+    except Exception as error:
+        raise CheckpointError(
+            f"pretrained_checkpoint {path} cannot be read ({type(error).__name__}); give a saved RecGPT checkpoint"
+        ) from None
+    if not isinstance(checkpoint, dict) or not {"config", "state_dict"} <= set(checkpoint):
+        raise CheckpointError(f"pretrained_checkpoint {path} is not a model checkpoint; give a saved RecGPT checkpoint")
+    saved = checkpoint["config"]
+    if (saved["model"], saved["dataset"]) != (config["model"], config["dataset"]):
+        raise CheckpointError(
+            f"pretrained_checkpoint {path} is a {saved['model']} model of dataset '{saved['dataset']}'; "
+            f"this run is {config['model']} on '{config['dataset']}'"
+        )
+    return checkpoint

@@ -1,8 +1,9 @@
-"""Command lines of ``run_recgpt.py`` and ``run_hyper.py``."""
+"""Command lines of ``run_recgpt.py`` (the ``recbole-recgpt`` command) and ``run_hyper.py``."""
 
 import argparse
 import functools
 import sys
+from pathlib import Path
 
 RUN_USAGE = """Train and evaluate RecGPT (or a RecBole baseline) on one dataset.
 
@@ -10,8 +11,22 @@ RUN_USAGE = """Train and evaluate RecGPT (or a RecBole baseline) on one dataset.
     python run_recgpt.py --dataset=amazon-beauty --data_path=../shared/datasets
     python run_recgpt.py --model=SASRec --dataset=amazon-beauty --data_path=../shared/datasets
     python run_recgpt.py --epochs=1 --finetune_epochs=1 --result_file=r.json
+    python run_recgpt.py recommend --help                  # top-K items from a saved checkpoint
 
 Any other --key=value overrides a RecBole / RecGPT parameter (see properties/).
+`recbole-recgpt` (installed with the package) is the same command.
+"""
+
+RECOMMEND_USAGE = """Top-K items from a saved checkpoint, for users of its dataset or for histories of item ids.
+
+    python run_recgpt.py recommend --checkpoint=saved/RecGPT-ml-100k-<time>-finetune.pth --users=196,186
+    python run_recgpt.py recommend --checkpoint=... --history="242 302 377" --history="51 86" --format=json
+    python run_recgpt.py recommend --checkpoint=... --history_file=histories.txt --k=20 --output=recs.csv
+
+A history file holds one history per line: item ids separated by spaces, oldest first.
+Histories are numbered from 1 in the order given (--history first, then the file's lines).
+Items are ranked as in evaluation (RecGPT: prompts, then two-stage recall); items already in
+the history are not removed. A user's history is all of their interactions in the dataset.
 """
 
 HYPER_USAGE = """Hyper-parameter search with RecBole's HyperTuning, for RecGPT or any RecBole model.
@@ -74,6 +89,14 @@ def _parse(parser, argv):
     return args, overrides
 
 
+def main(argv=None):
+    """``run_recgpt.py [recommend] ...``: train and evaluate, or recommend from a checkpoint."""
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["recommend"]:
+        return recommend_main(argv[1:])
+    return run_main(argv)
+
+
 @_one_line_errors
 def run_main(argv=None):
     from recbole_recgpt.quick_start import run_recgpt
@@ -92,6 +115,49 @@ def run_main(argv=None):
         result_file=args.result_file,
         resume=args.resume,
     )
+
+
+@_one_line_errors
+def recommend_main(argv=None):
+    from recbole_recgpt.recommend import FORMATS, format_recommendations, recommend
+
+    parser = argparse.ArgumentParser(
+        prog="run_recgpt.py recommend", description=RECOMMEND_USAGE, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--checkpoint", required=True, help="a saved model (*-finetune.pth, *-pretrain.pth, *-train.pth)")
+    parser.add_argument("--users", default="", help="comma-separated user ids of the checkpoint's dataset")
+    parser.add_argument("--history", action="append", default=[], help="item ids separated by spaces, oldest first (repeatable)")
+    parser.add_argument("--history_file", default=None, help="one history per line")
+    parser.add_argument("--k", type=int, default=10, help="items per user or history")
+    parser.add_argument("--data_path", default=None, help="folder holding <dataset>/, if not where the run read it")
+    parser.add_argument("--output", default=None, help="write to this file instead of stdout")
+    parser.add_argument("--format", choices=FORMATS, default=None, help="default: json for an --output ending .json, else csv")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
+    args = parser.parse_args(argv)
+    histories = [history.split() for history in args.history]
+    if args.history_file:
+        histories += read_history_file(args.history_file)
+    users = [user.strip() for user in args.users.split(",") if user.strip()]
+    rows = recommend(args.checkpoint, users=users, histories=histories, k=args.k, data_path=args.data_path)
+    fmt = args.format or ("json" if args.output and args.output.endswith(".json") else "csv")
+    text = format_recommendations(rows, fmt)
+    if args.output:
+        Path(args.output).write_text(text, encoding="utf-8")
+    else:
+        sys.stdout.write(text)
+
+
+def read_history_file(path):
+    """One history per line, item ids separated by whitespace."""
+    from recbole_recgpt.errors import DataError
+
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise DataError(f"history file {path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise DataError(f"history file {path} cannot be read ({error})") from None
+    return [line.split() for line in lines]
 
 
 @_one_line_errors

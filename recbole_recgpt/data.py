@@ -22,6 +22,12 @@ TARGET_PREFIX = "target_"
 SEGMENT_PREFIX = "segment_"
 
 
+def item_seq_field(dataset):
+    """Name of the history field, as RecBole's ``SequentialRecommender`` spells it
+    (``dataset.item_id_list_field`` exists only when the item column is named ``item_id``)."""
+    return dataset.iid_field + dataset.config["LIST_SUFFIX"]
+
+
 def user_training_sequences(dataset):
     """Rebuild each user's training sequence from a RecBole sequential train split.
 
@@ -32,7 +38,7 @@ def user_training_sequences(dataset):
     uid_field, iid_field = dataset.uid_field, dataset.iid_field
     user = feat[uid_field].numpy()
     target = feat[iid_field].numpy()
-    first_item = feat[dataset.item_id_list_field][:, 0].numpy()
+    first_item = feat[item_seq_field(dataset)][:, 0].numpy()
     # Rows are in (user, time) order within each user; a stable sort keeps that order.
     order = np.argsort(user, kind="stable")
     user, target, first_item = user[order], target[order], first_item[order]
@@ -74,7 +80,7 @@ class UserSequenceDataLoader:
         self.pairs_per_batch = config["train_batch_size"]
         self.n_items = dataset.item_num
         self.uid_field = dataset.uid_field
-        self.item_seq_field = dataset.item_id_list_field
+        self.item_seq_field = item_seq_field(dataset)
         self.item_seq_len_field = dataset.item_list_length_field
         self.target_seq_field = TARGET_PREFIX + self.item_seq_field
         self.segment_seq_field = SEGMENT_PREFIX + self.item_seq_field

@@ -9,22 +9,41 @@ from pathlib import Path
 from recbole.data import create_dataset, data_preparation
 from recbole.utils import init_logger, init_seed
 
-from recbole_recgpt.checks import check_dataset_files, read_config_file
+from recbole_recgpt.checks import check_dataset_files, check_pretrained_checkpoint, inter_columns, read_config_file
 from recbole_recgpt.compat import load_checkpoint
-from recbole_recgpt.config import create_config
+from recbole_recgpt.config import complete_load_col, create_config
 from recbole_recgpt.errors import CheckpointError
 from recbole_recgpt.utils import get_model, get_trainer
 
 
 def build(config):
     """Dataset, loaders, model and trainer for a config, seeded as RecBole does."""
+    assumed = complete_load_col(config, inter_columns(config)[1])
+    if assumed:
+        getLogger().info(assumed)
     init_seed(config["seed"], config["reproducibility"])
     dataset = create_dataset(config)
     train_data, valid_data, test_data = data_preparation(config, dataset)
     init_seed(config["seed"], config["reproducibility"])
     model = get_model(config["model"])(config, train_data.dataset).to(config["device"])
-    trainer = get_trainer(config["MODEL_TYPE"], config["model"], config["baseline_trainer"] or "recbole")(config, model)
+    trainer = trainer_class(config)(config, model)
     return dataset, (train_data, valid_data, test_data), model, trainer
+
+
+def trainer_class(config):
+    """The trainer class a config asks for (``baseline_trainer`` for RecBole's models)."""
+    return get_trainer(config["MODEL_TYPE"], config["model"], config["baseline_trainer"] or "recbole")
+
+
+def check_before_loading(config, resumed=False):
+    """Every check that needs no data, so that bad input stops with its one-line error before
+    RecBole loads (and logs) anything."""
+    check_dataset_files(config)
+    if config["pretrained_checkpoint"] and not resumed:  # a resumed run has it loaded already
+        check_pretrained_checkpoint(config["pretrained_checkpoint"], config)
+    check_trainer_config = getattr(trainer_class(config), "check_config", None)
+    if check_trainer_config is not None:
+        check_trainer_config(config)
 
 
 def run_recgpt(
@@ -38,7 +57,7 @@ def run_recgpt(
     """
     state = load_resume_state(resume) if resume else None
     config = state["config"] if state else create_config(model, dataset, config_files, config_dict)
-    check_dataset_files(config)
+    check_before_loading(config, resumed=state is not None)
     init_logger(config)
     logger = getLogger()
     logger.info(config)

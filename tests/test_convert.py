@@ -5,7 +5,7 @@ import hashlib
 import pytest
 
 from recbole_recgpt.convert import convert, sequences_to_inter
-from tests.conftest import SHARED_DATASETS
+from tests.conftest import SHARED_DATASETS, needs_shared_datasets
 
 RAW = {
     "amazon-beauty": "Beauty.txt",
@@ -28,6 +28,7 @@ def test_user_without_items_is_an_error():
         list(sequences_to_inter(["1 2\n", "9\n"]))
 
 
+@needs_shared_datasets
 @pytest.mark.parametrize("name", sorted(RAW))
 def test_reproduces_shared_inter_file(name, tmp_path):
     written = convert(SHARED_DATASETS / "raw" / RAW[name], tmp_path, name)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from recbole_recgpt.cli import run_main
-from tests.conftest import REPO, TINY_CONFIG, tiny_sequences, write_inter
+from tests.conftest import REPO, TINY_CONFIG, TINY_DATA, tiny_sequences, write_inter
 
 TINY_ARGS = [f"--{key}={value}" for key, value in TINY_CONFIG.items()]
 
@@ -77,8 +77,8 @@ def test_unreadable_inter_file(capsys, tiny_args, monkeypatch):
     [
         ("", "is empty"),
         ("user_id:token\titem_id:token\ttimestamp:float\n", "has a header but no interactions"),
-        ("user_id:token\titem_id:token\n1\t2\n", "has no 'timestamp' column"),
-        ("user:token\titem_id:token\ttimestamp:float\n1\t2\t0\n", "has no 'user_id' column"),
+        ("user_id:token\titem_id:token\n1\t2\n", "set TIME_FIELD to the name of your time column"),
+        ("user:token\titem_id:token\ttimestamp:float\n1\t2\t0\n", "has no 'user_id' column (USER_ID_FIELD"),
         ("user_id:token\titem_id:token\ttimestamp:float\n1\t2\t0\n1\t3\tyesterday\n", "line 3: timestamp 'yesterday'"),
         ("user_id:token\titem_id:token\ttimestamp:token\n1\t2\t0\n", "declare it 'timestamp:float'"),
     ],
@@ -161,3 +161,18 @@ def test_the_real_command_line_prints_one_line_and_debug_shows_the_traceback(tmp
     assert "Traceback" not in plain.stderr
     debug = subprocess.run(command + ["--debug"], capture_output=True, text=True, cwd=tmp_path)
     assert debug.returncode != 0 and "Traceback" in debug.stderr and "DataError" in debug.stderr
+
+
+@pytest.mark.parametrize(
+    "model, changes, expected",
+    [
+        ("RecGPT", {**TINY_CONFIG, "pretrained_checkpoint": "missing.pth"}, "pretrained_checkpoint missing.pth does not exist"),
+        ("BERT4Rec", {**TINY_DATA, "baseline_trainer": "whole_sequence"}, "supports SASRec and GRU4Rec with loss_type CE"),
+    ],
+)
+def test_checks_that_need_no_data_stop_the_command_before_anything_is_loaded(tiny_data_path, tmp_path, model, changes, expected):
+    args = [f"--model={model}", "--dataset=tiny", f"--data_path={tiny_data_path}", *(f"--{k}={v}" for k, v in changes.items())]
+    completed = subprocess.run([sys.executable, str(REPO / "run_recgpt.py"), *args], cwd=tmp_path, capture_output=True, text=True)
+    assert completed.returncode == 2
+    assert completed.stdout == "" and completed.stderr.count("\n") == 1 and expected in completed.stderr, completed.stderr
+    assert not (tmp_path / "log").exists(), "RecBole's logger started (and the configuration was logged) before the check"

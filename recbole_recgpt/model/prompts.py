@@ -14,7 +14,7 @@ import torch
 
 REAL_SEGMENT = 0
 PROMPT_SEGMENT = 1
-PROMPT_MODES = ("insert", "replace_tail")
+PROMPT_MODES = ("insert", "replace_tail")  # checked with the model's other parameters
 
 
 @dataclass
@@ -71,8 +71,6 @@ class PromptBuilder:
     """
 
     def __init__(self, prompt_length, prompt_mode="insert", supervise_prompts=True):
-        if prompt_mode not in PROMPT_MODES:
-            raise ValueError(f"prompt_mode must be one of {PROMPT_MODES}, got {prompt_mode!r}")
         self.prompt_length = prompt_length
         self.prompt_mode = prompt_mode
         self.supervise_prompts = supervise_prompts

@@ -18,10 +18,16 @@ from recbole.model.abstract_recommender import SequentialRecommender
 from recbole.utils import InputType
 
 from recbole_recgpt.data import SEGMENT_PREFIX, TARGET_PREFIX
-from recbole_recgpt.errors import DataError
+from recbole_recgpt.errors import ConfigError, DataError
 from recbole_recgpt.model.layers import ItemGPT
-from recbole_recgpt.model.prompts import REAL_SEGMENT, PromptBuilder, history_so_far, top_items, with_tail_slots
+from recbole_recgpt.model.prompts import (
+    PROMPT_MODES, REAL_SEGMENT, PromptBuilder, history_so_far, top_items, with_tail_slots,
+)
 from recbole_recgpt.model.recall import TwoStageRecall
+
+PROMPT_GENERATORS = ("pretrained", "current")
+PRETRAIN_LOSSES = ("bce", "ce")
+PROMPT_POSITIONS = ("sequence", "item")
 
 
 def required_positions(max_seq_length, prompt_length, prompt_mode, prompt_positions="sequence"):
@@ -31,6 +37,49 @@ def required_positions(max_seq_length, prompt_length, prompt_mode, prompt_positi
     if prompt_mode == "insert":
         return max_seq_length * (prompt_length + 1)
     return max_seq_length + prompt_length
+
+
+def check_config(config):
+    """Raise :class:`ConfigError` for RecGPT parameters that cannot work together."""
+    for key in ("epochs", "finetune_epochs", "prompt_length"):
+        if not isinstance(config[key], int) or config[key] < 0:
+            raise ConfigError(f"{key}={config[key]!r} must be an integer >= 0")
+    for key in ("learning_rate", "finetune_learning_rate"):
+        if not isinstance(config[key], (int, float)) or config[key] <= 0:
+            raise ConfigError(f"{key}={config[key]!r} must be a number > 0")
+    if not isinstance(config["neg_sample_num"], int) or config["neg_sample_num"] < 1:
+        raise ConfigError(f"neg_sample_num={config['neg_sample_num']!r} must be an integer >= 1")
+    if config["hidden_size"] % config["n_heads"]:
+        raise ConfigError(
+            f"hidden_size={config['hidden_size']} is not divisible by n_heads={config['n_heads']}; "
+            "choose values where it is"
+        )
+    for key, choices in (
+        ("prompt_mode", PROMPT_MODES), ("prompt_generator", PROMPT_GENERATORS), ("pretrain_loss", PRETRAIN_LOSSES),
+        ("prompt_positions", PROMPT_POSITIONS),
+    ):
+        if config[key] not in choices:
+            raise ConfigError(f"{key}={config[key]!r} is unknown; use one of {', '.join(choices)}")
+    largest_k = max(config["topk"])
+    if config["two_stage"]:
+        if not isinstance(config["stage1_n"], int) or not 1 <= config["stage1_n"] <= largest_k:
+            raise ConfigError(
+                f"stage1_n={config['stage1_n']!r} must be between 1 and the largest topk ({largest_k})"
+            )
+        if config["prompt_length"] > config["stage1_n"]:
+            raise ConfigError(
+                f"prompt_length={config['prompt_length']} exceeds stage1_n={config['stage1_n']}: stage 2 "
+                "appends the first prompt_length stage-1 items; raise stage1_n or lower prompt_length"
+            )
+    needed = required_positions(
+        config["MAX_ITEM_LIST_LENGTH"], config["prompt_length"], config["prompt_mode"], config["prompt_positions"]
+    )
+    if config["n_positions"] is not None and config["n_positions"] < needed:
+        raise ConfigError(
+            f"n_positions={config['n_positions']} is too small: prompt_length={config['prompt_length']} "
+            f"({config['prompt_mode']}) with MAX_ITEM_LIST_LENGTH={config['MAX_ITEM_LIST_LENGTH']} needs "
+            f"{needed}; raise n_positions (or set it to ~) or shorten the prompts or the history"
+        )
 
 
 def item_positions(item_seq, segment_ids):
@@ -51,6 +100,7 @@ class RecGPT(SequentialRecommender):
     """
 
     input_type = InputType.POINTWISE
+    check_config = staticmethod(check_config)  # called by recbole_recgpt.config.create_config
     GENERATION_CHUNK = 4096  # positions scored at once when writing prompts (memory bound)
     EVAL_TOKENS_PER_GROUP = 16384  # history tokens per length group in full-sort scoring
 

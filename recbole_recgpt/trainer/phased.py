@@ -1,0 +1,241 @@
+"""RecBole's own ``fit`` loop, run in named phases that can be resumed.
+
+``PhasedTrainer`` is a mixin for any RecBole trainer: it times each phase, writes checkpoints
+atomically, stops on a non-finite loss with a clear error, and after every epoch saves a
+resume state (model, optimizer, early-stopping counters, random-number generators) from
+which a killed run continues to the same result. With ``show_progress``, training and
+evaluation show tqdm bars named by phase, with an ETA, on a terminal only.
+"""
+
+import glob
+import os
+import random
+from time import time
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from recbole.utils import get_local_time
+
+from recbole_recgpt.compat import load_checkpoint
+from recbole_recgpt.errors import TrainingError
+
+
+def save_atomically(state, path):
+    """``torch.save`` to a temporary file, then rename: a kill never leaves half a file."""
+    temporary = f"{path}.tmp"
+    torch.save(state, temporary, pickle_protocol=4)
+    os.replace(temporary, path)
+
+
+def unused_stem(stem):
+    """``stem``, or ``stem-2``, ``stem-3``...: runs started in the same second (tuning
+    trials, parallel jobs) must not overwrite each other's checkpoints."""
+    candidate, number = stem, 1
+    while glob.glob(f"{glob.escape(candidate)}-*.pth"):
+        number += 1
+        candidate = f"{stem}-{number}"
+    return candidate
+
+
+def progress_bar(total, desc, show):
+    """A tqdm bar of ``total`` batches (with its ETA) when ``show`` is on and stderr is a
+    terminal; otherwise a silent one, so that logs and pipes never hold bar redraws."""
+    return tqdm(total=total, desc=desc, unit="batch", leave=False, dynamic_ncols=True, disable=None if show else True)
+
+
+def rng_state():
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "random": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state):
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["random"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class PhasedTrainer:
+    """Mixin for a RecBole ``Trainer``: resumable, timed training phases."""
+
+    phase_order = ("train",)
+
+    def __init__(self, config, model):
+        super().__init__(config, model)
+        self.checkpoint_stem = unused_stem(
+            os.path.join(self.checkpoint_dir, f"{config['model']}-{config['dataset']}-{get_local_time()}")
+        )
+        self.phases = {}
+        self.phase_name = self.phase_order[0]
+        self.epoch = None
+        self.resume_state = None
+        self.evaluation_name = "test"  # names the evaluation bar; "<phase> epoch E valid" while validating
+        self.evaluation_bar = None
+
+    @property
+    def resume_file(self):
+        return f"{self.checkpoint_stem}-resume.pth"
+
+    def resume_from(self, state):
+        """Continue the run that saved ``state`` (see :meth:`save_resume_state`)."""
+        self.resume_state = state
+        self.checkpoint_stem = state["checkpoint_stem"]
+        self.phases = state["phases"]
+
+    def resumes_past(self, name):
+        """Whether a resumed run has already finished phase ``name``."""
+        if self.resume_state is None:
+            return False
+        return self.phase_order.index(self.resume_state["phase"]) > self.phase_order.index(name)
+
+    def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
+        return self.run_phase(
+            self.phase_order[0], lambda: train_data, self.config["epochs"], self.config["learning_rate"],
+            valid_data=valid_data, verbose=verbose, saved=saved, show_progress=show_progress, callback_fn=callback_fn,
+        )
+
+    def run_phase(self, name, make_loader, epochs, learning_rate, valid_data=None, saved=True, callback_fn=None, **fit_kwargs):
+        """Train phase ``name`` from a fresh optimizer and early-stopping state (or from the
+        resume state), then leave the model at the phase's best checkpoint."""
+        self.phase_name = name
+        record = self.phase_record()
+        self.epochs = epochs
+        self.eval_step = min(self.config["eval_step"], epochs)
+        self.start_epoch = 0
+        self.cur_step = 0
+        self.best_valid_score = -np.inf if self.valid_metric_bigger else np.inf
+        self.best_valid_result = None
+        self.train_loss_dict = {}
+        trainable = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = self._build_optimizer(params=trainable, learning_rate=learning_rate)
+        self.saved_model_file = f"{self.checkpoint_stem}-{name}.pth"
+
+        state, self.resume_state = (self.resume_state, None) if self._resumes(name) else (None, None)
+        if state is not None:
+            self._restore(state)
+            if state["phase_done"]:
+                return self.best_valid_score, self.best_valid_result
+        else:
+            # Even a run killed in its first epoch can resume, without redoing earlier phases.
+            self.save_resume_state(-1, phase_done=False)
+
+        def end_of_epoch(epoch_idx, valid_score):
+            record["valid_curve"].append([epoch_idx, float(valid_score)])
+            if callback_fn:
+                callback_fn(epoch_idx, valid_score)
+            self.save_resume_state(epoch_idx, phase_done=False)
+
+        self.logger.info(f"Phase {name}: epochs {self.start_epoch}..{epochs - 1}, learning rate {learning_rate}")
+        start = time()
+        train_loader = make_loader()
+        result = super().fit(train_loader, valid_data, saved=saved, callback_fn=end_of_epoch, **fit_kwargs)
+        record["wall_seconds"] += time() - start
+        record["checkpoint"] = self.saved_model_file if saved else None
+        if saved and os.path.exists(self.saved_model_file):
+            self.model.load_state_dict(load_checkpoint(self.saved_model_file, self.device)["state_dict"])
+        self.save_resume_state(self.epochs - 1, phase_done=True)
+        return result
+
+    def phase_record(self):
+        """Timing record of the current phase."""
+        return self.phases.setdefault(
+            self.phase_name,
+            {"epochs": 0, "train_seconds": 0.0, "valid_seconds": 0.0, "wall_seconds": 0.0, "valid_curve": []},
+        )
+
+    def _resumes(self, name):
+        return self.resume_state is not None and self.resume_state["phase"] == name
+
+    def save_resume_state(self, epoch_idx, phase_done):
+        save_atomically(
+            {
+                "config": self.config,
+                "checkpoint_stem": self.checkpoint_stem,
+                "phase": self.phase_name,
+                "phase_done": phase_done,
+                "epoch": epoch_idx,
+                "state_dict": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "cur_step": self.cur_step,
+                "best_valid_score": self.best_valid_score,
+                "best_valid_result": self.best_valid_result,
+                "phases": self.phases,
+                "rng": rng_state(),
+            },
+            self.resume_file,
+        )
+
+    def _restore(self, state):
+        self.model.load_state_dict(state["state_dict"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.start_epoch = state["epoch"] + 1
+        self.cur_step = state["cur_step"]
+        self.best_valid_score = state["best_valid_score"]
+        self.best_valid_result = state["best_valid_result"]
+        set_rng_state(state["rng"])
+        self.logger.info(f"Resuming phase {state['phase']} after epoch {state['epoch']} from {self.resume_file}")
+
+    def _save_checkpoint(self, epoch, verbose=True, **kwargs):
+        target = kwargs.pop("saved_model_file", self.saved_model_file)
+        super()._save_checkpoint(epoch, verbose=False, saved_model_file=f"{target}.tmp", **kwargs)
+        os.replace(f"{target}.tmp", target)
+        if verbose:
+            self.logger.info(f"Saving current: {target}")
+
+    def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
+        self.epoch = epoch_idx
+        start = time()
+        loss_func = loss_func or self.model.calculate_loss
+        with progress_bar(len(train_data), f"{self.phase_name} epoch {epoch_idx} train", show_progress) as bar:
+
+            def loss_and_progress(interaction):
+                loss = loss_func(interaction)
+                bar.update()
+                return loss
+
+            # RecBole's own bar stays off: ours names the phase.
+            loss = super()._train_epoch(train_data, epoch_idx, loss_func=loss_and_progress, show_progress=False)
+        record = self.phase_record()
+        record["epochs"] += 1
+        record["train_seconds"] += time() - start
+        return loss
+
+    def _valid_epoch(self, valid_data, show_progress=False):
+        start = time()
+        self.evaluation_name = f"{self.phase_name} epoch {self.epoch} valid"
+        try:
+            result = super()._valid_epoch(valid_data, show_progress=show_progress)
+        finally:
+            self.evaluation_name = "test"
+        self.phase_record()["valid_seconds"] += time() - start
+        return result
+
+    def evaluate(self, eval_data, load_best_model=True, model_file=None, show_progress=False):
+        if not eval_data:
+            return super().evaluate(eval_data, load_best_model, model_file)
+        with progress_bar(len(eval_data), self.evaluation_name, show_progress) as self.evaluation_bar:
+            return super().evaluate(eval_data, load_best_model, model_file, show_progress=False)
+
+    def _full_sort_batch_eval(self, batched_data):
+        result = super()._full_sort_batch_eval(batched_data)
+        self.evaluation_bar.update()
+        return result
+
+    def _neg_sample_batch_eval(self, batched_data):
+        result = super()._neg_sample_batch_eval(batched_data)
+        self.evaluation_bar.update()
+        return result
+
+    def _check_nan(self, loss):
+        if not torch.isfinite(loss):
+            kept = [path for path in (self.saved_model_file, self.resume_file) if os.path.exists(path)]
+            raise TrainingError(
+                f"phase {self.phase_name} stopped: the training loss became {loss.item()} in epoch {self.epoch}; "
+                f"kept from earlier epochs: {', '.join(kept) or 'nothing (it failed in the first epoch)'}; "
+                "lower the learning rate (or raise clip_grad_norm) and rerun"
+            )

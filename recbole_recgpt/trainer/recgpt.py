@@ -1,0 +1,90 @@
+"""RecGPT's trainer: pre-training, then personalized prompt-tuning, each a resumable phase."""
+
+from time import time
+
+from recbole.trainer import Trainer
+
+from recbole_recgpt.checks import check_pretrained_checkpoint
+from recbole_recgpt.data import UserSequenceDataLoader
+from recbole_recgpt.errors import CheckpointError
+from recbole_recgpt.trainer.phased import PhasedTrainer
+
+
+class RecGPTTrainer(PhasedTrainer, Trainer):
+    r"""Phase 1 (``pretrain``): next-item BCE with sampled negatives (or full-softmax NLL,
+    ``pretrain_loss: ce``) on whole user sequences.
+    Phase 2 (``finetune``, when ``prompt_tuning``): full-softmax NLL on prompt-extended
+    sequences with ``finetune_epochs`` and ``finetune_learning_rate``.
+
+    Each phase early-stops on ``valid_metric`` and keeps its best checkpoint
+    (``<checkpoint>-pretrain.pth``, ``<checkpoint>-finetune.pth``); phase 2 starts from
+    phase 1's best. ``pretrained_checkpoint`` skips phase 1 and starts from a saved model.
+    """
+
+    phase_order = ("pretrain", "finetune")
+
+    def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
+        config, dataset = self.config, train_data.dataset
+        phase_kwargs = dict(
+            valid_data=valid_data, verbose=verbose, saved=saved, show_progress=show_progress, callback_fn=callback_fn
+        )
+        result = (self.best_valid_score, self.best_valid_result)
+        if config["pretrained_checkpoint"] and self.resume_state is None:
+            self.load_pretrained(config["pretrained_checkpoint"])
+        elif not self.resumes_past("pretrain"):
+            result = self.run_phase(
+                "pretrain",
+                lambda: UserSequenceDataLoader(
+                    config, dataset, neg_sample_num=config["neg_sample_num"] if config["pretrain_loss"] == "bce" else 0
+                ),
+                config["epochs"], config["learning_rate"], **phase_kwargs,
+            )
+        if config["prompt_tuning"]:
+            self.model.start_prompt_tuning()
+            result = self.run_phase(
+                "finetune", lambda: self.prompt_tuning_loader(dataset),
+                config["finetune_epochs"], config["finetune_learning_rate"], **phase_kwargs,
+            )
+        return result
+
+    def prompt_tuning_loader(self, dataset):
+        loader = UserSequenceDataLoader(self.config, dataset)
+        if self.model.prompt_writer is not None:
+            # A frozen writer's prompts never change: write them once for the phase.
+            start = time()
+            loader.write_prompts(self.model.prompted_training_batch)
+            self.phase_record()["prompt_writing_seconds"] = time() - start
+        return loader
+
+    def load_pretrained(self, path):
+        """Start from the phase-1 network of a saved RecGPT checkpoint."""
+        checkpoint = check_pretrained_checkpoint(path, self.config, self.device)
+        prefix = "gpt."
+        network = {key[len(prefix):]: value for key, value in checkpoint["state_dict"].items() if key.startswith(prefix)}
+        expected = self.model.gpt.state_dict()
+        network["position_embedding.weight"] = self.fit_position_table(
+            network.get("position_embedding.weight"), expected["position_embedding.weight"]
+        )
+        for key, value in expected.items():
+            if key not in network or network[key].shape != value.shape:
+                found = tuple(network[key].shape) if key in network else "nothing"
+                raise CheckpointError(
+                    f"pretrained_checkpoint {path} does not fit this model: {key} has shape {found}, this run needs "
+                    f"{tuple(value.shape)}; use the same hidden_size / n_layers / inner_size / n_positions / "
+                    "user_embedding as the run that saved it"
+                )
+        self.model.gpt.load_state_dict(network)
+        self.logger.info(f"Phase 1 skipped: pre-trained network loaded from {path}")
+
+    def fit_position_table(self, saved, own):
+        """The saved position table resized to this model's: phase 1 trains only the first
+        ``MAX_ITEM_LIST_LENGTH`` positions, and ``n_positions`` grows with the prompt length,
+        so a phase-1 network serves phase 2 runs of any prompt length. Rows past the saved
+        table keep this model's initial values. (Other shapes must match exactly.)"""
+        trained = self.config["MAX_ITEM_LIST_LENGTH"]
+        if saved is None or saved.shape[1] != own.shape[1] or min(len(saved), len(own)) < trained:
+            return saved
+        table = own.clone()
+        rows = min(len(saved), len(own))
+        table[:rows] = saved[:rows]
+        return table
