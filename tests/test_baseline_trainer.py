@@ -14,12 +14,14 @@ NO_DROPOUT = {
     "GRU4Rec": {"embedding_size": 16, "hidden_size": 16, "dropout_prob": 0.0},
 }
 @pytest.mark.parametrize("model_name", ["SASRec", "GRU4Rec"])
-def test_whole_sequence_loss_equals_the_mean_over_recboles_prefix_rows(tiny_config, model_name):
-    config = tiny_config(model_name, baseline_trainer="whole_sequence", **NO_DROPOUT[model_name])
+@pytest.mark.parametrize("loss_type", ["CE", "BPR"])
+def test_whole_sequence_loss_equals_the_mean_over_recboles_prefix_rows(tiny_config, model_name, loss_type):
+    config = tiny_config(model_name, baseline_trainer="whole_sequence", loss_type=loss_type, **NO_DROPOUT[model_name])
     _, (train_data, _, _), model, trainer = build(config)
-    batch = next(iter(UserSequenceDataLoader(config, train_data.dataset, shuffle=False)))
+    negatives = 1 if loss_type == "BPR" else 0
+    batch = next(iter(UserSequenceDataLoader(config, train_data.dataset, neg_sample_num=negatives, shuffle=False)))
     width = config["MAX_ITEM_LIST_LENGTH"]
-    prefixes, lengths, targets = [], [], []
+    prefixes, lengths, targets, sampled = [], [], [], []
     for row, length in enumerate(batch[model.ITEM_SEQ_LEN].tolist()):
         for t in range(length):
             prefix = torch.zeros(width, dtype=torch.long)
@@ -27,12 +29,61 @@ def test_whole_sequence_loss_equals_the_mean_over_recboles_prefix_rows(tiny_conf
             prefixes.append(prefix)
             lengths.append(t + 1)
             targets.append(batch["target_" + model.ITEM_SEQ][row, t])
-    rows = Interaction({
+            if negatives:
+                sampled.append(batch[model.NEG_ITEM_ID][row, t, 0])
+    rows = {
         model.ITEM_SEQ: torch.stack(prefixes), model.ITEM_SEQ_LEN: torch.tensor(lengths),
         model.POS_ITEM_ID: torch.stack(targets),
-    })
+    }
+    if negatives:
+        rows[model.NEG_ITEM_ID] = torch.stack(sampled)
     model.train()
-    torch.testing.assert_close(trainer.whole_sequence_loss(batch), model.calculate_loss(rows), rtol=1e-5, atol=1e-6)
+    expected = model.calculate_loss(Interaction(rows))
+    torch.testing.assert_close(trainer.whole_sequence_loss(batch), expected, rtol=1e-5, atol=1e-6)
+
+
+BERT4REC = {"hidden_size": 16, "inner_size": 32, "mask_ratio": 0.5}
+
+
+def test_bert4rec_rows_are_whole_sequences_masked_by_recboles_rule(tiny_config, monkeypatch):
+    config = tiny_config("BERT4Rec", baseline_trainer="whole_sequence", **BERT4REC)
+    _, (train_data, _, _), model, trainer = build(config)
+    batch = next(iter(UserSequenceDataLoader(config, train_data.dataset, shuffle=False)))
+    whole = trainer.whole_sequences(batch)
+    width = config["MAX_ITEM_LIST_LENGTH"]
+    assert whole.size(1) <= width
+    for row, length in enumerate(batch[model.ITEM_SEQ_LEN].tolist()):
+        sequence = batch[model.ITEM_SEQ][row, :length].tolist() + [int(batch["target_" + model.ITEM_SEQ][row, length - 1])]
+        latest = sequence[-width:]
+        assert whole[row].tolist() == latest + [0] * (whole.size(1) - len(latest))
+    slots = int(0.5 * config["MAX_ITEM_LIST_LENGTH"])
+    monkeypatch.setattr("random.random", lambda: 1.0)  # cloze masking, never "mask the last item"
+    cloze = trainer.cloze_batch(batch)
+    masked, index, items = cloze[model.MASK_ITEM_SEQ], cloze[model.MASK_INDEX], cloze[model.POS_ITEMS]
+    assert index.shape[1] == slots
+    for row in range(len(whole)):
+        positions = (masked[row] == model.mask_token).nonzero().flatten().tolist()
+        assert len(positions) <= slots
+        kept = [(p, i) for p, i in zip(index[row].tolist(), items[row].tolist()) if i > 0]
+        assert kept == [(p, int(whole[row, p])) for p in positions]  # right-aligned, in order
+        unmasked = [p for p in range(whole.size(1)) if p not in positions]
+        assert masked[row, unmasked].tolist() == whole[row, unmasked].tolist()
+    monkeypatch.setattr("random.random", lambda: 0.0)  # "mask the last item" batches
+    cloze = trainer.cloze_batch(batch)
+    lengths = (whole > 0).sum(1)
+    assert cloze[model.MASK_INDEX][:, -1].tolist() == (lengths - 1).tolist()
+    assert (cloze[model.MASK_ITEM_SEQ] == model.mask_token).sum(1).tolist() == [1] * len(whole)
+
+
+def test_bert4rec_trains_with_the_whole_sequence_trainer(tiny_config, tiny_data_path, tmp_path):
+    from recbole_recgpt.quick_start import run_recgpt
+    from tests.conftest import TINY_DATA
+
+    settings = {**TINY_DATA, **BERT4REC, "data_path": str(tiny_data_path), "checkpoint_dir": str(tmp_path),
+                "baseline_trainer": "whole_sequence"}
+    result = run_recgpt("BERT4Rec", "tiny", config_dict=settings)
+    assert result["phases"]["train"]["epochs"] == TINY_DATA["epochs"]
+    assert 0 < result["test_result"]["hit@10"] <= 1
 
 
 def test_whole_sequence_trainer_runs_and_is_named_in_the_result(tiny_config, tiny_data_path, tmp_path):
@@ -48,7 +99,7 @@ def test_whole_sequence_trainer_runs_and_is_named_in_the_result(tiny_config, tin
     assert 0 < result["test_result"]["hit@10"] <= 1
 
 
-def test_bidirectional_models_are_refused(tiny_config):
-    config = tiny_config("BERT4Rec", baseline_trainer="whole_sequence")
-    with pytest.raises(ConfigError, match="supports SASRec and GRU4Rec with loss_type CE, not BERT4Rec"):
+def test_models_it_cannot_feed_are_refused(tiny_config):
+    config = tiny_config("Caser", baseline_trainer="whole_sequence")
+    with pytest.raises(ConfigError, match="supports SASRec, GRU4Rec, BERT4Rec with loss_type CE or BPR, not Caser"):
         build(config)

@@ -1,7 +1,11 @@
-"""The baselines' opt-in whole-sequence trainer: RecBole's (prefix, next item) pairs, one pass per user."""
+"""The baselines' opt-in whole-sequence trainer: one row per user sequence instead of
+RecBole's one padded row per prefix."""
+
+import random
 
 import torch
 
+from recbole.data.interaction import Interaction
 from recbole.trainer import Trainer
 
 from recbole_recgpt.data import TARGET_PREFIX, UserSequenceDataLoader
@@ -10,48 +14,66 @@ from recbole_recgpt.trainer.phased import PhasedTrainer
 
 
 class WholeSequenceTrainer(PhasedTrainer, Trainer):
-    r"""Opt-in trainer (``baseline_trainer: whole_sequence``) for RecBole's causal sequential
-    models with full-softmax loss (SASRec, GRU4Rec with ``loss_type: CE``).
+    r"""Opt-in trainer (``baseline_trainer: whole_sequence``) for RecBole's SASRec and GRU4Rec
+    (``loss_type`` CE or BPR) and BERT4Rec.
 
-    RecBole feeds them one padded row per prefix. Their output at position t of one pass
-    over the whole sequence already is that row's output (causal attention, a left-to-right
-    GRU), so this trainer feeds whole user sequences, reads the output at every position
-    through a forward hook on the model's own layer, and averages the cross-entropy over all
-    (prefix, next item) pairs: the same pairs and loss as RecBole's rows, without the padded
-    recomputation. Evaluation is RecBole's, unchanged. (BERT4Rec is bidirectional, so one
-    pass does not give its per-row outputs; it keeps RecBole's trainer.)
+    *Causal models* (SASRec, GRU4Rec): RecBole feeds them one padded row per prefix. Their
+    output at position t of one pass over the whole sequence already is that row's output
+    (causal attention, a left-to-right GRU), so this trainer feeds whole user sequences, reads
+    the output at every position through a forward hook on the model's own layer, and averages
+    the loss over all (prefix, next item) pairs: the same pairs and loss as RecBole's rows
+    (BPR: one sampled negative per pair, unseen by the user), without the padded recomputation.
+
+    *BERT4Rec* is bidirectional, so one pass does not give its per-prefix outputs. It gets one
+    row per user sequence per epoch, masked afresh each epoch by RecBole's own rule
+    (``MaskItemSequence``: each item masked with ``mask_ratio``, at most ``mask_ratio *
+    MAX_ITEM_LIST_LENGTH`` masks, the latest kept; with probability ``ft_ratio`` a batch masks
+    only each row's last item), then the model's own ``calculate_loss``. That is how the
+    original BERT4Rec trains; RecBole instead masks every prefix row, so an epoch here holds
+    fewer, longer samples (one per user instead of one per interaction).
+
+    Evaluation is RecBole's, unchanged.
     """
 
     # The module whose output holds every position's sequence representation [B, T, H].
     ALL_POSITIONS_MODULE = {"SASRec": "trm_encoder", "GRU4Rec": "dense"}
+    CLOZE_MODELS = ("BERT4Rec",)
+    LOSS_TYPES = ("CE", "BPR")
+    BPR_GAMMA = 1e-10  # RecBole's BPRLoss: -log(gamma + sigmoid(pos - neg))
 
     def __init__(self, config, model):
         self.check_config(config)
         super().__init__(config, model)
-        self.all_positions_module = getattr(model, self.ALL_POSITIONS_MODULE[config["model"]])
+        if config["model"] in self.CLOZE_MODELS:
+            self.loss = self.cloze_loss
+        else:
+            self.loss = self.whole_sequence_loss
+            self.all_positions_module = getattr(model, self.ALL_POSITIONS_MODULE[config["model"]])
 
     @classmethod
     def check_config(cls, config):
         """Raise :class:`ConfigError` unless the run's model is one this trainer supports."""
-        if config["model"] not in cls.ALL_POSITIONS_MODULE or config["loss_type"] != "CE":
+        supported = (*cls.ALL_POSITIONS_MODULE, *cls.CLOZE_MODELS)
+        if config["model"] not in supported or config["loss_type"] not in cls.LOSS_TYPES:
             raise ConfigError(
-                f"baseline_trainer=whole_sequence supports {' and '.join(cls.ALL_POSITIONS_MODULE)} with "
-                f"loss_type CE, not {config['model']}; use baseline_trainer=recbole"
+                f"baseline_trainer=whole_sequence supports {', '.join(supported)} with loss_type "
+                f"{' or '.join(cls.LOSS_TYPES)}, not {config['model']} ({config['loss_type']}); use baseline_trainer=recbole"
             )
 
     def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
         dataset = train_data.dataset
+        negatives = 1 if self.config["loss_type"] == "BPR" else 0
         return self.run_phase(
-            "train", lambda: UserSequenceDataLoader(self.config, dataset), self.config["epochs"],
-            self.config["learning_rate"], valid_data=valid_data, verbose=verbose, saved=saved,
-            show_progress=show_progress, callback_fn=callback_fn,
+            "train", lambda: UserSequenceDataLoader(self.config, dataset, neg_sample_num=negatives),
+            self.config["epochs"], self.config["learning_rate"], valid_data=valid_data, verbose=verbose,
+            saved=saved, show_progress=show_progress, callback_fn=callback_fn,
         )
 
     def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
-        return super()._train_epoch(train_data, epoch_idx, loss_func=self.whole_sequence_loss, show_progress=show_progress)
+        return super()._train_epoch(train_data, epoch_idx, loss_func=self.loss, show_progress=show_progress)
 
     def whole_sequence_loss(self, interaction):
-        """Mean cross-entropy over every (prefix, next item) pair of the batch's sequences."""
+        """Mean loss over every (prefix, next item) pair of the batch's sequences."""
         model = self.model
         item_seq = interaction[model.ITEM_SEQ]
         target_seq = interaction[TARGET_PREFIX + model.ITEM_SEQ]
@@ -63,5 +85,61 @@ class WholeSequenceTrainer(PhasedTrainer, Trainer):
             hook.remove()
         hidden = outputs[0][-1] if isinstance(outputs[0], list) else outputs[0]  # [B, T, H]
         supervised = target_seq > 0
-        logits = hidden[supervised] @ model.item_embedding.weight.t()
+        hidden = hidden[supervised]  # [N, H]
+        if self.config["loss_type"] == "BPR":
+            negatives = interaction[model.NEG_ITEM_ID][..., 0][supervised]  # [N]
+            pos_score = (hidden * model.item_embedding(target_seq[supervised])).sum(-1)
+            neg_score = (hidden * model.item_embedding(negatives)).sum(-1)
+            return -torch.log(self.BPR_GAMMA + torch.sigmoid(pos_score - neg_score)).mean()
+        logits = hidden @ model.item_embedding.weight.t()
         return torch.nn.functional.cross_entropy(logits, target_seq[supervised])
+
+    def cloze_loss(self, interaction):
+        """BERT4Rec's own loss on :meth:`cloze_batch` of the batch's sequences."""
+        return self.model.calculate_loss(self.cloze_batch(interaction))
+
+    def cloze_batch(self, interaction):
+        """Whole sequences ``[B, W]`` masked by RecBole's ``MaskItemSequence`` rule, in its
+        fields: the masked sequence, and ``[B, M]`` masked positions, their items and (BPR)
+        negatives, right-aligned with 0 as padding."""
+        model, config = self.model, self.config
+        sequences = self.whole_sequences(interaction)  # [B, W]
+        lengths = (sequences > 0).sum(dim=1)
+        width = sequences.size(1)
+        slots = int(config["mask_ratio"] * config["MAX_ITEM_LIST_LENGTH"])
+        real = torch.arange(width) < lengths.unsqueeze(1)
+        if random.random() < config["ft_ratio"]:
+            chosen = torch.zeros_like(real)
+            chosen[torch.arange(len(lengths)), lengths - 1] = True
+        else:
+            chosen = (torch.rand(real.shape) < config["mask_ratio"]) & real
+            # Keep the latest `slots` masks of a row (RecBole truncates from the front).
+            chosen &= chosen.flip(1).cumsum(1).flip(1) <= slots
+        rows, cols = chosen.nonzero(as_tuple=True)
+        slot = slots - chosen.sum(1, keepdim=True) + chosen.cumsum(1) - 1  # [B, W]
+        index = torch.zeros(len(lengths), slots, dtype=torch.long)
+        items = torch.zeros_like(index)
+        index[rows, slot[rows, cols]] = cols
+        items[rows, slot[rows, cols]] = sequences[rows, cols]
+        negatives = torch.zeros_like(index)
+        if config["loss_type"] == "BPR":
+            sampled = interaction[model.NEG_ITEM_ID][..., 0]  # [B, T], unseen by each user
+            negatives[rows, slot[rows, cols]] = sampled[rows, cols.clamp(max=sampled.size(1) - 1)]
+        return Interaction({
+            model.MASK_ITEM_SEQ: sequences.masked_fill(chosen, model.mask_token),
+            model.POS_ITEMS: items, model.NEG_ITEMS: negatives, model.MASK_INDEX: index,
+        })
+
+    def whole_sequences(self, interaction):
+        """``[B, W]`` each row's whole window (inputs plus the last target), its latest
+        ``MAX_ITEM_LIST_LENGTH`` items, left-aligned as RecBole's histories are."""
+        model = self.model
+        item_seq, lengths = interaction[model.ITEM_SEQ], interaction[model.ITEM_SEQ_LEN]
+        targets = interaction[TARGET_PREFIX + model.ITEM_SEQ]
+        rows = torch.arange(len(lengths))
+        sequences = torch.nn.functional.pad(item_seq, (0, 1))
+        sequences[rows, lengths] = targets[rows, lengths - 1]
+        too_long = lengths + 1 > self.config["MAX_ITEM_LIST_LENGTH"]
+        sequences[too_long] = sequences[too_long].roll(-1, dims=1)
+        sequences[too_long, -1] = 0
+        return sequences[:, : self.config["MAX_ITEM_LIST_LENGTH"]]
