@@ -7,6 +7,7 @@ import pytest
 import yaml
 
 from benchmarks.compare import main as campaign
+from benchmarks.curves import curve, main as curves_main
 from benchmarks.store import Run, adopt, git_revision, load_variants, record_path
 from recbole_recgpt.quick_start import run_recgpt
 from tests.conftest import TINY_DATA, TINY_RECGPT
@@ -69,6 +70,11 @@ def test_a_campaign_writes_one_record_per_run_with_what_reproduces_it(tiny_campa
     assert "## tiny: Main comparison" in table and " ± " in table and "**" in table
     assert "RecGPT (defaults) vs the best baseline on validation" in table
     assert (root / "comparison.png").stat().st_size > 1000
+    # Validation curves: RecGPT's two phases one after the other.
+    points = curve(record(root, "RecGPT"))
+    assert [(x, phase) for x, _, phase in points] == [(1, "pretrain"), (2, "pretrain"), (3, "finetune"), (4, "finetune")]
+    curves_main(["--dataset=tiny", "--variants=SASRec,RecGPT", "--seed=1", f"--store={root / 'runs'}", f"--out={root / 'c.png'}"])
+    assert (root / "c.png").stat().st_size > 1000
 
 
 def test_unchanged_runs_are_kept_and_changed_ones_run_again(tiny_campaign, capsys):
