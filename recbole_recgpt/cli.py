@@ -112,7 +112,7 @@ def hyper_main(argv=None):
     parser.add_argument("--early_stop", type=int, default=10,
                         help="hyperopt: stop after this many trials without progress")
     parser.add_argument("--address", default=None, help="ray: HOST:PORT of a running Ray cluster (default: start one here)")
-    parser.add_argument("--num_cpus", type=int, default=None, help="ray: CPUs of the local instance (default: all)")
+    parser.add_argument("--num_cpus", type=int, default=None, help="ray: CPUs of the local instance (default: the cores this process may use)")
     parser.add_argument("--cpus_per_trial", type=int, default=1, help="ray: CPUs and torch threads of each trial")
     parser.add_argument("--grace_period", type=int, default=10, help="ray: ASHA's first rung, in global epochs")
     parser.add_argument("--reduction_factor", type=float, default=2, help="ray: ASHA keeps the top 1/this at a rung")

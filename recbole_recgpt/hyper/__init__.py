@@ -56,14 +56,12 @@ def run_search(model="RecGPT", dataset="ml-100k", params_file="properties/hyper/
     ``grace_period`` (global epochs) and ``reduction_factor``.
     """
     started = time()
-    if tool not in TOOLS:
-        raise ConfigError(f"tool={tool!r} is unknown; use one of {', '.join(TOOLS)}")
-    if algo not in ALGOS[tool]:
-        raise ConfigError(f"algo={algo!r} does not work with tool={tool}; use one of {', '.join(ALGOS[tool])}")
+    _check_options(tool, algo, max_evals, early_stop, cpus_per_trial, grace_period, reduction_factor)
     fixed = {key: str(Path(value).resolve()) if key in PATH_PARAMETERS else value
              for key, value in (fixed or {}).items()}
     config_files = [str(Path(path).resolve()) for path in config_files]
     space = read_space(params_file)
+    points = grid(space) if algo == "exhaustive" else None  # refuses ranges before any trial
     config = _check_before_searching(model, dataset, config_files, fixed)
     bigger, seed = config["valid_metric_bigger"], config["seed"]
     settings = SearchSettings(model=config["model"], dataset=dataset, config_files=config_files, fixed=fixed)
@@ -75,7 +73,7 @@ def run_search(model="RecGPT", dataset="ml-100k", params_file="properties/hyper/
         "started": started,
     }
 
-    def recorded(row):
+    def recorded(row):  # as each trial ends: one line, and the outputs brought up to date
         context["n_trials"] = len(record.rows)
         print(_one_line(row, config["valid_metric"]), flush=True)
         write_outputs(record, paths, context)
@@ -84,38 +82,46 @@ def run_search(model="RecGPT", dataset="ml-100k", params_file="properties/hyper/
     if record.rows:
         print(f"{paths['csv']}: {len(record.rows)} trials recorded by earlier runs; finished ones are skipped")
 
-    def one_trial(params):
-        print(f"running {params_text(params)}", flush=True)
-        return run_trial(params, settings)
-
     if tool == "hyperopt":
         from recbole_recgpt.hyper.hyperopt_search import ResumableHyperTuning
+
+        def one_trial(params):
+            print(f"running {params_text(params)}", flush=True)
+            return run_trial(params, settings)
 
         ResumableHyperTuning(space, record, one_trial, bigger, algo, max_evals, early_stop, seed).run()
     else:
         from recbole_recgpt.hyper.ray_search import run_ray_search
 
-        trials = grid(space)[:max_evals] if algo == "exhaustive" else sample(space, max_evals, seed)
+        trials = points[:max_evals] if points is not None else sample(space, max_evals, seed)
         pending = [params for params in trials if record.finished(params) is None]
         print(f"{len(trials) - len(pending)} of {len(trials)} trials already finished; running {len(pending)} with Ray")
         run_ray_search(
-            pending, settings, record, bigger, max_t=max(_epoch_budget(config, params) for params in trials) + 1,
+            pending, settings, record, bigger, max_t=max((_epoch_budget(config, params) for params in trials), default=0) + 1,
             storage_path=paths["ray"], name=f"search-{get_local_time()}", address=address, num_cpus=num_cpus,
             cpus_per_trial=cpus_per_trial, grace_period=grace_period, reduction_factor=reduction_factor,
         )
         unfinished = sum(record.finished(params) is None for params in pending)
         if unfinished:
             print(f"{unfinished} trials did not finish (interrupted, or an error); rerun the same command to run them")
+
     context["n_trials"] = len(record.rows)
     best = write_outputs(record, paths, context, plot=bool(record.rows))
-    if best is None:
-        print(f"no trial completed; see {paths['csv']}")
-    else:
-        print("best params:", best["params"])
-        print("best valid result:", best["valid"])
-        print("test result:", best["test"])
-    print("outputs:", ", ".join(str(path) for key, path in paths.items() if key != "ray"))
+    _print_summary(best, paths)
     return SearchSummary(rows=record.rows, added=record.added, best=best, paths=paths)
+
+
+def _check_options(tool, algo, max_evals, early_stop, cpus_per_trial, grace_period, reduction_factor):
+    if tool not in TOOLS:
+        raise ConfigError(f"tool={tool!r} is unknown; use one of {', '.join(TOOLS)}")
+    if algo not in ALGOS[tool]:
+        raise ConfigError(f"algo={algo!r} does not work with tool={tool}; use one of {', '.join(ALGOS[tool])}")
+    for name, value, least in (("max_evals", max_evals, 0), ("early_stop", early_stop, 1),
+                               ("cpus_per_trial", cpus_per_trial, 1), ("grace_period", grace_period, 1)):
+        if value < least:
+            raise ConfigError(f"{name}={value} must be at least {least}")
+    if reduction_factor <= 1:
+        raise ConfigError(f"reduction_factor={reduction_factor} must be above 1 (ASHA keeps the top 1/reduction_factor)")
 
 
 def _check_before_searching(model, dataset, config_files, fixed):
@@ -133,6 +139,16 @@ def _epoch_budget(config, params):
     if config["model"] == "RecGPT" and value.get("prompt_tuning"):
         budget += int(value["finetune_epochs"])
     return budget
+
+
+def _print_summary(best, paths):
+    if best is None:
+        print(f"no trial completed; see {paths['csv']}")
+    else:
+        print("best params:", best["params"])
+        print("best valid result:", best["valid"])
+        print("test result:", best["test"])
+    print("outputs:", ", ".join(str(path) for key, path in paths.items() if key != "ray"))
 
 
 def _one_line(row, valid_metric):

@@ -31,6 +31,7 @@ from types import SimpleNamespace
 from ray.tune import Callback
 from ray.tune.schedulers import AsyncHyperBandScheduler
 
+from recbole_recgpt.errors import ConfigError
 from recbole_recgpt.hyper.trial import ERROR, OK, STOPPED, run_trial, trial_row
 
 TIME_ATTR = "global_epoch"
@@ -39,7 +40,7 @@ METRIC = "best_valid_score_so_far"
 
 def start_ray(address=None, num_cpus=None):
     """Connect to the cluster at ``address``, or start a local instance of ``num_cpus`` CPUs
-    (no dashboard). Returns False, and does nothing, if Ray is already running here.
+    (default: :func:`available_cpus`; no dashboard). Returns False, and does nothing, if Ray is already running here.
 
     Workers import this package from the same folder as the driver (its parent goes on their
     ``PYTHONPATH``), so they run the code the driver runs.
@@ -56,8 +57,14 @@ def start_ray(address=None, num_cpus=None):
     if address:
         ray.init(address=address, runtime_env=runtime_env)
     else:
-        ray.init(num_cpus=num_cpus, include_dashboard=False, runtime_env=runtime_env)
+        ray.init(num_cpus=num_cpus or available_cpus(), include_dashboard=False, runtime_env=runtime_env)
     return True
+
+
+def available_cpus():
+    """The cores this process may run on (``taskset``, cgroups), not all of the machine's,
+    which is what Ray would count."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
 
 
 class EpochReporter:
@@ -157,6 +164,9 @@ def run_ray_search(trials, settings, record, bigger, max_t, storage_path, name, 
         return
     started = start_ray(address, num_cpus)
     try:
+        cpus = ray.cluster_resources().get("CPU", 0)
+        if cpus < cpus_per_trial:  # Ray would wait for them forever
+            raise ConfigError(f"cpus_per_trial={cpus_per_trial} exceeds the {cpus:g} CPUs of the Ray instance")
         scheduler = ReplayedASHA(
             time_attr=TIME_ATTR, metric=METRIC, mode="max" if bigger else "min", max_t=max_t,
             grace_period=min(grace_period, max_t), reduction_factor=reduction_factor, brackets=1,
