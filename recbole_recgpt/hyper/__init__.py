@@ -80,7 +80,7 @@ def run_search(model="RecGPT", dataset="ml-100k", params_file="properties/hyper/
 
     record = SearchRecord(paths["csv"], [parameter.name for parameter in space], on_add=recorded)
     if record.rows:
-        print(f"{paths['csv']}: {len(record.rows)} trials recorded by earlier runs; finished ones are skipped")
+        print(f"{paths['csv']}: {len(record.rows)} trial(s) recorded by earlier runs; finished ones are skipped")
 
     if tool == "hyperopt":
         from recbole_recgpt.hyper.hyperopt_search import ResumableHyperTuning
@@ -95,7 +95,7 @@ def run_search(model="RecGPT", dataset="ml-100k", params_file="properties/hyper/
 
         trials = points[:max_evals] if points is not None else sample(space, max_evals, seed)
         pending = [params for params in trials if record.finished(params) is None]
-        print(f"{len(trials) - len(pending)} of {len(trials)} trials already finished; running {len(pending)} with Ray")
+        print(f"{len(trials) - len(pending)} of {len(trials)} trial(s) already finished; running {len(pending)} with Ray")
         run_ray_search(
             pending, settings, record, bigger, max_t=max((_epoch_budget(config, params) for params in trials), default=0) + 1,
             storage_path=paths["ray"], name=f"search-{get_local_time()}", address=address, num_cpus=num_cpus,
@@ -103,7 +103,7 @@ def run_search(model="RecGPT", dataset="ml-100k", params_file="properties/hyper/
         )
         unfinished = sum(record.finished(params) is None for params in pending)
         if unfinished:
-            print(f"{unfinished} trials did not finish (interrupted, or an error); rerun the same command to run them")
+            print(f"{unfinished} trial(s) did not finish (interrupted, or an error); rerun the same command to run them")
 
     context["n_trials"] = len(record.rows)
     best = write_outputs(record, paths, context, plot=bool(record.rows))
