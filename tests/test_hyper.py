@@ -112,6 +112,11 @@ def test_the_record_survives_a_restart_and_replaces_errors(tmp_path):
     assert [(row["trial"], row["status"]) for row in SearchRecord(path, []).rows] == [(1, "ok"), (2, "failed")]
     assert read_csv(path)[0]["test_hit@10"] == "0.5"
 
+    searched_epochs = SearchRecord(tmp_path / "epochs.csv", ["epochs"])  # a parameter named like a column
+    searched_epochs.add(trial_row({"epochs": 20}, "ok", best_valid_score=0.1, epochs=13))
+    [row] = SearchRecord(tmp_path / "epochs.csv", ["epochs"]).rows
+    assert (row["params"], row["epochs"]) == ({"epochs": 20}, 13)
+
 
 def test_a_trial_turns_errors_into_rows(monkeypatch):
     settings = SearchSettings("RecGPT", "tiny")
@@ -217,7 +222,7 @@ def test_ray_grid_on_real_data_records_both_trials_on_the_driver_and_names_the_b
     out = tmp_path / "search.csv"
     summary = hyper_main(slice_arguments(beauty_slice, out, "ray") + [f"--params_file={grid_file}"])
     rows = check_best_by_validation(out)
-    assert [row["status"] for row in rows] == ["ok", "ok"] and {row["epochs"] for row in rows} == {"2"}
+    assert [row["status"] for row in rows] == ["ok", "ok"] and {row["epochs_trained"] for row in rows} == {"2"}
     for row in rows:  # each trial's best model is in its folder under the driver's output
         assert Path(row["checkpoint"]).is_file() and Path(row["checkpoint"]).is_relative_to(summary.paths["ray"].resolve())
     assert summary.best["params"] == yaml.safe_load(summary.paths["best"].read_text())

@@ -26,7 +26,8 @@ from recbole_recgpt.hyper.trial import FINAL, OK, STOPPED
 
 # Columns of the CSV besides the parameters and the valid_* / test_* metrics.
 HEAD = ["trial", "status", "best_valid_score"]
-TAIL = ["epochs", "phase_epochs", "seconds", "error", "checkpoint", "params", "valid_curve"]
+# (Not "epochs": that is a parameter a search may vary.)
+TAIL = ["epochs_trained", "phase_epochs", "seconds", "error", "checkpoint", "params", "valid_curve"]
 
 
 def output_paths(output_file):
@@ -107,7 +108,7 @@ def _to_csv(row):
         "trial": row["trial"],
         "status": row["status"],
         "best_valid_score": "" if row["best_valid_score"] is None else row["best_valid_score"],
-        "epochs": row["epochs"],
+        "epochs_trained": row["epochs"],
         "phase_epochs": " ".join(f"{name}:{epochs}" for name, epochs in row["phase_epochs"].items()),
         "seconds": row["seconds"],
         "error": row["error"] or "",
@@ -136,7 +137,7 @@ def _from_csv(flat):
         "params": json.loads(flat["params"]),
         "valid": metrics("valid"),
         "test": metrics("test"),
-        "epochs": int(flat["epochs"]),
+        "epochs": int(flat["epochs_trained"]),
         "phase_epochs": {
             name: int(epochs) for name, _, epochs in (item.partition(":") for item in flat["phase_epochs"].split())
         },
