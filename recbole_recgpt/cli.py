@@ -2,6 +2,7 @@
 
 import argparse
 import functools
+import shlex
 import sys
 from pathlib import Path
 
@@ -29,12 +30,15 @@ Items are ranked as in evaluation (RecGPT: prompts, then two-stage recall); item
 the history are not removed. A user's history is all of their interactions in the dataset.
 """
 
-HYPER_USAGE = """Hyper-parameter search with RecBole's HyperTuning, for RecGPT or any RecBole model.
+HYPER_USAGE = """Hyper-parameter search for RecGPT or any RecBole model; rerun the same command to resume.
 
     python run_hyper.py --dataset=amazon-beauty --data_path=../shared/datasets \\
-        --params_file=properties/hyper/RecGPT.hyper --output_file=hyper-RecGPT.txt
+        --params_file=properties/hyper/RecGPT.hyper --output_file=results/hyper-RecGPT.csv
+    python run_hyper.py --tool=ray --cpus_per_trial=2 ...     # parallel trials, ASHA early stopping
 
 The search space uses RecBole's format (name choice [a,b] / uniform lo,hi / loguniform lo,hi).
+Every finished trial is written to the CSV at once; the same command skips them when rerun.
+Beside it: <name>.txt (RecBole's text), <name>-ranked.md, <name>-best.yaml, <name>.png.
 Any other --key=value is a fixed override for every trial.
 """
 
@@ -162,30 +166,32 @@ def read_history_file(path):
 
 @_one_line_errors
 def hyper_main(argv=None):
-    from recbole.trainer import HyperTuning
-
-    from recbole_recgpt.quick_start import objective_function
+    from recbole_recgpt.hyper import run_search
 
     parser = _parser(HYPER_USAGE)
-    parser.add_argument("--params_file", default="properties/hyper/RecGPT.hyper")
-    parser.add_argument("--algo", default="exhaustive", choices=["exhaustive", "random", "bayes"])
-    parser.add_argument("--max_evals", type=int, default=100)
-    parser.add_argument("--early_stop", type=int, default=10, help="stop after this many trials without progress")
-    parser.add_argument("--output_file", default="hyper_result.txt")
+    parser.add_argument("--params_file", default="properties/hyper/RecGPT.hyper", help="the search space")
+    parser.add_argument("--output_file", default="hyper_result.csv", help="the CSV record; other outputs beside it")
+    parser.add_argument("--tool", default="hyperopt", choices=["hyperopt", "ray"])
+    parser.add_argument("--algo", default="exhaustive", choices=["exhaustive", "random", "bayes"],
+                        help="exhaustive: every grid point; random; bayes (hyperopt's TPE; --tool=hyperopt only)")
+    parser.add_argument("--max_evals", type=int, default=100, help="at most this many trials, earlier runs' included")
+    parser.add_argument("--early_stop", type=int, default=10,
+                        help="hyperopt: stop after this many trials without progress")
+    parser.add_argument("--address", default=None, help="ray: HOST:PORT of a running Ray cluster (default: start one here)")
+    parser.add_argument("--num_cpus", type=int, default=None, help="ray: CPUs of the local instance (default: the cores this process may use)")
+    parser.add_argument("--cpus_per_trial", type=int, default=1, help="ray: CPUs and torch threads of each trial")
+    parser.add_argument("--grace_period", type=int, default=10, help="ray: ASHA's first rung, in global epochs")
+    parser.add_argument("--reduction_factor", type=float, default=2, help="ray: ASHA keeps the top 1/this at a rung")
     args, overrides = _parse(parser, argv)
-    objective = functools.partial(objective_function, model=args.model, dataset=args.dataset, base_config=overrides)
-    tuner = HyperTuning(
-        objective,
-        params_file=args.params_file,
-        fixed_config_file_list=args.config_files.split() or None,
-        algo=args.algo,
-        max_evals=args.max_evals,
-        early_stop=args.early_stop,
-    )
-    tuner.run()
-    tuner.export_result(output_file=args.output_file)
-    best = tuner.params2result[tuner.params2str(tuner.best_params)]
-    print("best params:", tuner.best_params)
-    print("best valid result:", best["best_valid_result"])
-    print("test result:", best["test_result"])
-    return tuner
+    try:  # everything but the interrupted trial is in the record
+        summary = run_search(
+            model=args.model, dataset=args.dataset, params_file=args.params_file, output_file=args.output_file,
+            tool=args.tool, algo=args.algo, max_evals=args.max_evals, early_stop=args.early_stop,
+            config_files=args.config_files.split(), fixed=overrides, address=args.address, num_cpus=args.num_cpus,
+            cpus_per_trial=args.cpus_per_trial, grace_period=args.grace_period, reduction_factor=args.reduction_factor,
+            command=shlex.join(["python", "run_hyper.py", *(sys.argv[1:] if argv is None else argv)]),
+        )
+    except KeyboardInterrupt:
+        print(f"interrupted; finished trials are in {args.output_file}: rerun the same command to go on", file=sys.stderr)
+        sys.exit(2)
+    return summary

@@ -10,6 +10,8 @@ Pinned in ``pyproject.toml`` (no code here can fix these from outside RecBole):
   ``pkg_resources``, which setuptools 81 removed.
 * ``hyperopt==0.2.5``: RecBole's exhaustive search passes a ``RandomState`` where
   hyperopt >= 0.2.7 calls ``rng.integers`` (``AttributeError`` on the first trial).
+* ``pyarrow<22``: Ray Tune (``run_hyper.py --tool=ray``) reads its result files with pyarrow,
+  and pyarrow 26 refuses to import under numpy 1.x (21 works).
 
 * RecBole restores numpy's removed aliases (``np.float`` ...) inside ``Config.__init__``; a
   ``Config`` unpickled from a checkpoint (resume, ``load_data_and_model``) skips that, and

@@ -47,13 +47,16 @@ def check_before_loading(config, resumed=False):
 
 
 def run_recgpt(
-    model="RecGPT", dataset="ml-100k", config_files=None, config_dict=None, saved=True, result_file=None, resume=None
+    model="RecGPT", dataset="ml-100k", config_files=None, config_dict=None, saved=True, result_file=None, resume=None,
+    epoch_callback=None,
 ):
     """Train, validate and test one model; return (and optionally write as JSON) the results.
 
     The result holds ``best_valid_result`` and ``test_result`` (RecBole's metric keys, e.g.
     ``ndcg@10``), per-phase ``epochs`` and seconds, and the resolved config. ``resume`` is
     the ``*-resume.pth`` file of a killed run, which then continues with its own settings.
+    ``epoch_callback(epoch_idx, valid_score)`` is called after every validation of every
+    phase (``epoch_idx`` counts from 0 in each phase); tuning reports progress through it.
     """
     state = load_resume_state(resume) if resume else None
     config = state["config"] if state else create_config(model, dataset, config_files, config_dict)
@@ -67,7 +70,7 @@ def run_recgpt(
         trainer.resume_from(state)
 
     best_valid_score, best_valid_result = trainer.fit(
-        train_data, valid_data, saved=saved, show_progress=config["show_progress"]
+        train_data, valid_data, saved=saved, show_progress=config["show_progress"], callback_fn=epoch_callback
     )
     test_result = trainer.evaluate(test_data, load_best_model=saved, show_progress=config["show_progress"])
     logger.info(f"best valid: {best_valid_result}")

@@ -92,6 +92,6 @@ def test_hyper_tuning_tries_every_combination(tiny_data_path, tmp_path):
     space.write_text("prompt_length choice [1,2]\n")
     args = ["--dataset=tiny", f"--data_path={tiny_data_path}", f"--params_file={space}",
             f"--output_file={tmp_path / 'out.txt'}", f"--checkpoint_dir={tmp_path}"]
-    tuner = hyper_main(args + [f"--{k}={v}" for k, v in TINY_CONFIG.items() if k != "prompt_length"])
-    assert sorted(tuner.params2result) == ["prompt_length:1", "prompt_length:2"]
+    summary = hyper_main(args + [f"--{k}={v}" for k, v in TINY_CONFIG.items() if k != "prompt_length"])
+    assert sorted(row["params"]["prompt_length"] for row in summary.rows) == [1, 2]
     assert (tmp_path / "out.txt").read_text().count("Test result:") == 2
