@@ -77,21 +77,27 @@ def main_table(dataset, summaries, variants):
     for name, s in summaries.items():
         cells = [cell(s, c, s["mean"][c] == best[c]) for c in columns]
         lines.append(f"| {name} | {s['trainer']} | {s['n']} | " + " | ".join(cells) + f" | {s['epochs']} | {s['wall_s']:.0f} |")
-    lines += ["", gain_line(summaries, variants)]
+    lines += ["", *gain_lines(summaries, variants)]
     return lines
 
 
-def gain_line(summaries, variants):
-    """RecGPT's relative test gain over the baseline that is best on validation NDCG@10."""
-    baselines = {n: s for n, s in summaries.items() if variants.get(n, {}).get("model", "RecGPT") != "RecGPT"}
-    if "RecGPT" not in summaries or not baselines:
-        return "RecGPT's gain: needs a RecGPT row and a baseline row."
+def gain_lines(summaries, variants):
+    """Each trained RecGPT row's relative test gain over the baseline that is best on
+    validation NDCG@10."""
+    kinds = {n: variants.get(n, {}).get("model") for n in summaries}
+    baselines = {n: s for n, s in summaries.items() if kinds[n] not in (None, "RecGPT")}
+    ours = [n for n in summaries if kinds[n] == "RecGPT"]
+    if not ours or not baselines:
+        return ["RecGPT's gain: needs a trained RecGPT row and a baseline row."]
     best = max(baselines, key=lambda n: baselines[n]["mean"]["valid_ndcg@10"])
-    parts = []
-    for metric in ("ndcg@10", "hit@10"):
-        ours, theirs = summaries["RecGPT"]["mean"][metric], baselines[best]["mean"][metric]
-        parts.append(f"{metric.upper().replace('HIT', 'HR')} {100 * (ours / theirs - 1):+.1f}%")
-    return f"RecGPT (defaults) vs the best baseline on validation ({best}), test: " + ", ".join(parts) + "."
+    lines = []
+    for name in ours:
+        parts = []
+        for metric in ("ndcg@10", "hit@10"):
+            mine, theirs = summaries[name]["mean"][metric], baselines[best]["mean"][metric]
+            parts.append(f"{metric.upper().replace('HIT', 'HR')} {100 * (mine / theirs - 1):+.1f}%")
+        lines.append(f"- {name} vs the best baseline on validation ({best}), test: " + ", ".join(parts) + ".")
+    return lines
 
 
 def detail_table(summaries, variants):

@@ -68,7 +68,7 @@ def test_a_campaign_writes_one_record_per_run_with_what_reproduces_it(tiny_campa
     assert {"dataset", "model", "seed", "valid_ndcg@10", "hit@10", "ndcg@20", "epochs", "wall_s", "git", "command"} <= set(rows[0])
     table = (root / "comparison.md").read_text()
     assert "## tiny: Main comparison" in table and " ± " in table and "**" in table
-    assert "RecGPT (defaults) vs the best baseline on validation" in table
+    assert "- RecGPT vs the best baseline on validation (SASRec), test: NDCG@10" in table
     assert (root / "comparison.png").stat().st_size > 1000
     # Validation curves: RecGPT's two phases one after the other.
     points = curve(record(root, "RecGPT"))
