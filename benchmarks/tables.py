@@ -50,6 +50,7 @@ def summarise(records):
         "std": {k: statistics.stdev(v) if len(v) > 1 else 0.0 for k, v in columns.items()},
         "epochs": ", ".join(sorted({r["epochs"] for r in records})),
         "wall_s": statistics.fmean(r.get("training_wall_s", r["wall_s"]) for r in records),
+        "threads": ", ".join(sorted({str(r.get("threads", "?")) for r in records})),
         "trainer": records[0]["trainer"],
     }
 
@@ -71,12 +72,14 @@ def by_variant(records, order):
 
 def main_table(dataset, summaries, variants):
     columns = ("valid_ndcg@10", *METRICS)
-    header = ["model", "trainer", "seeds", "valid NDCG@10", *(m.upper().replace("HIT", "HR") for m in METRICS), "epochs", "wall s"]
+    header = ["model", "trainer", "seeds", "valid NDCG@10", *(m.upper().replace("HIT", "HR") for m in METRICS), "epochs", "wall s", "threads"]
     best = {c: max(s["mean"][c] for s in summaries.values()) for c in columns}
     lines = ["| " + " | ".join(header) + " |", "| --- | --- | ---: | " + " | ".join("---:" for _ in header[3:]) + " |"]
     for name, s in summaries.items():
         cells = [cell(s, c, s["mean"][c] == best[c]) for c in columns]
-        lines.append(f"| {name} | {s['trainer']} | {s['n']} | " + " | ".join(cells) + f" | {s['epochs']} | {s['wall_s']:.0f} |")
+        lines.append(
+            f"| {name} | {s['trainer']} | {s['n']} | " + " | ".join(cells) + f" | {s['epochs']} | {s['wall_s']:.0f} | {s['threads']} |"
+        )
     lines += ["", *gain_lines(summaries, variants)]
     return lines
 
@@ -102,14 +105,14 @@ def gain_lines(summaries, variants):
 
 def detail_table(summaries, variants):
     lines = [
-        "| variant | what changed | seeds | valid NDCG@10 | test NDCG@10 | test HR@10 | epochs | wall s |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| variant | what changed | seeds | valid NDCG@10 | test NDCG@10 | test HR@10 | epochs | wall s | threads |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for name, s in summaries.items():
         what = variants.get(name, {}).get("description", "")
         lines.append(
             f"| {name} | {what} | {s['n']} | {cell(s, 'valid_ndcg@10', False)} | {cell(s, 'ndcg@10', False)} | "
-            f"{cell(s, 'hit@10', False)} | {s['epochs']} | {s['wall_s']:.0f} |"
+            f"{cell(s, 'hit@10', False)} | {s['epochs']} | {s['wall_s']:.0f} | {s['threads']} |"
         )
     return lines
 
