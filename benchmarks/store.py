@@ -66,8 +66,9 @@ def git_revision():
     head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=here).stdout.strip()
     if not head:
         return None
-    # Uncommitted changes to tracked files: the revision alone would not reproduce the run.
-    dirty = subprocess.run(["git", "diff", "--quiet", "HEAD"], cwd=here).returncode != 0
+    # Uncommitted changes to tracked files (results/ aside, which campaigns rewrite): the
+    # revision alone would not reproduce the run.
+    dirty = subprocess.run(["git", "diff", "--quiet", "HEAD", "--", ":/", ":/!results"], cwd=here).returncode != 0
     return f"{head}-dirty" if dirty else head
 
 
