@@ -111,6 +111,11 @@ def configure_processes(config):
     rank, local_rank, world_size = env["rank"], env["local_rank"], env["world_size"]
     device = torch.device("cuda", local_rank) if gpu else torch.device("cpu")
     if gpu:
+        if local_rank >= torch.cuda.device_count():  # RecBole's Config shows only the GPUs gpu_id names
+            raise ProcessGroupError(
+                f"process {rank} needs GPU {local_rank} of this machine, but gpu_id='{config['gpu_id']}' shows "
+                f"{torch.cuda.device_count()}; name one per process with --gpu_id=0,1,..."
+            )
         torch.cuda.set_device(device)
     if not dist.is_initialized():
         try:
