@@ -2,6 +2,7 @@
 
 import argparse
 import functools
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -12,7 +13,12 @@ RUN_USAGE = """Train and evaluate RecGPT (or a RecBole baseline) on one dataset.
     python run_recgpt.py --dataset=amazon-beauty --data_path=../shared/datasets
     python run_recgpt.py --model=SASRec --dataset=amazon-beauty --data_path=../shared/datasets
     python run_recgpt.py --epochs=1 --finetune_epochs=1 --result_file=r.json
+    python run_recgpt.py --nproc=2 ...                     # 2 processes (DDP; gloo on CPU, nccl on GPU)
+    torchrun --nproc-per-node=2 run_recgpt.py ...          # the same, started by torchrun
     python run_recgpt.py recommend --help                  # top-K items from a saved checkpoint
+
+Several machines: --nproc=N --world_size=W --ip=<address of the first> --port=P --offset=K
+on each (K: rank of its first process: 0, N, 2N, ...).
 
 Any other --key=value overrides a RecBole / RecGPT parameter (see properties/).
 `recbole-recgpt` (installed with the package) is the same command.
@@ -61,20 +67,25 @@ def _one_line_errors(main):
         argv = sys.argv[1:] if argv is None else argv
         if "--debug" in argv:
             return main(argv)
-        from recbole_recgpt.errors import RecGPTError
+        from recbole_recgpt.errors import one_line
 
         try:
             return main(argv)
-        except RecGPTError as error:
-            message = f"error: {error}"
         except KeyboardInterrupt:
             message = "interrupted; continue with --resume=<checkpoint_dir>/<run>-resume.pth"
         except Exception as error:  # anything unforeseen still gets one line, not a traceback
-            message = f"error: {type(error).__name__}: {error} (rerun with --debug for the traceback)"
+            message = f"error: {one_line(error)}"
+        if _process_rank():
+            message = f"process {_process_rank()}: {message}"  # under torchrun, every process reports
         print(message.replace("\n", " "), file=sys.stderr)
         sys.exit(2)
 
     return wrapped
+
+
+def _process_rank():
+    """This process's rank when torchrun started it (0 otherwise)."""
+    return int(os.environ.get("RANK") or 0)
 
 
 def _parse(parser, argv):
@@ -109,8 +120,13 @@ def run_main(argv=None):
     parser.add_argument("--result_file", default=None, help="write the results as JSON here")
     parser.add_argument("--resume", default=None, help="continue a killed run from its *-resume.pth file")
     args, overrides = _parse(parser, argv)
-    if args.resume and (overrides or args.config_files):
-        parser.error("--resume continues a run with its own settings; give no other parameters")
+    from recbole_recgpt.distributed import LAUNCH_KEYS
+
+    if args.resume and (set(overrides) - set(LAUNCH_KEYS) or args.config_files):
+        parser.error(
+            f"--resume continues a run with its own settings; give no other parameters (but where it runs: "
+            f"{', '.join('--' + key for key in LAUNCH_KEYS)})"
+        )
     run_recgpt(
         model=args.model,
         dataset=args.dataset,

@@ -7,6 +7,7 @@ from pathlib import Path
 from recbole.config import Config
 
 from recbole_recgpt.checks import check_parameter_names, known_parameters, read_config_file
+from recbole_recgpt.distributed import configure_processes, several_processes
 from recbole_recgpt.errors import ConfigError
 from recbole_recgpt.utils import get_model
 
@@ -35,6 +36,11 @@ def project_config_files(model_name, dataset):
     return [str(path) for path in layers if path.is_file()]
 
 
+def distributed_config_file():
+    """The defaults of a run in several processes (``properties/distributed.yaml``)."""
+    return properties_dir() / "distributed.yaml"
+
+
 @contextlib.contextmanager
 def _without_command_line():
     # RecBole's Config also parses sys.argv; the plugin passes overrides explicitly instead,
@@ -53,7 +59,7 @@ def create_config(model="RecGPT", dataset="ml-100k", config_files=None, config_d
     a plugin model checks its own parameters (``check_config``)."""
     model_class = get_model(model)
     project_files = project_config_files(model_class.__name__, dataset)
-    known = known_parameters(model_class.__name__, project_files)
+    known = known_parameters(model_class.__name__, [*project_files, distributed_config_file()])
     for path in config_files or []:
         check_parameter_names(read_config_file(path), known, f"config file {path}")
     check_parameter_names(config_dict or {}, known, "the command line")
@@ -67,7 +73,23 @@ def create_config(model="RecGPT", dataset="ml-100k", config_files=None, config_d
     check_model_config = getattr(model_class, "check_config", None)
     if check_model_config is not None:
         check_model_config(config)
-    return config
+    return for_this_process(config)
+
+
+def for_this_process(config):
+    """Fit a config, new or saved in a checkpoint, to the process it is used in.
+
+    A run in several processes gets the defaults of ``properties/distributed.yaml`` for the
+    keys it did not set (a single-process config stays exactly as it was); then RecBole's
+    process keys are set, and the process group joined, by
+    :func:`recbole_recgpt.distributed.configure_processes`. So a checkpoint saved by a
+    multi-process run loads in one process, and the other way round.
+    """
+    if several_processes(config):
+        for key, value in read_config_file(distributed_config_file()).items():
+            if config[key] is None:
+                config[key] = value
+    return configure_processes(config)
 
 
 def complete_load_col(config, columns):

@@ -10,12 +10,19 @@ Sequences longer than ``MAX_ITEM_LIST_LENGTH + 1`` are cut, from the end, into w
 that many items, so every next item is still a target exactly once and no context exceeds
 ``MAX_ITEM_LIST_LENGTH`` items; positions near the start of a later window see a shorter
 prefix than RecBole's sliding rows would give them.
+
+In a run of several processes each process owns a fixed, disjoint share of the sequences
+(dealt out by length, so the shares are alike) and takes the same number of steps per epoch;
+a step of all processes together holds about ``train_batch_size`` pairs, as one process's does.
 """
 
 import numpy as np
 import torch
 
 from recbole.data.interaction import Interaction
+
+from recbole_recgpt import distributed
+from recbole_recgpt.errors import DataError
 
 # Field-name prefixes of the per-position targets and segments, added to ITEM_SEQ's name.
 TARGET_PREFIX = "target_"
@@ -62,6 +69,21 @@ def split_windows(sequence, window):
     return windows[::-1]
 
 
+def share_rows(lengths, world_size):
+    """Deal rows to ``world_size`` processes by length: ``[R] -> list of index tensors``, one
+    per process, each in row order. Process r takes every ``world_size``-th row of the
+    length-sorted order from the r-th, so every share has nearly the same lengths."""
+    order = torch.sort(torch.as_tensor(lengths), stable=True).indices
+    return [torch.sort(order[r::world_size]).values for r in range(world_size)]
+
+
+def length_batch_sizes(sorted_lengths, pairs_per_batch):
+    """Rows per batch when rows sorted by length are cut into ~``pairs_per_batch`` pairs."""
+    pairs = torch.cumsum(sorted_lengths, 0)
+    batch_id = torch.div(pairs - 1, pairs_per_batch, rounding_mode="floor")
+    return torch.unique_consecutive(batch_id, return_counts=True)[1].tolist()
+
+
 class UserSequenceDataLoader:
     """Length-bucketed batches of whole user sequences for :class:`RecGPT`.
 
@@ -71,13 +93,21 @@ class UserSequenceDataLoader:
     ``NEG_ITEM_ID`` ``[B, T, neg_sample_num]``: items drawn uniformly from those the user
     has no training interaction with. After :meth:`write_prompts`, batches carry the
     prompted sequences instead, with their segments (``SEGMENT_PREFIX`` + ``ITEM_SEQ``).
+
+    ``rank`` / ``world_size`` (default: this process's) select the share of rows this loader
+    yields (:func:`share_rows`), in batches of ``train_batch_size / world_size`` pairs, and
+    as many batches per epoch as the largest share needs, so every process takes the same
+    number of steps.
     """
 
-    def __init__(self, config, dataset, neg_sample_num=0, shuffle=True):
+    def __init__(self, config, dataset, neg_sample_num=0, shuffle=True, rank=None, world_size=None):
         self.dataset = dataset
         self.shuffle = shuffle
         self.neg_sample_num = neg_sample_num
-        self.pairs_per_batch = config["train_batch_size"]
+        self.rank = distributed.rank() if rank is None else rank
+        self.world_size = distributed.world_size() if world_size is None else world_size
+        # As RecBole's loaders: a step of all processes together keeps train_batch_size.
+        self.pairs_per_batch = max(1, config["train_batch_size"] // self.world_size)
         self.n_items = dataset.item_num
         self.uid_field = dataset.uid_field
         self.item_seq_field = item_seq_field(dataset)
@@ -90,6 +120,17 @@ class UserSequenceDataLoader:
         users, sequences = user_training_sequences(dataset)
         window = config["MAX_ITEM_LIST_LENGTH"] + 1
         rows = [(u, w) for u, s in zip(users, sequences) for w in split_windows(s, window) if len(w) > 1]
+        shares = share_rows([len(w) - 1 for _, w in rows], self.world_size)
+        if len(rows) < self.world_size:
+            raise DataError(
+                f"{len(rows)} training sequence(s) cannot be shared by {self.world_size} processes; run fewer processes"
+            )
+        # The batch count of the largest share: a share with fewer batches splits some.
+        lengths = torch.tensor([len(w) - 1 for _, w in rows], dtype=torch.long)
+        self.batch_count = max(
+            len(length_batch_sizes(torch.sort(lengths[share]).values, self.pairs_per_batch)) for share in shares
+        )
+        rows = [rows[i] for i in shares[self.rank].tolist()]
         self.row_user = torch.tensor([u for u, _ in rows], dtype=torch.long)
         self.row_length = torch.tensor([len(w) - 1 for _, w in rows], dtype=torch.long)
         self.row_items = torch.zeros(len(rows), window, dtype=torch.long)
@@ -107,14 +148,38 @@ class UserSequenceDataLoader:
         return int(self.row_length.sum())
 
     def _make_batches(self, order):
-        """Rows in ``order``, stably sorted by length, cut into ~``pairs_per_batch`` pairs."""
+        """Rows in ``order``, stably sorted by length, cut into ~``pairs_per_batch`` pairs,
+        then split until there are ``batch_count`` batches (see :meth:`_even_out`)."""
         order = order[torch.sort(self.row_length[order], stable=True).indices]
-        pairs = torch.cumsum(self.row_length[order], 0)
-        batch_id = torch.div(pairs - 1, self.pairs_per_batch, rounding_mode="floor")
-        return list(torch.split(order, torch.unique_consecutive(batch_id, return_counts=True)[1].tolist()))
+        return self._even_out(list(torch.split(order, length_batch_sizes(self.row_length[order], self.pairs_per_batch))))
+
+    def _even_out(self, batches):
+        """Split the batches with the most rows in halves until there are ``batch_count``:
+        in a run of several processes every process must take the same number of steps
+        (each step waits for all). Alone, nothing is split."""
+        while len(batches) < self.batch_count:
+            largest = max(range(len(batches)), key=lambda b: len(batches[b]))
+            rows = batches[largest]
+            if len(rows) < 2:
+                raise DataError(
+                    f"process {self.rank} has too few training sequences for {self.batch_count} steps per epoch; "
+                    "run fewer processes"
+                )
+            batches[largest : largest + 1] = [rows[: len(rows) // 2], rows[len(rows) // 2 :]]
+        return batches
 
     def __len__(self):
         return len(self.batches)
+
+    @property
+    def sampler(self):
+        """RecBole's trainer calls ``train_data.sampler.set_epoch(epoch)`` in a run of several
+        processes (for torch's ``DistributedSampler``); this loader is its own sampler."""
+        return self
+
+    def set_epoch(self, epoch):
+        """Nothing to do: a process's share is fixed, and it is shuffled by the process's own
+        random generator (saved in resume states)."""
 
     def __iter__(self):
         if self.shuffle:

@@ -20,3 +20,15 @@ class CheckpointError(RecGPTError):
 
 class TrainingError(RecGPTError):
     """Training that cannot go on (for example a loss that is no longer finite)."""
+
+
+class ProcessGroupError(RecGPTError):
+    """Several processes that cannot start or go on together (a busy port, too many
+    processes for the machine, a process that failed or died)."""
+
+
+def one_line(error):
+    """An exception as the one line the command line prints after ``error: ``."""
+    if isinstance(error, RecGPTError):
+        return str(error).replace("\n", " ")
+    return f"{type(error).__name__}: {error} (rerun with --debug for the traceback)".replace("\n", " ")

@@ -2,30 +2,47 @@
 
 import json
 import logging
+import os
 from logging import getLogger
 from pathlib import Path
 
 
 from recbole.data import create_dataset, data_preparation
-from recbole.utils import init_logger, init_seed
+from recbole.data.utils import get_dataloader
+from recbole.utils import ModelType, init_logger, init_seed
 
+from recbole_recgpt import distributed
 from recbole_recgpt.checks import check_dataset_files, check_pretrained_checkpoint, inter_columns, read_config_file
 from recbole_recgpt.compat import load_checkpoint
-from recbole_recgpt.config import complete_load_col, create_config
-from recbole_recgpt.errors import CheckpointError
+from recbole_recgpt.config import complete_load_col, create_config, for_this_process
+from recbole_recgpt.errors import CheckpointError, ConfigError
 from recbole_recgpt.utils import get_model, get_trainer
 
 
 def build(config):
-    """Dataset, loaders, model and trainer for a config, seeded as RecBole does."""
+    """Dataset, loaders, model and trainer for a config, seeded as RecBole does.
+
+    In a run of several processes, RecBole's training loader gives each process its share;
+    the evaluation loaders hold every user in every process (the trainer scores a share of
+    their batches in each and gathers the results), and each process after the first
+    reseeds, so that their negatives and dropout differ.
+    """
     assumed = complete_load_col(config, inter_columns(config)[1])
     if assumed:
         getLogger().info(assumed)
     init_seed(config["seed"], config["reproducibility"])
     dataset = create_dataset(config)
     train_data, valid_data, test_data = data_preparation(config, dataset)
+    if not config["single_spec"]:
+        with distributed.as_one_process(config):
+            valid_data, test_data = (
+                get_dataloader(config, phase)(config, loader.dataset, loader._sampler, shuffle=False)
+                for phase, loader in (("valid", valid_data), ("test", test_data))
+            )
     init_seed(config["seed"], config["reproducibility"])
     model = get_model(config["model"])(config, train_data.dataset).to(config["device"])
+    if distributed.rank() > 0:
+        init_seed(config["seed"] + distributed.rank(), config["reproducibility"])
     trainer = trainer_class(config)(config, model)
     return dataset, (train_data, valid_data, test_data), model, trainer
 
@@ -39,6 +56,11 @@ def check_before_loading(config, resumed=False):
     """Every check that needs no data, so that bad input stops with its one-line error before
     RecBole loads (and logs) anything."""
     check_dataset_files(config)
+    if distributed.several_processes(config) and config["MODEL_TYPE"] == ModelType.TRADITIONAL:
+        raise ConfigError(
+            f"{config['model']} counts or solves rather than learning step by step, so its processes would each see "
+            "a share of the data only; run it in one process"
+        )
     if config["pretrained_checkpoint"] and not resumed:  # a resumed run has it loaded already
         check_pretrained_checkpoint(config["pretrained_checkpoint"], config)
     check_trainer_config = getattr(trainer_class(config), "check_config", None)
@@ -53,14 +75,30 @@ def run_recgpt(
     """Train, validate and test one model; return (and optionally write as JSON) the results.
 
     The result holds ``best_valid_result`` and ``test_result`` (RecBole's metric keys, e.g.
-    ``ndcg@10``), per-phase ``epochs`` and seconds, and the resolved config. ``resume`` is
-    the ``*-resume.pth`` file of a killed run, which then continues with its own settings.
+    ``ndcg@10``), per-phase ``epochs`` and seconds, the number of processes that trained
+    (``world_size``) and the resolved config. ``resume`` is the ``*-resume.pth`` file of a
+    killed run, which then continues with its own settings (``config_dict`` may then hold
+    only the keys of where it runs: ``nproc``, ``world_size``, ``ip``, ``port``, ``offset``).
+
+    RecBole's ``nproc`` (processes on this machine) and ``world_size`` (on all machines) above
+    one make this call start the processes (:func:`recbole_recgpt.distributed.launch`),
+    each of which runs this function; it then returns the first process's result. Under
+    ``torchrun`` each process calls it directly. Only process 0 writes files.
     ``epoch_callback(epoch_idx, valid_score)`` is called after every validation of every
     phase (``epoch_idx`` counts from 0 in each phase); tuning reports progress through it.
     """
+    kwargs = dict(model=model, dataset=dataset, config_files=config_files, config_dict=config_dict, saved=saved,
+                  result_file=result_file, resume=resume)
     state = load_resume_state(resume) if resume else None
-    config = state["config"] if state else create_config(model, dataset, config_files, config_dict)
+    config = resumed_config(state, config_dict) if state else create_config(model, dataset, config_files, config_dict)
     check_before_loading(config, resumed=state is not None)
+    if distributed.needs_launch(config):
+        return distributed.launch(config, run_recgpt, kwargs)
+    if state and state.get("world_size", 1) != distributed.world_size():
+        raise ConfigError(
+            f"resume file {resume} is of a run in {state.get('world_size', 1)} process(es); resume it in as many "
+            f"(--nproc / torchrun), not {distributed.world_size()}"
+        )
     init_logger(config)
     logger = getLogger()
     logger.info(config)
@@ -84,12 +122,21 @@ def run_recgpt(
         "test_result": _plain(test_result),
         "phases": trainer.phases,
         "checkpoint": trainer.saved_model_file if saved else None,
+        "world_size": distributed.world_size(),
         "config": jsonable_config(config),
     }
-    if result_file:
-        Path(result_file).parent.mkdir(parents=True, exist_ok=True)
-        Path(result_file).write_text(json.dumps(result, indent=2, sort_keys=False) + "\n")
+    if result_file and distributed.is_main():
+        write_result(result, result_file)
+    distributed.finish()
     return result
+
+
+def write_result(result, path):
+    """The result as JSON, written to a temporary file and then renamed (never half a file)."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    temporary = f"{path}.tmp"
+    Path(temporary).write_text(json.dumps(result, indent=2, sort_keys=False) + "\n")
+    os.replace(temporary, path)
 
 
 def objective_function(config_dict=None, config_file_list=None, saved=False, model=None, dataset=None, base_config=None):
@@ -125,11 +172,11 @@ def load_data_and_model(model_file):
     """RecBole's ``load_data_and_model`` for plugin models: config, model (weights loaded),
     dataset and the three loaders, rebuilt from a checkpoint."""
     checkpoint = load_checkpoint(model_file)
-    config = checkpoint["config"]
+    config = for_this_process(checkpoint["config"])
     check_dataset_files(config)
     init_logger(config)
     dataset, loaders, model, _ = build(config)
-    model.load_state_dict(checkpoint["state_dict"])
+    model.load_state_dict(distributed.plain_state_dict(checkpoint["state_dict"]))
     model.load_other_parameter(checkpoint.get("other_parameter"))
     return (config, model, dataset, *loaders)
 
@@ -145,6 +192,17 @@ def load_resume_state(path):
     if not isinstance(state, dict) or "phase_done" not in state:
         raise CheckpointError(f"{path} is not a resume file; give the *-resume.pth file the run wrote beside its checkpoints")
     return state
+
+
+def resumed_config(state, launch_settings=None):
+    """The config a resume state was saved with, for this process; ``launch_settings`` may
+    change where the run's processes run (:data:`~recbole_recgpt.distributed.LAUNCH_KEYS`)."""
+    config = state["config"]
+    for key, value in (launch_settings or {}).items():
+        if key not in distributed.LAUNCH_KEYS:
+            raise ConfigError(f"a resumed run keeps its settings; '{key}' cannot change (only {', '.join(distributed.LAUNCH_KEYS)})")
+        config[key] = config._convert_config_dict({key: value})[key]
+    return for_this_process(config)
 
 
 def jsonable_config(config):

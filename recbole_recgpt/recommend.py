@@ -24,6 +24,8 @@ from recbole.model.abstract_recommender import SequentialRecommender
 
 from recbole_recgpt.checks import check_dataset_files
 from recbole_recgpt.compat import load_checkpoint
+from recbole_recgpt.config import for_this_process
+from recbole_recgpt.distributed import plain_state_dict
 from recbole_recgpt.errors import CheckpointError, ConfigError, DataError
 from recbole_recgpt.utils import get_model
 
@@ -63,8 +65,7 @@ class Recommender:
         config = checkpoint["config"]
         if data_path is not None:
             config["data_path"] = os.path.join(data_path, config["dataset"])
-        if not torch.cuda.is_available():
-            config["device"] = torch.device("cpu")
+        config = for_this_process(config)  # the device of this machine, whatever process saved it
         model_class = get_model(config["model"])
         if not issubclass(model_class, SequentialRecommender):
             raise CheckpointError(
@@ -74,7 +75,7 @@ class Recommender:
         check_dataset_files(config)
         dataset = create_dataset(config)
         model = model_class(config, dataset).to(config["device"])
-        model.load_state_dict(checkpoint["state_dict"])
+        model.load_state_dict(plain_state_dict(checkpoint["state_dict"]))
         model.load_other_parameter(checkpoint.get("other_parameter"))
         return cls(config, model.eval(), dataset)
 

@@ -167,7 +167,7 @@ def test_the_real_command_line_prints_one_line_and_debug_shows_the_traceback(tmp
     "model, changes, expected",
     [
         ("RecGPT", {**TINY_CONFIG, "pretrained_checkpoint": "missing.pth"}, "pretrained_checkpoint missing.pth does not exist"),
-        ("BERT4Rec", {**TINY_DATA, "baseline_trainer": "whole_sequence"}, "supports SASRec and GRU4Rec with loss_type CE"),
+        ("Caser", {**TINY_DATA, "baseline_trainer": "whole_sequence"}, "supports SASRec, GRU4Rec, BERT4Rec with loss_type CE or BPR"),
     ],
 )
 def test_checks_that_need_no_data_stop_the_command_before_anything_is_loaded(tiny_data_path, tmp_path, model, changes, expected):

@@ -5,6 +5,12 @@ atomically, stops on a non-finite loss with a clear error, and after every epoch
 resume state (model, optimizer, early-stopping counters, random-number generators) from
 which a killed run continues to the same result. With ``show_progress``, training and
 evaluation show tqdm bars named by phase, with an ETA, on a terminal only.
+
+In a run of several processes (:mod:`recbole_recgpt.distributed`), RecBole's training loop
+averages each step's gradients through DistributedDataParallel; process 0 alone writes
+checkpoints and resume states, and the others wait for a complete file before they read one.
+Each process scores a share of the evaluation batches, and the per-user results of all are
+gathered before the metrics are computed, so they equal those of one process.
 """
 
 import glob
@@ -18,6 +24,7 @@ from tqdm import tqdm
 
 from recbole.utils import get_local_time
 
+from recbole_recgpt import distributed
 from recbole_recgpt.compat import load_checkpoint
 from recbole_recgpt.errors import TrainingError
 
@@ -66,9 +73,14 @@ class PhasedTrainer:
     phase_order = ("train",)
 
     def __init__(self, config, model):
-        super().__init__(config, model)
-        self.checkpoint_stem = unused_stem(
-            os.path.join(self.checkpoint_dir, f"{config['model']}-{config['dataset']}-{get_local_time()}")
+        with distributed.as_one_process(config):  # RecBole's own DDP wrapper takes CUDA devices only
+            super().__init__(config, model)
+        if not config["single_spec"]:
+            self.distributed_model = distributed.wrap(model, config)
+            self.eval_collector = distributed.GatheringCollector(config)
+        # Every process reads the checkpoints process 0 writes: one name for all.
+        self.checkpoint_stem = distributed.broadcast_object(
+            unused_stem(os.path.join(self.checkpoint_dir, f"{config['model']}-{config['dataset']}-{get_local_time()}"))
         )
         self.phases = {}
         self.phase_name = self.phase_order[0]
@@ -76,6 +88,8 @@ class PhasedTrainer:
         self.resume_state = None
         self.evaluation_name = "test"  # names the evaluation bar; "<phase> epoch E valid" while validating
         self.evaluation_bar = None
+        self.evaluation_share = None  # the evaluation batches this process scores
+        self.evaluation_batch = 0
 
     @property
     def resume_file(self):
@@ -136,6 +150,13 @@ class PhasedTrainer:
         result = super().fit(train_loader, valid_data, saved=saved, callback_fn=end_of_epoch, **fit_kwargs)
         record["wall_seconds"] += time() - start
         record["checkpoint"] = self.saved_model_file if saved else None
+        if not distributed.same_everywhere(self.model.state_dict()):
+            # DDP averages every step's gradients, so the processes' weights never part.
+            raise TrainingError(
+                f"phase {name}: the processes' weights differ after training; a part of {self.config['model']} "
+                "is not trained through DistributedDataParallel: train it in one process"
+            )
+        distributed.barrier()  # process 0 has written the phase's best checkpoint
         if saved and os.path.exists(self.saved_model_file):
             self.model.load_state_dict(load_checkpoint(self.saved_model_file, self.device)["state_dict"])
         self.save_resume_state(self.epochs - 1, phase_done=True)
@@ -152,6 +173,10 @@ class PhasedTrainer:
         return self.resume_state is not None and self.resume_state["phase"] == name
 
     def save_resume_state(self, epoch_idx, phase_done):
+        # Each process's generators (its negatives, dropout, shuffling), for an exact resume.
+        process_rngs = distributed.all_gather_object(rng_state())
+        if not distributed.is_main():
+            return
         save_atomically(
             {
                 "config": self.config,
@@ -165,7 +190,9 @@ class PhasedTrainer:
                 "best_valid_score": self.best_valid_score,
                 "best_valid_result": self.best_valid_result,
                 "phases": self.phases,
-                "rng": rng_state(),
+                "rng": process_rngs[0],
+                "process_rngs": process_rngs,
+                "world_size": len(process_rngs),
             },
             self.resume_file,
         )
@@ -177,10 +204,12 @@ class PhasedTrainer:
         self.cur_step = state["cur_step"]
         self.best_valid_score = state["best_valid_score"]
         self.best_valid_result = state["best_valid_result"]
-        set_rng_state(state["rng"])
+        set_rng_state(state["process_rngs"][distributed.rank()] if "process_rngs" in state else state["rng"])
         self.logger.info(f"Resuming phase {state['phase']} after epoch {state['epoch']} from {self.resume_file}")
 
     def _save_checkpoint(self, epoch, verbose=True, **kwargs):
+        if not distributed.is_main():  # RecBole checks the local rank: one writer per machine
+            return
         target = kwargs.pop("saved_model_file", self.saved_model_file)
         super()._save_checkpoint(epoch, verbose=False, saved_model_file=f"{target}.tmp", **kwargs)
         os.replace(f"{target}.tmp", target)
@@ -218,17 +247,38 @@ class PhasedTrainer:
     def evaluate(self, eval_data, load_best_model=True, model_file=None, show_progress=False):
         if not eval_data:
             return super().evaluate(eval_data, load_best_model, model_file)
-        with progress_bar(len(eval_data), self.evaluation_name, show_progress) as self.evaluation_bar:
+        if load_best_model:
+            distributed.barrier()  # process 0 has written the checkpoint
+        self.evaluation_share, self.evaluation_batch = distributed.share(len(eval_data)), 0
+        with progress_bar(len(self.evaluation_share), self.evaluation_name, show_progress) as self.evaluation_bar:
             return super().evaluate(eval_data, load_best_model, model_file, show_progress=False)
 
+    def _scores_here(self):
+        """Whether this process scores the next evaluation batch (all of them, alone)."""
+        index, self.evaluation_batch = self.evaluation_batch, self.evaluation_batch + 1
+        return index in self.evaluation_share
+
     def _full_sort_batch_eval(self, batched_data):
+        if not self._scores_here():
+            # Another process scores these users: nothing is collected for them here.
+            interaction, none = batched_data[0], torch.zeros(0, dtype=torch.long, device=self.device)
+            return interaction[none.cpu()], torch.zeros(0, self.tot_item_num, device=self.device), none, none
         result = super()._full_sort_batch_eval(batched_data)
         self.evaluation_bar.update()
         return result
 
     def _neg_sample_batch_eval(self, batched_data):
+        if not self._scores_here():
+            # Another process scores these users; the result is computed for its shapes only.
+            interaction, scores, positive_u, positive_i = super()._neg_sample_batch_eval(batched_data)
+            none = positive_u[:0]
+            return interaction[none.cpu()], scores[:0], none, positive_i[:0]
         result = super()._neg_sample_batch_eval(batched_data)
         self.evaluation_bar.update()
+        return result
+
+    def _map_reduce(self, result, num_sample):
+        # The gathering collector computed the metrics over every process's users already.
         return result
 
     def _check_nan(self, loss):

@@ -6,6 +6,7 @@ from recbole.trainer import Trainer
 
 from recbole_recgpt.checks import check_pretrained_checkpoint
 from recbole_recgpt.data import UserSequenceDataLoader
+from recbole_recgpt.distributed import plain_state_dict
 from recbole_recgpt.errors import CheckpointError
 from recbole_recgpt.trainer.phased import PhasedTrainer
 
@@ -60,7 +61,8 @@ class RecGPTTrainer(PhasedTrainer, Trainer):
         """Start from the phase-1 network of a saved RecGPT checkpoint."""
         checkpoint = check_pretrained_checkpoint(path, self.config, self.device)
         prefix = "gpt."
-        network = {key[len(prefix):]: value for key, value in checkpoint["state_dict"].items() if key.startswith(prefix)}
+        state_dict = plain_state_dict(checkpoint["state_dict"])
+        network = {key[len(prefix):]: value for key, value in state_dict.items() if key.startswith(prefix)}
         expected = self.model.gpt.state_dict()
         network["position_embedding.weight"] = self.fit_position_table(
             network.get("position_embedding.weight"), expected["position_embedding.weight"]
