@@ -30,9 +30,13 @@ Patched here:
   module is given a ``torch`` whose ``load`` defaults to ``weights_only=False``; every other
   ``torch.load`` in the process keeps torch's safe default. The plugin's own loaders pass
   ``weights_only=False`` explicitly (see :func:`load_checkpoint`).
+* RecBole's ``ensure_dir`` checks, then creates: two processes of one run (``--nproc``,
+  torchrun) starting together race, and the loser fails with ``FileExistsError: './log'``.
+  The modules that call it get one that creates with ``exist_ok=True``.
 """
 
 import functools
+import os
 import types
 import warnings
 
@@ -67,3 +71,19 @@ patch_recbole_checkpoint_loading()
 Config.compatibility_settings(object.__new__(Config))
 warnings.filterwarnings("ignore", message=r"(?s).*inplace method will never work", category=FutureWarning)
 warnings.filterwarnings("ignore", message=r"(?s).*torch\.cuda\.amp\.GradScaler", category=FutureWarning)
+
+
+def ensure_dir(dir_path):
+    """RecBole's ``ensure_dir`` without its check-then-create race."""
+    os.makedirs(dir_path, exist_ok=True)
+
+
+def patch_recbole_ensure_dir():
+    import recbole.data.utils
+    import recbole.utils.logger
+
+    for module in (recbole.utils.logger, recbole_trainer_module, recbole.data.utils):
+        module.ensure_dir = ensure_dir
+
+
+patch_recbole_ensure_dir()

@@ -40,3 +40,15 @@ def test_recbole_trainer_reads_its_own_checkpoints(recbole_checkpoint):
 def test_other_torch_loads_keep_the_safe_default(recbole_checkpoint):
     with pytest.raises(pickle.UnpicklingError):
         torch.load(recbole_checkpoint)
+
+
+def test_recboles_directory_creation_tolerates_a_directory_another_process_just_made(tmp_path, monkeypatch):
+    import recbole.utils.logger
+
+    target = tmp_path / "log"
+    # The race: the directory appears between RecBole's existence check and its makedirs.
+    monkeypatch.setattr("os.path.exists", lambda path: False)
+    target.mkdir()
+    recbole.utils.logger.ensure_dir(str(target))
+    recbole_trainer_module.ensure_dir(str(target))
+    assert target.is_dir()
