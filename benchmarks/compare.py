@@ -77,6 +77,8 @@ def run_one(run, parent_record, command):
         if "derived_from" in spec:
             record = run.derive(parent_record, command)
         else:
+            if parent_record:
+                run.existing_parent_checkpoint(parent_record)
             record = run.train(model, command, parent_record)
     print(
         f"{run.dataset} {run.variant} seed {run.seed}: valid ndcg@10 {record['best_valid_result']['ndcg@10']:.4f}, "

@@ -149,16 +149,25 @@ class Run:
         }
 
     def start_from(self, parent):
-        """Make this run's phase 2 start from the parent run's phase-1 checkpoint."""
-        checkpoint = self.parent_checkpoint(parent)
-        self.overrides["pretrained_checkpoint"] = checkpoint
+        """Make this run's phase 2 start from the parent run's phase-1 checkpoint. Only its
+        path is needed to tell whether a stored record is current; training checks the file."""
+        self.overrides["pretrained_checkpoint"] = self.parent_checkpoint(parent)
+
+    @property
+    def checkpoint_kind(self):
+        """Which checkpoint of the parent this run uses: ``final`` or a phase name."""
+        return self.spec.get("checkpoint", "final" if "derived_from" in self.spec else "pretrain")
 
     def parent_checkpoint(self, parent):
-        which = self.spec.get("checkpoint", "final" if "derived_from" in self.spec else "pretrain")
-        checkpoint = parent["checkpoint"] if which == "final" else parent["phases"][which]["checkpoint"]
+        which = self.checkpoint_kind
+        return parent["checkpoint"] if which == "final" else parent["phases"][which]["checkpoint"]
+
+    def existing_parent_checkpoint(self, parent):
+        checkpoint = self.parent_checkpoint(parent)
         if not checkpoint or not Path(checkpoint).is_file():
             raise FileNotFoundError(
-                f"{self.variant}: checkpoint {checkpoint} of {parent['variant']} is gone; rerun that variant"
+                f"{self.variant}: checkpoint {checkpoint} of {parent['variant']} is gone; rerun that variant "
+                "(delete its record)"
             )
         return checkpoint
 
@@ -189,8 +198,8 @@ class Run:
 
     def derive(self, parent, campaign_command):
         """Score a checkpoint of the parent run with this variant's overrides (no training)."""
-        which = self.spec.get("checkpoint", "final")
-        checkpoint = self.parent_checkpoint(parent)
+        which = self.checkpoint_kind
+        checkpoint = self.existing_parent_checkpoint(parent)
         config = self.config(parent["model"])
         start = time.time()
         _, (_, valid_data, test_data), model, trainer = build(config)
@@ -214,7 +223,7 @@ def adopt(run, model, result, meta, parent=None):
     record, if its resolved config is this variant's: every setting it has must agree (a
     setting added to the code since counts at its default, the behaviour it ran with)."""
     config = run.config(model)
-    mine = json.loads(json.dumps(jsonable_config(config)))
+    mine = jsonable_config(config)
     differ = [
         key for key, value in result["config"].items()
         if key not in VOLATILE_KEYS and key in mine and mine[key] != value and key != "pretrained_checkpoint"

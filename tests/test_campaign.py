@@ -131,3 +131,12 @@ def test_a_run_made_outside_the_campaign_is_adopted_only_if_its_settings_match(t
     capsys.readouterr()
     tiny_campaign("SASRec")
     assert "tiny SASRec seed 1: kept" in capsys.readouterr().out
+
+
+def test_a_finished_phase_2_run_is_kept_when_its_parent_checkpoints_are_gone(tiny_campaign, capsys):
+    root = tiny_campaign("RecGPT-K0")
+    for checkpoint in (root / "saved").rglob("*.pth"):
+        checkpoint.unlink()
+    capsys.readouterr()
+    tiny_campaign("RecGPT-K0")
+    assert "tiny RecGPT-K0 seed 1: kept" in capsys.readouterr().out
