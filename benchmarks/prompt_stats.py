@@ -1,14 +1,16 @@
-"""What the prompt writer writes: measured on a saved checkpoint, without training.
+"""What a model ranks first, and what the prompt writer writes: measured on a saved
+checkpoint, without training.
 
     python -m benchmarks.prompt_stats --checkpoint=saved/RecGPT-amazon-beauty-...-pretrain.pth \\
         --out=results/prompt-stats-amazon-beauty.json
 
-The writer of phase 2 is the phase-1 network (``gpt`` of a pre-training checkpoint). For its
-top-``k`` next-item predictions after every training prefix and after every validation
-history it reports: how often the top-1 prompt is the current (last) item, an item already in
-the history, or the true next item (HR@1), and HR@k. A writer that is far more accurate on
-training pairs than on validation pairs memorised them: the prompts the tuned model learns
-from in training are then better than any it will see at test time.
+For any sequential model (``validation_ranking``): the model's own full-sort ranking of every
+validation history, as evaluation scores it. For RecGPT also the writer of phase 2, the
+phase-1 network (``gpt`` of a pre-training checkpoint), after every training prefix and
+after every validation history. Each reports how often the top-1 item is the current (last)
+item, an item already in the history, or the true next item (HR@1), and HR@k. A writer that
+is far more accurate on training pairs than on validation pairs memorised them: the prompts
+the tuned model learns from in training are then better than any it will see at test time.
 """
 
 import argparse
@@ -87,6 +89,18 @@ def evaluation_pairs(model, loader, k):
     return tally.summary()
 
 
+@torch.no_grad()
+def ranking_pairs(model, loader, k):
+    """The model's full-sort top-``k`` for every validation (or test) history."""
+    tally = Tally(k)
+    model.eval()
+    for interaction, _, _, _ in loader:
+        scores = model.full_sort_predict(interaction).view(len(interaction), -1)
+        tally.add(interaction[model.ITEM_SEQ], interaction[model.ITEM_SEQ_LEN], top_items(scores, k),
+                  interaction[model.ITEM_ID])
+    return tally.summary()
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -98,12 +112,14 @@ def main(argv=None):
     report = {
         "checkpoint": args.checkpoint,
         "dataset": config["dataset"],
+        "model": config["model"],
         "config": {key: config[key] for key in ("pretrain_loss", "hidden_dropout_prob", "attn_dropout_prob", "seed")},
-        "training_pairs": training_pairs(model, config, train_data.dataset, args.k),
-        "validation_pairs": evaluation_pairs(model, valid_data, args.k),
-        "git": git_revision(),
-        "command": shlex.join(["python", "-m", "benchmarks.prompt_stats", *argv]),
+        "validation_ranking": ranking_pairs(model, valid_data, args.k),
     }
+    if config["model"] == "RecGPT":
+        report["training_pairs"] = training_pairs(model, config, train_data.dataset, args.k)
+        report["validation_pairs"] = evaluation_pairs(model, valid_data, args.k)
+    report.update(git=git_revision(), command=shlex.join(["python", "-m", "benchmarks.prompt_stats", *argv]))
     print(json.dumps(report, indent=1))
     if args.out:
         Path(args.out).write_text(json.dumps(report, indent=1) + "\n")

@@ -20,9 +20,10 @@ import torch
 import yaml
 
 from recbole_recgpt.compat import load_checkpoint
-from recbole_recgpt.config import create_config
+from recbole_recgpt.checks import read_config_file
+from recbole_recgpt.config import create_config, project_config_files
 from recbole_recgpt.errors import ConfigError
-from recbole_recgpt.quick_start import _plain, build, jsonable_config, run_recgpt
+from recbole_recgpt.quick_start import _jsonable, _plain, build, jsonable_config, run_recgpt
 
 VARIANTS_FILE = Path(__file__).resolve().parent / "variants.yaml"
 METRICS = ("hit@5", "hit@10", "hit@20", "ndcg@5", "ndcg@10", "ndcg@20")
@@ -79,6 +80,23 @@ def settings_hash(config):
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def settings_differ(stored, config, config_files=(), ignored=()):
+    """The keys whose value in ``config`` is not the stored run's (volatile keys and
+    ``ignored`` aside). A key the stored run lacks counts at its value in the run's yaml
+    layers (the project's, then ``config_files``): an option is added to the code with the
+    default that keeps the behaviour runs had before it."""
+    mine = jsonable_config(config)
+    defaults = {}
+    for path in [*project_config_files(config["model"], config["dataset"]), *config_files]:
+        defaults.update(read_config_file(path))
+    missing = object()
+    return [
+        key for key, value in mine.items()
+        if key not in VOLATILE_KEYS and key not in ignored
+        and stored.get(key, _jsonable(defaults.get(key, missing))) != value
+    ]
+
+
 def record_path(store, dataset, variant, seed):
     return Path(store) / dataset / variant / f"seed{seed}.json"
 
@@ -121,9 +139,10 @@ class Run:
     def finished(self, config):
         """The stored record when it was made with these settings, else None."""
         record = read_record(self.path)
-        if record and record.get("settings_hash") == settings_hash(config):
-            return record
-        return None
+        if not record:
+            return None
+        same = record.get("settings_hash") == settings_hash(config)
+        return record if same or not settings_differ(record["config"], config, self.config_files) else None
 
     def record(self, config, result, wall_seconds, **extra):
         phases = result["phases"]
@@ -192,7 +211,7 @@ class Run:
         """The resume file a killed attempt with the same settings left, if any."""
         for path in sorted(self.checkpoint_dir.glob("*-resume.pth")):
             state = load_checkpoint(path)
-            if settings_hash(state["config"]) == settings_hash(config):
+            if not settings_differ(jsonable_config(state["config"]), config, self.config_files):
                 return str(path)
         return None
 
@@ -223,11 +242,7 @@ def adopt(run, model, result, meta, parent=None):
     record, if its resolved config is this variant's: every setting it has must agree (a
     setting added to the code since counts at its default, the behaviour it ran with)."""
     config = run.config(model)
-    mine = jsonable_config(config)
-    differ = [
-        key for key, value in result["config"].items()
-        if key not in VOLATILE_KEYS and key in mine and mine[key] != value and key != "pretrained_checkpoint"
-    ]
+    differ = settings_differ(result["config"], config, run.config_files, ignored=("pretrained_checkpoint",))
     if differ:
         raise ValueError(f"{meta['command']} is not variant {run.variant}: {', '.join(differ)} differ")
     extra = {"adopted": True}

@@ -21,7 +21,12 @@ CSV_COLUMNS = (
     "dataset", "model", "seed", "valid_ndcg@10", *METRICS, "epochs", "wall_s", "git", "command",
     "trainer", "parent", "threads",
 )
-GROUPS = {"main": "Main comparison", "ablation": "Paper ablations", "experiment": "Controlled experiments (issue 7)"}
+GROUPS = {
+    "main": "Main comparison",
+    "masked": "Same checkpoints, history items masked (eval_mask_history)",
+    "ablation": "Paper ablations",
+    "experiment": "Controlled experiments (issue 7)",
+}
 
 
 def load_records(store):
@@ -84,10 +89,15 @@ def main_table(dataset, summaries, variants):
     return lines
 
 
+def model_of(name, variants):
+    spec = variants.get(name, {})
+    return spec.get("model") or variants.get(spec.get("parent"), {}).get("model")
+
+
 def gain_lines(summaries, variants):
-    """Each trained RecGPT row's relative test gain over the baseline that is best on
-    validation NDCG@10."""
-    kinds = {n: variants.get(n, {}).get("model") for n in summaries}
+    """Each RecGPT row's relative test gain over the baseline that is best on validation
+    NDCG@10 (a derived row is of its parent's model)."""
+    kinds = {n: model_of(n, variants) for n in summaries}
     baselines = {n: s for n, s in summaries.items() if kinds[n] not in (None, "RecGPT")}
     ours = [n for n in summaries if kinds[n] == "RecGPT"]
     if not ours or not baselines:
@@ -132,7 +142,7 @@ def markdown(records, variants):
             if not members:
                 continue
             lines += ["", f"## {dataset}: {title}", ""]
-            lines += main_table(dataset, members, variants) if group == "main" else detail_table(members, variants)
+            lines += main_table(dataset, members, variants) if group in ("main", "masked") else detail_table(members, variants)
     return "\n".join(lines) + "\n"
 
 

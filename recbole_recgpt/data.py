@@ -19,6 +19,7 @@ a step of all processes together holds about ``train_batch_size`` pairs, as one 
 import numpy as np
 import torch
 
+from recbole.data.dataloader import FullSortEvalDataLoader
 from recbole.data.interaction import Interaction
 
 from recbole_recgpt import distributed
@@ -258,3 +259,19 @@ class UserSequenceDataLoader:
     def _seen(self, keys):
         index = torch.searchsorted(self.seen_keys, keys).clamp(max=len(self.seen_keys) - 1)
         return self.seen_keys[index] == keys
+
+
+class HistoryMaskingEvalDataLoader(FullSortEvalDataLoader):
+    """RecBole's full-sort evaluation loader that also hands the evaluator, for sequential
+    data, each user's history items to mask (``eval_mask_history``), as RecBole already does
+    for general models' training items. A target that repeats a history item is masked too:
+    the protocol of the reference code, which suits datasets without repeats (the Amazon
+    files) and costs the repeats where there are some (Yelp)."""
+
+    def collate_fn(self, index):
+        interaction, history_index, positive_u, positive_i = super().collate_fn(index)
+        if not self.is_sequential:
+            return interaction, history_index, positive_u, positive_i
+        item_seq = interaction[self.config["ITEM_ID_FIELD"] + self.config["LIST_SUFFIX"]]
+        rows, columns = item_seq.nonzero(as_tuple=True)
+        return interaction, (rows, item_seq[rows, columns]), positive_u, positive_i

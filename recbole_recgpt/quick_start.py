@@ -15,6 +15,7 @@ from recbole_recgpt import distributed
 from recbole_recgpt.checks import check_dataset_files, check_pretrained_checkpoint, inter_columns, read_config_file
 from recbole_recgpt.compat import load_checkpoint
 from recbole_recgpt.config import complete_load_col, create_config, for_this_process
+from recbole_recgpt.data import HistoryMaskingEvalDataLoader
 from recbole_recgpt.errors import CheckpointError, ConfigError
 from recbole_recgpt.utils import get_model, get_trainer
 
@@ -25,7 +26,8 @@ def build(config):
     In a run of several processes, RecBole's training loader gives each process its share;
     the evaluation loaders hold every user in every process (the trainer scores a share of
     their batches in each and gathers the results), and each process after the first
-    reseeds, so that their negatives and dropout differ.
+    reseeds, so that their negatives and dropout differ. With ``eval_mask_history`` the
+    evaluation loaders also give the evaluator each user's history items to mask.
     """
     assumed = complete_load_col(config, inter_columns(config)[1])
     if assumed:
@@ -33,10 +35,10 @@ def build(config):
     init_seed(config["seed"], config["reproducibility"])
     dataset = create_dataset(config)
     train_data, valid_data, test_data = data_preparation(config, dataset)
-    if not config["single_spec"]:
+    if config["eval_mask_history"] or not config["single_spec"]:
         with distributed.as_one_process(config):
             valid_data, test_data = (
-                get_dataloader(config, phase)(config, loader.dataset, loader._sampler, shuffle=False)
+                evaluation_loader_class(config, phase)(config, loader.dataset, loader._sampler, shuffle=False)
                 for phase, loader in (("valid", valid_data), ("test", test_data))
             )
     init_seed(config["seed"], config["reproducibility"])
@@ -45,6 +47,11 @@ def build(config):
         init_seed(config["seed"] + distributed.rank(), config["reproducibility"])
     trainer = trainer_class(config)(config, model)
     return dataset, (train_data, valid_data, test_data), model, trainer
+
+
+def evaluation_loader_class(config, phase):
+    """RecBole's evaluation loader class, or the one that masks history items."""
+    return HistoryMaskingEvalDataLoader if config["eval_mask_history"] else get_dataloader(config, phase)
 
 
 def trainer_class(config):

@@ -3,7 +3,7 @@ histories given as item tokens.
 
 Items are ranked exactly as evaluation ranks them: the model's ``full_sort_predict`` over
 the history (for RecGPT: prompts, then two-stage recall), padding excluded, top-k. As in
-evaluation, items already in the history are not removed.
+evaluation, items already in the history are removed only under ``eval_mask_history``.
 
     from recbole_recgpt.recommend import recommend
     recommend("saved/RecGPT-ml-100k-...-finetune.pth", users=["196"], k=10)
@@ -27,6 +27,7 @@ from recbole_recgpt.compat import load_checkpoint
 from recbole_recgpt.config import for_this_process
 from recbole_recgpt.distributed import plain_state_dict
 from recbole_recgpt.errors import CheckpointError, ConfigError, DataError
+from recbole_recgpt.model.recall import without
 from recbole_recgpt.utils import get_model
 
 FORMATS = ("csv", "json")
@@ -134,8 +135,9 @@ class Recommender:
                 model.ITEM_SEQ_LEN: torch.tensor([len(history) for history in batch]),
                 model.USER_ID: torch.tensor(user_ids[start: start + self.batch_size]),
             }).to(self.config["device"])
-            scores = model.full_sort_predict(interaction).view(len(batch), -1)
-            scores[:, 0] = -torch.inf  # as RecBole's evaluation: never the padding item
+            # As evaluation ranks: never the padding item, nor the history when it is masked.
+            excluded = interaction[model.ITEM_SEQ] if self.config["eval_mask_history"] else None
+            scores = without(model.full_sort_predict(interaction).view(len(batch), -1), excluded)
             ranked.append(scores.topk(k, dim=1).indices.cpu())
         top = torch.cat(ranked).numpy() if ranked else np.zeros((0, k), dtype=np.int64)
         return [list(self.dataset.id2token(self.iid_field, row)) for row in top]

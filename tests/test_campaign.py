@@ -90,6 +90,20 @@ def test_unchanged_runs_are_kept_and_changed_ones_run_again(tiny_campaign, capsy
     assert record(root, "SASRec")["config"]["learning_rate"] == 0.002
 
 
+def test_a_record_made_before_an_option_existed_is_kept(tiny_campaign, capsys):
+    root = tiny_campaign("Pop")
+    path = record_path(root / "runs", "tiny", "Pop", 1)
+    made_before = record(root, "Pop")
+    del made_before["config"]["eval_mask_history"]
+    made_before["settings_hash"] = "from-older-code"
+    path.write_text(json.dumps(made_before))
+    capsys.readouterr()
+    tiny_campaign("Pop")
+    assert "tiny Pop seed 1: kept" in capsys.readouterr().out
+    tiny_campaign("Pop", Pop={"eval_mask_history": True})  # the option set otherwise: a new run
+    assert record(root, "Pop")["config"]["eval_mask_history"] is True
+
+
 def test_derived_rows_score_the_parent_checkpoints_without_training(tiny_campaign):
     root = tiny_campaign("RecGPT-pretrain-only,RecGPT-single-stage,RecGPT-N5")
     parent = record(root, "RecGPT")

@@ -101,3 +101,32 @@ def test_same_seed_same_batches(tiny_train):
     torch.manual_seed(7)
     second = [b["neg_" + train.iid_field].clone() for b in loader]
     assert all(torch.equal(a, b) for a, b in zip(first, second))
+
+
+@pytest.mark.parametrize("model", ["SASRec", "RecGPT"])
+def test_masked_evaluation_never_ranks_a_history_item(tiny_config, monkeypatch, model):
+    config = tiny_config(model, eval_mask_history=True)
+    _, (_, _, test_data), _, trainer = build(config)
+    seen = []
+    collect = trainer.eval_collector.eval_batch_collect
+    monkeypatch.setattr(
+        trainer.eval_collector, "eval_batch_collect",
+        lambda scores, interaction, *rest: seen.append((scores.clone(), interaction)) or collect(scores, interaction, *rest),
+    )
+    trainer.evaluate(test_data, load_best_model=False)
+    masked = 0
+    for scores, interaction in seen:
+        seq = interaction[config["ITEM_ID_FIELD"] + config["LIST_SUFFIX"]]
+        assert torch.isinf(scores.gather(1, seq)).all()
+        # Every item outside the history is still ranked (padding id 0 never is).
+        distinct = torch.tensor([len(set(row.tolist()) - {0}) for row in seq])
+        assert torch.isfinite(scores).sum(1).tolist() == (scores.size(1) - 1 - distinct).tolist()
+        masked += int(distinct.sum())
+    assert masked > 100
+
+
+def test_unmasked_evaluation_is_recboles(tiny_config):
+    config = tiny_config("SASRec")
+    _, (_, valid_data, _), _, _ = build(config)
+    assert type(valid_data).__name__ == "FullSortEvalDataLoader"
+    assert next(iter(valid_data))[1] is None

@@ -52,6 +52,11 @@ def with_args(args, **changes):
         ({"loss_type": "CE"}, "unknown parameter 'loss_type'"),
         ({"model": "SASRek"}, "unknown model 'SASRek'"),
         ({"pretrained_checkpoint": "/no/such.pth"}, "pretrained_checkpoint /no/such.pth does not exist"),
+        ({"eval_mask_history": "maybe"}, "eval_mask_history='maybe' must be True or False"),
+        (
+            {"eval_mask_history": True, "eval_args": "{'split':{'LS':'valid_and_test'},'order':'TO','mode':'uni100'}"},
+            "sampled evaluation (eval_args mode uni100) has no such ranking",
+        ),
     ],
 )
 def test_impossible_parameters(capsys, tiny_args, changes, expected):

@@ -131,6 +131,24 @@ def test_full_sort_scores_are_exactly_the_two_stage_list(tiny):
     assert torch.equal(ranked[:, n:], stage2.topk(10 - n, dim=1).indices)
 
 
+@pytest.mark.parametrize("two_stage", [True, False])
+def test_masked_history_is_never_ranked_and_stage1_fills_n_other_items(tiny, two_stage):
+    _, (_, _, test_data), model = tiny(eval_mask_history=True, two_stage=two_stage)
+    model.start_prompt_tuning()
+    model.eval()
+    interaction = next(iter(test_data))[0]
+    scores = model.full_sort_predict(interaction)
+    seq = interaction[model.ITEM_SEQ]
+    assert torch.isinf(scores.gather(1, seq)).all()
+    ranked = scores.topk(model.stage1_n, dim=1).indices
+    assert not (ranked.unsqueeze(2) == seq.unsqueeze(1)).any()
+    if not two_stage:  # single-stage: the unmasked scores, history items aside
+        model.mask_history = False
+        unmasked = model.full_sort_predict(interaction)
+        unmasked.scatter_(1, seq, -torch.inf)
+        torch.testing.assert_close(scores, unmasked, rtol=0, atol=0)
+
+
 def test_predict_agrees_with_full_sort(tiny):
     _, (_, _, test_data), model = tiny()
     model.eval()

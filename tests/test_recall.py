@@ -49,6 +49,18 @@ def test_stage2_reads_the_end_of_the_extension_written_with_stage1_items():
     assert second_index.tolist() == [3]
 
 
+def test_excluded_items_take_no_slot_in_either_stage():
+    calls = []
+    history = torch.tensor([[1, 6, 0]])  # stage 1's best (1) and a stage-2 item (6); 0 = none
+    scores = TwoStageRecall(stage1_n=3)(constructed_score_at(calls), history_batch(), history)
+    ranking = scores.topk(7, dim=1).indices[0].tolist()
+    assert ranking[:3] == [2, 3, 4]
+    assert ranking[3:] == [9, 8, 7, 5]
+    assert torch.isinf(scores[0, [0, 1, 6]]).all()
+    (item_seq, _, _) = calls[1]
+    assert item_seq.tolist() == [[5, 6, 2, 3]]  # the extension holds items that can count
+
+
 def test_merge_ranks_stage1_above_everything_even_for_large_scores():
     stage2 = torch.tensor([[-torch.inf, 1e7, 3e7, 2e7, -5.0]])
     merged = merge_two_stage(torch.tensor([[4, 1]]), stage2)

@@ -5,6 +5,14 @@ import torch
 from recbole_recgpt.model.prompts import PROMPT_SEGMENT
 
 
+def without(scores, excluded=None):
+    """``[B, n_items]`` scores with padding (id 0) and the ``excluded`` ``[B, E]`` ids at -inf."""
+    scores[:, 0] = -torch.inf
+    if excluded is not None:
+        scores.scatter_(1, excluded, -torch.inf)
+    return scores
+
+
 def merge_two_stage(stage1_items, stage2_scores):
     """One score per item that ranks ``stage1_items`` first, in their order, then the rest
     by ``stage2_scores``.
@@ -40,13 +48,13 @@ class TwoStageRecall:
     def __init__(self, stage1_n):
         self.stage1_n = stage1_n
 
-    def __call__(self, score_at, batch):
-        stage1_scores = score_at(batch.item_seq, batch.segment_ids, batch.last_item_index)
-        stage1_scores[:, 0] = -torch.inf
+    def __call__(self, score_at, batch, excluded=None):
+        """``excluded``: ``[B, E]`` item ids (0 = none) that neither stage may return, such as
+        the history when the evaluator masks it: stage 1 then takes N items that count."""
+        stage1_scores = without(score_at(batch.item_seq, batch.segment_ids, batch.last_item_index), excluded)
         stage1_items = stage1_scores.topk(self.stage1_n, dim=1).indices
         item_seq, segment_ids, end = self.extend_with(batch, stage1_items)
-        stage2_scores = score_at(item_seq, segment_ids, end)
-        stage2_scores[:, 0] = -torch.inf
+        stage2_scores = without(score_at(item_seq, segment_ids, end), excluded)
         return merge_two_stage(stage1_items, stage2_scores)
 
     @staticmethod

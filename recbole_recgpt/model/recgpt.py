@@ -23,7 +23,7 @@ from recbole_recgpt.model.layers import ItemGPT
 from recbole_recgpt.model.prompts import (
     PROMPT_MODES, REAL_SEGMENT, PromptBuilder, history_so_far, top_items, with_tail_slots,
 )
-from recbole_recgpt.model.recall import TwoStageRecall
+from recbole_recgpt.model.recall import TwoStageRecall, without
 
 PROMPT_GENERATORS = ("pretrained", "current")
 PRETRAIN_LOSSES = ("bce", "ce")
@@ -117,6 +117,9 @@ class RecGPT(SequentialRecommender):
         self.supervise_prompts = config["supervise_prompts"]
         self.two_stage = config["two_stage"]
         self.stage1_n = config["stage1_n"]
+        # The evaluator masks history items under this protocol; two-stage recall must then
+        # fill its N stage-1 slots with items that can count.
+        self.mask_history = config["eval_mask_history"]
         self.prompt_positions = config["prompt_positions"]
         self.n_positions = config["n_positions"] or required_positions(
             self.max_seq_length, self.prompt_length, self.prompt_mode, self.prompt_positions
@@ -250,7 +253,8 @@ class RecGPT(SequentialRecommender):
         return bool(self.prompt_tuned) or not self.prompt_tuning
 
     def full_sort_predict(self, interaction):
-        """History ``[B, L]`` -> scores ``[B, n_items]`` (two-stage order when enabled).
+        """History ``[B, L]`` -> scores ``[B, n_items]`` (two-stage order when enabled;
+        history items at -inf under ``eval_mask_history``).
 
         Users are scored in groups of similar history length, each trimmed to its longest
         history: causal attention makes trailing padding inert, so this changes no score and
@@ -283,9 +287,10 @@ class RecGPT(SequentialRecommender):
         else:
             batch = with_tail_slots(item_seq, item_seq_len, self.prompt_length)
         score_at = self._scores_at(user_ids)
+        excluded = item_seq if self.mask_history else None
         if self.two_stage and self.final_inference:
-            return self.two_stage_recall(score_at, batch)
-        return score_at(batch.item_seq, batch.segment_ids, batch.last_item_index)
+            return self.two_stage_recall(score_at, batch, excluded)
+        return without(score_at(batch.item_seq, batch.segment_ids, batch.last_item_index), excluded)
 
     def predict(self, interaction):
         """Score of ``ITEM_ID`` for each row, read off the full-sort scores: ``[B]``."""
