@@ -4,7 +4,8 @@
 
 ``comparison.csv`` has one row per finished run. ``comparison.md`` has, per dataset, the
 main table (mean ± std over seeds, best mean per column in bold, RecGPT's relative gain over
-the baseline that is best on validation), then the ablation and experiment rows.
+the baseline that is best on validation), the same kind of table under the masked-history
+protocol (``group: masked``), then the ablation and experiment rows.
 ``comparison.png`` plots test NDCG@10 and HR@10 of the main table with std error bars;
 ``ablations.png`` plots them against each swept parameter (``sweep`` in variants.yaml).
 """
