@@ -5,7 +5,8 @@
 ``comparison.csv`` has one row per finished run. ``comparison.md`` has, per dataset, the
 main table (mean ± std over seeds, best mean per column in bold, RecGPT's relative gain over
 the baseline that is best on validation), the same kind of table under the masked-history
-protocol (``group: masked``), then the ablation and experiment rows.
+protocol (``group: masked``), then the ablation and experiment rows; ``experiments-<dataset>.md``
+lists every experiment and masked-protocol run with its command.
 ``comparison.png`` plots test NDCG@10 and HR@10 of the main table with std error bars;
 ``ablations.png`` plots them against each swept parameter (``sweep`` in variants.yaml).
 """
@@ -34,11 +35,17 @@ def load_records(store):
     return [json.loads(path.read_text()) for path in sorted(Path(store).glob("*/*/seed*.json"))]
 
 
+def short_revision(git):
+    """``abc1234`` or ``abc1234-dirty`` (uncommitted changes when the run was made)."""
+    git = git or ""
+    return git[:7] + ("-dirty" if git.endswith("-dirty") else "")
+
+
 def csv_row(record):
     row = {
         "dataset": record["dataset"], "model": record["variant"], "seed": record["seed"],
         "valid_ndcg@10": record["best_valid_result"]["ndcg@10"],
-        "epochs": record["epochs"], "wall_s": record["wall_s"], "git": (record.get("git") or "")[:7],
+        "epochs": record["epochs"], "wall_s": record["wall_s"], "git": short_revision(record.get("git")),
         "command": record["command"], "trainer": record["trainer"],
         "parent": record.get("derived_from") or record.get("started_from") or "", "threads": record.get("threads", ""),
     }
@@ -212,6 +219,33 @@ def sweep_chart(records, variants, path):
     plt.close(fig)
 
 
+def experiments_markdown(dataset, records, variants):
+    """Every run of the controlled experiments and of the masked protocol on one dataset,
+    one row each, with the command that reproduces it."""
+    lines = [
+        f"# Controlled experiments on {dataset} (issue 7)",
+        "",
+        "Built by `python -m benchmarks.tables` from `results/runs/`. One row per run; chosen on "
+        "validation only. A row with a parent was trained from (phase 2 only) or scored from "
+        "(derived, nothing trained) that run's checkpoint.",
+        "",
+        "| variant | what changed | parent | seed | valid NDCG@10 | test NDCG@10 | test HR@10 | epochs | wall s | git | command |",
+        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |",
+    ]
+    for record in records:
+        spec = variants.get(record["variant"], {})
+        if record["dataset"] != dataset or spec.get("group") not in ("experiment", "masked"):
+            continue
+        command = record.get("campaign_command") or record["command"]
+        lines.append(
+            f"| {record['variant']} | {spec.get('description', '')} | {spec.get('parent', '')} | {record['seed']} | "
+            f"{record['best_valid_result']['ndcg@10']:.4f} | {record['test_result']['ndcg@10']:.4f} | "
+            f"{record['test_result']['hit@10']:.4f} | {record['epochs']} | {record['wall_s']:.0f} | "
+            f"{short_revision(record.get('git'))} | `{command}` |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def build_tables(store="results/runs", out="results", variants=None):
     variants = variants or load_variants()
     records = load_records(store)
@@ -222,6 +256,8 @@ def build_tables(store="results/runs", out="results", variants=None):
         writer.writeheader()
         writer.writerows(csv_row(r) for r in records)
     (out / "comparison.md").write_text(markdown(records, variants))
+    for dataset in sorted({r["dataset"] for r in records}):
+        (out / f"experiments-{dataset}.md").write_text(experiments_markdown(dataset, records, variants))
     chart(records, variants, out / "comparison.png")
     sweep_chart(records, variants, out / "ablations.png")
 
