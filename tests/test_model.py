@@ -269,9 +269,11 @@ def test_ablations_are_a_config_change(tiny_data_path, tmp_path, overrides, phas
     batch_len = interaction[model.ITEM_SEQ_LEN]
     seq = interaction[model.ITEM_SEQ][:, : int(batch_len.max())]
     if not overrides.get("two_stage", True):
-        # Single stage: the scores are the prompted history's next-item scores, nothing merged.
+        # Single stage: the scores are the prompted history's next-item scores, nothing merged
+        # (padding, id 0, never ranked).
         batch = model.prompt_builder.for_inference(model._generator(None), seq, batch_len)
         expected = model._scores_at(None)(batch.item_seq, batch.segment_ids, batch.last_item_index)
+        expected[:, 0] = -torch.inf
         torch.testing.assert_close(model.full_sort_predict(interaction), expected)
     else:
         assert not bool(model.prompt_tuned) and model.prompt_writer is None
