@@ -4,8 +4,9 @@ A *variant* is a named setting of a model (``benchmarks/variants.yaml``): a mode
 overrides, or a row *derived* from another variant's checkpoints (scored differently, not
 retrained). A record holds what a table needs (best-valid and test metrics, epochs, seconds)
 and what reproduces it (resolved config, seed, git revision, the equivalent
-``run_recgpt.py`` command). Its ``settings_hash`` covers the resolved config minus paths and
-devices, so a campaign reuses a record only for the same settings and reruns a changed one.
+``run_recgpt.py`` command). A campaign reuses a record only when its resolved config agrees
+with the run's, paths and devices aside (:func:`settings_differ`), and reruns a changed one;
+``settings_hash`` fingerprints those settings so a child row can name its parent's.
 """
 
 import hashlib
@@ -139,10 +140,9 @@ class Run:
     def finished(self, config):
         """The stored record when it was made with these settings, else None."""
         record = read_record(self.path)
-        if not record:
-            return None
-        same = record.get("settings_hash") == settings_hash(config)
-        return record if same or not settings_differ(record["config"], config, self.config_files) else None
+        if record and not settings_differ(record["config"], config, self.config_files):
+            return record
+        return None
 
     def record(self, config, result, wall_seconds, **extra):
         phases = result["phases"]
