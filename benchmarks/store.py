@@ -196,10 +196,9 @@ class Run:
         self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
         resume = self._resumable(config)
         start = time.time()
-        result = run_recgpt(
-            model, self.dataset, self.config_files, {**self.overrides, "checkpoint_dir": str(self.checkpoint_dir)},
-            resume=resume,
-        )
+        # A resume file carries its run's settings (matched above), so none are passed with it.
+        settings = None if resume else {**self.overrides, "checkpoint_dir": str(self.checkpoint_dir)}
+        result = run_recgpt(model, self.dataset, self.config_files, settings, resume=resume)
         extra = {"campaign_command": campaign_command, "resumed": bool(resume)}
         if parent:
             extra.update(started_from=str(parent_path(self, parent)), parent_hash=parent["settings_hash"])

@@ -2,6 +2,7 @@
 
 import csv
 import json
+import shutil
 
 import pytest
 import yaml
@@ -10,6 +11,7 @@ from benchmarks.compare import main as campaign
 from benchmarks.curves import curve, main as curves_main
 from benchmarks.store import Run, adopt, git_revision, load_variants, record_path
 from recbole_recgpt.quick_start import run_recgpt
+from recbole_recgpt.trainer import RecGPTTrainer
 from tests.conftest import TINY_DATA, TINY_RECGPT
 
 
@@ -102,6 +104,29 @@ def test_a_record_made_before_an_option_existed_is_kept(tiny_campaign, capsys):
     assert "tiny Pop seed 1: kept" in capsys.readouterr().out
     tiny_campaign("Pop", Pop={"eval_mask_history": True})  # the option set otherwise: a new run
     assert record(root, "Pop")["config"]["eval_mask_history"] is True
+
+
+def test_a_killed_run_resumes_from_its_resume_file_to_the_same_numbers(tiny_campaign, monkeypatch):
+    train_epoch = RecGPTTrainer._train_epoch
+
+    def killed_in_phase_2(self, train_data, epoch_idx, *args, **kwargs):
+        if self.phase_name == "finetune":
+            raise KeyboardInterrupt
+        return train_epoch(self, train_data, epoch_idx, *args, **kwargs)
+
+    monkeypatch.setattr(RecGPTTrainer, "_train_epoch", killed_in_phase_2)
+    with pytest.raises(KeyboardInterrupt):
+        tiny_campaign("RecGPT", seeds="2")
+    monkeypatch.setattr(RecGPTTrainer, "_train_epoch", train_epoch)
+    root = tiny_campaign("RecGPT", seeds="2")
+    resumed = record(root, "RecGPT", 2)
+    assert resumed["resumed"] is True and resumed["epochs"] == "2+2"
+    record_path(root / "runs", "tiny", "RecGPT", 2).unlink()
+    shutil.rmtree(root / "saved")
+    uninterrupted = record(tiny_campaign("RecGPT", seeds="2"), "RecGPT", 2)
+    assert uninterrupted["resumed"] is False
+    for key in ("best_valid_result", "test_result"):
+        assert resumed[key] == uninterrupted[key]
 
 
 def test_derived_rows_score_the_parent_checkpoints_without_training(tiny_campaign):
