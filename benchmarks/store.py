@@ -24,7 +24,7 @@ from recbole_recgpt.compat import load_checkpoint
 from recbole_recgpt.checks import read_config_file
 from recbole_recgpt.config import create_config, project_config_files
 from recbole_recgpt.errors import ConfigError
-from recbole_recgpt.quick_start import _jsonable, _plain, build, jsonable_config, run_recgpt
+from recbole_recgpt.quick_start import build, jsonable, jsonable_config, plain_metrics, run_recgpt
 
 VARIANTS_FILE = Path(__file__).resolve().parent / "variants.yaml"
 METRICS = ("hit@5", "hit@10", "hit@20", "ndcg@5", "ndcg@10", "ndcg@20")
@@ -94,7 +94,7 @@ def settings_differ(stored, config, config_files=(), ignored=()):
     return [
         key for key, value in mine.items()
         if key not in VOLATILE_KEYS and key not in ignored
-        and stored.get(key, _jsonable(defaults.get(key, missing))) != value
+        and stored.get(key, jsonable(defaults.get(key, missing))) != value
     ]
 
 
@@ -225,7 +225,7 @@ class Run:
         valid = trainer.evaluate(valid_data, load_best_model=False)
         test = trainer.evaluate(test_data, load_best_model=False)
         phases = parent["phases"] if which == "final" else {which: parent["phases"][which]}
-        result = {"best_valid_result": _plain(valid), "test_result": _plain(test), "phases": phases,
+        result = {"best_valid_result": plain_metrics(valid), "test_result": plain_metrics(test), "phases": phases,
                   "checkpoint": checkpoint, "config": jsonable_config(config)}
         record = self.record(config, result, time.time() - start, campaign_command=campaign_command,
                              derived_from=str(parent_path(self, parent)), derived_checkpoint=which,

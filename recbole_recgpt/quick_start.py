@@ -125,8 +125,8 @@ def run_recgpt(
         "model": config["model"],
         "dataset": config["dataset"],
         "best_valid_score": best_valid_score,
-        "best_valid_result": _plain(best_valid_result),
-        "test_result": _plain(test_result),
+        "best_valid_result": plain_metrics(best_valid_result),
+        "test_result": plain_metrics(test_result),
         "phases": trainer.phases,
         "checkpoint": trainer.saved_model_file if saved else None,
         "world_size": distributed.world_size(),
@@ -214,21 +214,23 @@ def resumed_config(state, launch_settings=None):
 
 def jsonable_config(config):
     """A resolved ``Config`` as a JSON-ready dict."""
-    return {key: _jsonable(value) for key, value in config.final_config_dict.items()}
+    return {key: jsonable(value) for key, value in config.final_config_dict.items()}
 
 
-def _plain(result):
+def plain_metrics(result):
+    """RecBole's metric dict (values may be tensors or numpy floats) as ``{metric: float}``."""
     return None if result is None else {key: float(value) for key, value in result.items()}
 
 
-def _jsonable(value):
+def jsonable(value):
+    """A config value as JSON: containers kept, anything else (a torch device, an enum) as its str."""
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
     if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
+        return [jsonable(v) for v in value]
     if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
+        return {str(k): jsonable(v) for k, v in value.items()}
     return str(value)
 
 
-__all__ = ["run_recgpt", "objective_function", "load_data_and_model", "build"]
+__all__ = ["run_recgpt", "objective_function", "load_data_and_model", "build", "jsonable", "jsonable_config", "plain_metrics"]
