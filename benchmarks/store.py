@@ -220,8 +220,7 @@ class Run:
         checkpoint = self.existing_parent_checkpoint(parent)
         config = self.config(parent["model"])
         start = time.time()
-        _, (_, valid_data, test_data), model, trainer = build(config)
-        load_network(model, load_checkpoint(checkpoint, config["device"])["state_dict"])
+        trainer, valid_data, test_data = scorer(config, checkpoint)
         valid = trainer.evaluate(valid_data, load_best_model=False)
         test = trainer.evaluate(test_data, load_best_model=False)
         phases = parent["phases"] if which == "final" else {which: parent["phases"][which]}
@@ -255,6 +254,13 @@ def adopt(run, model, result, meta, parent=None):
 
 def parent_path(run, parent):
     return record_path(run.path.parents[2], parent["dataset"], parent["variant"], parent["seed"])
+
+
+def scorer(config, checkpoint):
+    """``(trainer, valid_data, test_data)`` that score ``checkpoint`` with ``config`` (no training)."""
+    _, (_, valid_data, test_data), model, trainer = build(config)
+    load_network(model, load_checkpoint(checkpoint, config["device"])["state_dict"])
+    return trainer, valid_data, test_data
 
 
 def load_network(model, state_dict):

@@ -9,6 +9,7 @@ import yaml
 
 from benchmarks.compare import main as campaign
 from benchmarks.curves import curve, main as curves_main
+from benchmarks.significance import main as significance
 from benchmarks.store import Run, adopt, git_revision, load_variants, record_path
 from recbole_recgpt.quick_start import run_recgpt
 from recbole_recgpt.trainer import RecGPTTrainer
@@ -179,3 +180,20 @@ def test_a_finished_phase_2_run_is_kept_when_its_parent_checkpoints_are_gone(tin
     capsys.readouterr()
     tiny_campaign("RecGPT-K0")
     assert "tiny RecGPT-K0 seed 1: kept" in capsys.readouterr().out
+
+
+def test_paired_significance_rescores_the_stored_checkpoints_on_the_same_users(tiny_campaign, tiny_data_path, capsys):
+    root = tiny_campaign("SASRec,RecGPT-single-stage", seeds="1,2")
+    common = [f"--data_path={tiny_data_path}", f"--store={root / 'runs'}", f"--variants_file={root / 'variants.yaml'}",
+              "--dataset=tiny", "--seeds=1,2"]
+    # Each rescored per-user mean is checked against the stored test result, or it fails.
+    significance(common + ["--variants=RecGPT-single-stage,SASRec", f"--out={root / 'sig.md'}"])
+    table = (root / "sig.md").read_text()
+    assert "| mean of seeds | ndcg@10 |" in table and table.count("| 1 | ") == 2
+    capsys.readouterr()
+    significance(common + ["--variants=SASRec,SASRec"])
+    for line in capsys.readouterr().out.splitlines():
+        if line.startswith("| 1 |") or line.startswith("| mean of seeds |"):
+            assert "| +0.0000 | [+0.0000, +0.0000] |" in line
+    with pytest.raises(SystemExit, match="no record of RecGPT on tiny, seed 3"):
+        significance(common[:-1] + ["--seeds=3", "--variants=RecGPT,SASRec"])

@@ -1,0 +1,141 @@
+"""Paired significance of two stored variants on the same test users.
+
+    python -m benchmarks.significance --dataset=amazon-beauty --data_path=../shared/datasets \\
+        --variants=RecGPT-masked,SASRec-masked --seeds=2020,2021,2022 \\
+        --out=results/significance-amazon-beauty-masked.md
+
+Differences between models here are often about 0.001 NDCG@10; the spread over seeds says
+how much training noise moves a mean, this says whether one model beats the other on the
+same users. Each stored run's checkpoint is scored again on the test users (nothing is
+trained); its per-user NDCG@10 and HR@10 come from RecBole's own metric classes, and their
+mean must equal the stored test result. Per seed, and for the per-user difference averaged
+over seeds: the mean difference (first minus second), a 95% paired bootstrap interval and
+the paired t-test's p-value (scipy).
+"""
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import torch
+from recbole.evaluator.metrics import NDCG, Hit
+from scipy import stats
+
+from benchmarks.store import Run, load_variants, read_record, record_path, scorer, settings_differ
+
+PAIRED_METRICS = ("ndcg@10", "hit@10")
+
+
+def per_user_metrics(trainer, eval_data):
+    """``(user ids, {metric: per-user values})`` of one evaluation, in the loader's order."""
+    users, structs = [], []
+    collect, evaluate = trainer.eval_collector.eval_batch_collect, trainer.evaluator.evaluate
+
+    def collect_users(scores, interaction, positive_u, positive_i):
+        users.append(interaction[trainer.config["USER_ID_FIELD"]].cpu())
+        return collect(scores, interaction, positive_u, positive_i)
+
+    def keep_struct(struct):
+        structs.append(struct)
+        return evaluate(struct)
+
+    trainer.eval_collector.eval_batch_collect, trainer.evaluator.evaluate = collect_users, keep_struct
+    try:
+        trainer.evaluate(eval_data, load_best_model=False)
+    finally:
+        trainer.eval_collector.eval_batch_collect, trainer.evaluator.evaluate = collect, evaluate
+    ndcg, hit = NDCG(trainer.config), Hit(trainer.config)
+    pos_index, pos_len = ndcg.used_info(structs[0])
+    values = {"ndcg@10": ndcg.metric_info(pos_index, pos_len)[:, 9], "hit@10": hit.metric_info(pos_index)[:, 9]}
+    return torch.cat(users).numpy(), values
+
+
+def score_stored_run(store, dataset, variant, variants, seed, shared):
+    """Per-user test metrics of a stored run, checked against its record."""
+    spec = variants[variant]
+    record = read_record(record_path(store, dataset, variant, seed))
+    if record is None:
+        raise SystemExit(f"error: no record of {variant} on {dataset}, seed {seed}, in {store}; run the campaign first")
+    run = Run(store, dataset, variant, spec, seed, shared)
+    if "start_from" in spec:
+        run.start_from(read_record(record_path(store, dataset, spec["parent"], seed)))
+    config = run.config(record["model"])
+    changed = settings_differ(record["config"], config, run.config_files)
+    if changed:
+        raise SystemExit(f"error: {variant} seed {seed}: its record was made with other settings ({', '.join(changed)}); rerun the campaign")
+    if not record.get("checkpoint") or not Path(record["checkpoint"]).is_file():
+        raise SystemExit(f"error: {variant} seed {seed}: checkpoint {record.get('checkpoint')} is gone; rerun the variant")
+    trainer, _, test_data = scorer(config, record["checkpoint"])
+    users, values = per_user_metrics(trainer, test_data)
+    for name, per_user in values.items():
+        if abs(per_user.mean() - record["test_result"][name]) > 1e-4:
+            raise SystemExit(
+                f"error: {variant} seed {seed}: rescored test {name} {per_user.mean():.4f} is not the stored "
+                f"{record['test_result'][name]:.4f}; the checkpoint or the data changed"
+            )
+    order = np.argsort(users)
+    return users[order], {name: per_user[order] for name, per_user in values.items()}
+
+
+def paired(first, second, resamples=10000):
+    """Mean of ``first - second``, its 95% paired bootstrap interval, the paired t-test's p."""
+    difference = first - second
+    interval = stats.bootstrap(
+        (difference,), np.mean, n_resamples=resamples, confidence_level=0.95, method="percentile",
+        batch=500, random_state=np.random.default_rng(0),
+    ).confidence_interval
+    return difference.mean(), interval.low, interval.high, stats.ttest_rel(first, second).pvalue
+
+
+def report(dataset, names, seeds, scored):
+    """Markdown: one row per seed and metric, then the seed-averaged per-user difference."""
+    first, second = names
+    lines = [
+        f"## {dataset}: {first} vs {second}, test users paired",
+        "",
+        f"| seed | metric | {first} | {second} | difference | 95% bootstrap interval | paired t-test p |",
+        "| --- | --- | ---: | ---: | ---: | --- | ---: |",
+    ]
+    for metric in PAIRED_METRICS:
+        rows = [(seed, scored[first][seed][metric], scored[second][seed][metric]) for seed in seeds]
+        if len(seeds) > 1:
+            rows.append(("mean of seeds", np.mean([a for _, a, _ in rows], axis=0), np.mean([b for _, _, b in rows], axis=0)))
+        for seed, a, b in rows:
+            mean, low, high, p = paired(a, b)
+            lines.append(f"| {seed} | {metric} | {a.mean():.4f} | {b.mean():.4f} | {mean:+.4f} | [{low:+.4f}, {high:+.4f}] | {p:.3g} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", required=True)
+    parser.add_argument("--variants", required=True, help="two stored variants, first,second")
+    parser.add_argument("--seeds", default="2020")
+    parser.add_argument("--data_path", default=None)
+    parser.add_argument("--store", default="results/runs")
+    parser.add_argument("--variants_file", default=None)
+    parser.add_argument("--out", default=None, help="also write the markdown here")
+    args = parser.parse_args(argv)
+    names = args.variants.split(",")
+    variants = load_variants(args.variants_file) if args.variants_file else load_variants()
+    if len(names) != 2 or any(name not in variants for name in names):
+        parser.error(f"--variants takes two known variants, first,second (got {args.variants!r})")
+    seeds = [int(seed) for seed in args.seeds.split(",")]
+    shared = {"data_path": args.data_path} if args.data_path else {}
+    scored = {name: {} for name in names}
+    for seed in seeds:
+        users = []
+        for name in names:
+            user_ids, scored[name][seed] = score_stored_run(args.store, args.dataset, name, variants, seed, shared)
+            users.append(user_ids)
+        if not np.array_equal(*users):
+            raise SystemExit(f"error: seed {seed}: the two runs were tested on different users; same dataset settings needed")
+    text = report(args.dataset, names, seeds, scored)
+    print(text)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(text)
+
+
+if __name__ == "__main__":
+    main()
