@@ -19,7 +19,6 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import threading
 import time
@@ -28,6 +27,7 @@ from pathlib import Path
 import psutil
 import torch
 
+from benchmarks.store import git_revision
 from recbole_recgpt.config import create_config
 from recbole_recgpt.data import UserSequenceDataLoader
 from recbole_recgpt.quick_start import build
@@ -87,13 +87,6 @@ def measure(function, repeats):
             seconds.append(time.perf_counter() - start)
         memory.append(peak.megabytes)
     return {"seconds": statistics.median(seconds), "all_seconds": seconds, "peak_mb": max(memory)}
-
-
-def git_revision():
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return None
 
 
 def main():

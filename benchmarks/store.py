@@ -74,6 +74,11 @@ def git_revision():
     return f"{head}-dirty" if dirty else head
 
 
+# What this process runs is the code checked out when it started (a campaign can outlive
+# several commits): records name that revision, not the one at the time they are written.
+LOADED_REVISION = git_revision()
+
+
 def settings_hash(config):
     """Hash of a resolved RecBole config without its volatile keys."""
     settings = {k: v for k, v in config.final_config_dict.items() if k not in VOLATILE_KEYS}
@@ -158,7 +163,7 @@ class Run:
             "phases": phases,
             "wall_s": round(wall_seconds, 1),
             "threads": torch.get_num_threads(),
-            "git": git_revision(),
+            "git": LOADED_REVISION,
             "command": run_command(config["model"], self.dataset, self.overrides, self.config_files),
             "settings_hash": settings_hash(config),
             "checkpoint": result.get("checkpoint"),
