@@ -65,6 +65,7 @@ def summarise(records):
         "wall_s": statistics.fmean(r.get("training_wall_s", r["wall_s"]) for r in records),
         "threads": ", ".join(sorted({str(r.get("threads", "?")) for r in records})),
         "trainer": records[0]["trainer"],
+        "by_seed": {r["seed"]: {k: columns[k][i] for k in columns} for i, r in enumerate(records)},
     }
 
 
@@ -103,8 +104,8 @@ def model_of(name, variants):
 
 
 def gain_lines(summaries, variants):
-    """Each RecGPT row's relative test gain over the baseline that is best on validation
-    NDCG@10 (a derived row is of its parent's model)."""
+    """Each RecGPT row's relative gain over the baseline that is best on validation NDCG@10
+    (a derived row is of its parent's model), on the seeds both rows have."""
     kinds = {n: model_of(n, variants) for n in summaries}
     baselines = {n: s for n, s in summaries.items() if kinds[n] not in (None, "RecGPT")}
     ours = [n for n in summaries if kinds[n] == "RecGPT"]
@@ -113,11 +114,17 @@ def gain_lines(summaries, variants):
     best = max(baselines, key=lambda n: baselines[n]["mean"]["valid_ndcg@10"])
     lines = []
     for name in ours:
+        mine, theirs = summaries[name]["by_seed"], baselines[best]["by_seed"]
+        seeds = sorted(set(mine) & set(theirs))
+        if not seeds:
+            lines.append(f"- {name} vs the best baseline on validation ({best}): no seed in common.")
+            continue
         parts = []
-        for metric in ("ndcg@10", "hit@10"):
-            mine, theirs = summaries[name]["mean"][metric], baselines[best]["mean"][metric]
-            parts.append(f"{metric.upper().replace('HIT', 'HR')} {100 * (mine / theirs - 1):+.1f}%")
-        lines.append(f"- {name} vs the best baseline on validation ({best}), test: " + ", ".join(parts) + ".")
+        for metric, label in (("valid_ndcg@10", "valid NDCG@10"), ("ndcg@10", "test NDCG@10"), ("hit@10", "test HR@10")):
+            ratio = statistics.fmean(mine[s][metric] for s in seeds) / statistics.fmean(theirs[s][metric] for s in seeds)
+            parts.append(f"{label} {100 * (ratio - 1):+.1f}%")
+        which = f"seed {seeds[0]}" if len(seeds) == 1 else f"seeds {', '.join(map(str, seeds))}"
+        lines.append(f"- {name} vs the best baseline on validation ({best}), {which}: " + ", ".join(parts) + ".")
     return lines
 
 

@@ -10,6 +10,7 @@ import yaml
 from benchmarks.compare import main as campaign
 from benchmarks.curves import curve, main as curves_main
 from benchmarks.significance import main as significance
+from benchmarks.tables import gain_lines, summarise
 from benchmarks.store import Run, adopt, git_revision, load_variants, record_path
 from recbole_recgpt.quick_start import run_recgpt
 from recbole_recgpt.trainer import RecGPTTrainer
@@ -71,7 +72,7 @@ def test_a_campaign_writes_one_record_per_run_with_what_reproduces_it(tiny_campa
     assert {"dataset", "model", "seed", "valid_ndcg@10", "hit@10", "ndcg@20", "epochs", "wall_s", "git", "command"} <= set(rows[0])
     table = (root / "comparison.md").read_text()
     assert "## tiny: Main comparison" in table and " ± " in table and "**" in table
-    assert "- RecGPT vs the best baseline on validation (SASRec), test: NDCG@10" in table
+    assert "- RecGPT vs the best baseline on validation (SASRec), seeds 1, 2: valid NDCG@10" in table
     assert (root / "comparison.png").stat().st_size > 1000
     # Validation curves: RecGPT's two phases one after the other.
     points = curve(record(root, "RecGPT"))
@@ -197,3 +198,21 @@ def test_paired_significance_rescores_the_stored_checkpoints_on_the_same_users(t
             assert "| +0.0000 | [+0.0000, +0.0000] |" in line
     with pytest.raises(SystemExit, match="no record of RecGPT on tiny, seed 3"):
         significance(common[:-1] + ["--seeds=3", "--variants=RecGPT,SASRec"])
+
+
+def fake_record(variant, seed, ndcg):
+    metrics = {m: ndcg for m in ("hit@5", "hit@10", "hit@20", "ndcg@5", "ndcg@10", "ndcg@20")}
+    return {"variant": variant, "seed": seed, "best_valid_result": {"ndcg@10": ndcg}, "test_result": metrics,
+            "epochs": "1", "wall_s": 1.0, "trainer": "t"}
+
+
+def test_the_gain_over_the_best_baseline_uses_the_seeds_both_rows_have():
+    variants = {"SASRec": {"model": "SASRec"}, "GRU4Rec": {"model": "GRU4Rec"}, "RecGPT": {"model": "RecGPT"}}
+    summaries = {
+        "SASRec": summarise([fake_record("SASRec", 1, 0.10)]),
+        "GRU4Rec": summarise([fake_record("GRU4Rec", 1, 0.05), fake_record("GRU4Rec", 2, 0.05)]),
+        "RecGPT": summarise([fake_record("RecGPT", 1, 0.11), fake_record("RecGPT", 2, 0.50)]),
+    }
+    (line,) = gain_lines(summaries, variants)
+    assert line == ("- RecGPT vs the best baseline on validation (SASRec), seed 1: "
+                    "valid NDCG@10 +10.0%, test NDCG@10 +10.0%, test HR@10 +10.0%.")
