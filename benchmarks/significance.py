@@ -14,6 +14,8 @@ the paired t-test's p-value (scipy).
 """
 
 import argparse
+import shlex
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +23,7 @@ import torch
 from recbole.evaluator.metrics import NDCG, Hit
 from scipy import stats
 
-from benchmarks.store import Run, load_variants, read_record, record_path, scorer, settings_differ
+from benchmarks.store import LOADED_REVISION, Run, load_variants, read_record, record_path, scorer, settings_differ
 
 PAIRED_METRICS = ("ndcg@10", "hit@10")
 
@@ -130,7 +132,8 @@ def main(argv=None):
             users.append(user_ids)
         if not np.array_equal(*users):
             raise SystemExit(f"error: seed {seed}: the two runs were tested on different users; same dataset settings needed")
-    text = report(args.dataset, names, seeds, scored)
+    command = shlex.join(["python", "-m", "benchmarks.significance", *(sys.argv[1:] if argv is None else argv)])
+    text = report(args.dataset, names, seeds, scored) + f"\nMade by `{command}` at git {LOADED_REVISION}.\n"
     print(text)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)

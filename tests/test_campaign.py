@@ -191,6 +191,7 @@ def test_paired_significance_rescores_the_stored_checkpoints_on_the_same_users(t
     significance(common + ["--variants=RecGPT-single-stage,SASRec", f"--out={root / 'sig.md'}"])
     table = (root / "sig.md").read_text()
     assert "| mean of seeds | ndcg@10 |" in table and table.count("| 1 | ") == 2
+    assert "Made by `python -m benchmarks.significance --data_path=" in table
     capsys.readouterr()
     significance(common + ["--variants=SASRec,SASRec"])
     for line in capsys.readouterr().out.splitlines():
