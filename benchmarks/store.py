@@ -204,10 +204,16 @@ class Run:
         # A resume file carries its run's settings (matched above), so none are passed with it.
         settings = None if resume else {**self.overrides, "checkpoint_dir": str(self.checkpoint_dir)}
         result = run_recgpt(model, self.dataset, self.config_files, settings, resume=resume)
+        wall_seconds = time.time() - start
         extra = {"campaign_command": campaign_command, "resumed": bool(resume)}
+        if resume:
+            # The phases' seconds add up every attempt's epochs; this attempt's wall clock does not.
+            epoch_seconds = sum(p["train_seconds"] + p["valid_seconds"] for p in result["phases"].values())
+            extra["last_attempt_wall_s"] = round(wall_seconds, 1)
+            wall_seconds = max(wall_seconds, epoch_seconds)
         if parent:
             extra.update(started_from=str(parent_path(self, parent)), parent_hash=parent["settings_hash"])
-        record = self.record(config, result, time.time() - start, **extra)
+        record = self.record(config, result, wall_seconds, **extra)
         write_record(self.path, record)
         return record
 

@@ -123,6 +123,8 @@ def test_a_killed_run_resumes_from_its_resume_file_to_the_same_numbers(tiny_camp
     root = tiny_campaign("RecGPT", seeds="2")
     resumed = record(root, "RecGPT", 2)
     assert resumed["resumed"] is True and resumed["epochs"] == "2+2"
+    epoch_seconds = sum(p["train_seconds"] + p["valid_seconds"] for p in resumed["phases"].values())
+    assert resumed["wall_s"] >= round(epoch_seconds, 1) and resumed["last_attempt_wall_s"] <= resumed["wall_s"]
     record_path(root / "runs", "tiny", "RecGPT", 2).unlink()
     shutil.rmtree(root / "saved")
     uninterrupted = record(tiny_campaign("RecGPT", seeds="2"), "RecGPT", 2)
