@@ -25,9 +25,6 @@ from scipy import stats
 
 from benchmarks.store import LOADED_REVISION, Run, load_variants, read_record, record_path, scorer, settings_differ
 
-PAIRED_METRICS = ("ndcg@10", "hit@10")
-
-
 def per_user_metrics(trainer, eval_data):
     """``(user ids, {metric: per-user values})`` of one evaluation, in the loader's order."""
     users, structs = [], []
@@ -60,7 +57,10 @@ def score_stored_run(store, dataset, variant, variants, seed, shared):
         raise SystemExit(f"error: no record of {variant} on {dataset}, seed {seed}, in {store}; run the campaign first")
     run = Run(store, dataset, variant, spec, seed, shared)
     if "start_from" in spec:
-        run.start_from(read_record(record_path(store, dataset, spec["parent"], seed)))
+        parent = read_record(record_path(store, dataset, spec["parent"], seed))
+        if parent is None:
+            raise SystemExit(f"error: no record of {spec['parent']} (the parent of {variant}) on {dataset}, seed {seed}, in {store}")
+        run.start_from(parent)
     config = run.config(record["model"])
     changed = settings_differ(record["config"], config, run.config_files)
     if changed:
@@ -98,7 +98,7 @@ def report(dataset, names, seeds, scored):
         f"| seed | metric | {first} | {second} | difference | 95% bootstrap interval | paired t-test p |",
         "| --- | --- | ---: | ---: | ---: | --- | ---: |",
     ]
-    for metric in PAIRED_METRICS:
+    for metric in scored[first][seeds[0]]:
         rows = [(seed, scored[first][seed][metric], scored[second][seed][metric]) for seed in seeds]
         if len(seeds) > 1:
             rows.append(("mean of seeds", np.mean([a for _, a, _ in rows], axis=0), np.mean([b for _, _, b in rows], axis=0)))
