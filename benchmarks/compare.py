@@ -17,8 +17,12 @@ import argparse
 import shlex
 import sys
 import traceback
+from pathlib import Path
 
 import torch
+
+if not __package__:  # run as `python benchmarks/compare.py`: the repository root holds `benchmarks`
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.store import Lock, Run, load_variants
 from benchmarks.tables import build_tables

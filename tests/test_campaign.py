@@ -3,6 +3,8 @@
 import csv
 import json
 import shutil
+import subprocess
+import sys
 
 import pytest
 import yaml
@@ -14,7 +16,7 @@ from benchmarks.tables import gain_lines, summarise
 from benchmarks.store import Run, adopt, git_revision, load_variants, record_path
 from recbole_recgpt.quick_start import run_recgpt
 from recbole_recgpt.trainer import RecGPTTrainer
-from tests.conftest import TINY_DATA, TINY_RECGPT
+from tests.conftest import REPO, TINY_DATA, TINY_RECGPT
 
 
 @pytest.fixture
@@ -35,18 +37,21 @@ def tiny_campaign(tiny_data_path, tmp_path):
     }
     variants_file = tmp_path / "variants.yaml"
 
+    def arguments(names, seeds="1"):
+        return [
+            "--datasets=tiny", f"--variants={names}", f"--seeds={seeds}", f"--data_path={tiny_data_path}",
+            f"--store={tmp_path / 'runs'}", f"--results={tmp_path}", f"--variants_file={variants_file}",
+            f"--checkpoint_dir={tmp_path / 'saved'}",
+        ]
+
     def run(names, seeds="1", **variant_overrides):
         for name, overrides in variant_overrides.items():
             variants[name].setdefault("overrides", {}).update(overrides)
         variants_file.write_text(yaml.safe_dump(variants))
-        status = campaign([
-            "--datasets=tiny", f"--variants={names}", f"--seeds={seeds}", f"--data_path={tiny_data_path}",
-            f"--store={tmp_path / 'runs'}", f"--results={tmp_path}", f"--variants_file={variants_file}",
-            f"--checkpoint_dir={tmp_path / 'saved'}",
-        ])
-        assert status == 0
+        assert campaign(arguments(names, seeds)) == 0
         return tmp_path
 
+    run.arguments = arguments
     return run
 
 
@@ -92,6 +97,20 @@ def test_unchanged_runs_are_kept_and_changed_ones_run_again(tiny_campaign, capsy
     assert record(root, "Pop")["finished"] + record(root, "Pop")["settings_hash"] == before["Pop"]
     assert record(root, "SASRec")["settings_hash"] not in before["SASRec"]
     assert record(root, "SASRec")["config"]["learning_rate"] == 0.002
+
+
+def test_the_script_form_rebuilds_the_three_outputs_from_the_store_without_training(tiny_campaign):
+    root = tiny_campaign("Pop,SASRec")
+    finished = {variant: record(root, variant)["finished"] for variant in ("Pop", "SASRec")}
+    outputs = [root / name for name in ("comparison.csv", "comparison.md", "comparison.png")]
+    for output in outputs:
+        output.unlink()
+    script = [sys.executable, "benchmarks/compare.py", *tiny_campaign.arguments("Pop,SASRec")]
+    done = subprocess.run(script, cwd=REPO, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "tiny Pop seed 1: kept" in done.stdout and "tiny SASRec seed 1: kept" in done.stdout
+    assert {variant: record(root, variant)["finished"] for variant in finished} == finished
+    assert all(output.stat().st_size > 0 for output in outputs)
 
 
 def test_a_record_made_before_an_option_existed_is_kept(tiny_campaign, capsys):
