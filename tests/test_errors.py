@@ -42,6 +42,8 @@ def with_args(args, **changes):
         ({"stage1_n": 0}, "stage1_n=0 must be between 1 and the largest topk (10)"),
         ({"stage1_n": 11}, "stage1_n=11 must be between 1 and the largest topk (10)"),
         ({"prompt_length": 4, "stage1_n": 3}, "prompt_length=4 exceeds stage1_n=3"),
+        ({"stage2_extension": 4, "stage1_n": 3}, "stage2_extension=4 exceeds stage1_n=3"),
+        ({"stage2_extension": -1}, "stage2_extension=-1 must be an integer >= 0 or ~"),
         ({"prompt_mode": "append"}, "prompt_mode='append' is unknown; use one of insert, replace_tail"),
         ({"prompt_generator": "teacher"}, "prompt_generator='teacher' is unknown"),
         ({"learning_rate": 0}, "learning_rate=0 must be a number > 0"),

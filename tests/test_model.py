@@ -106,8 +106,9 @@ def test_prompt_writer_stays_frozen_while_tuning(tiny):
     assert not torch.equal(model.gpt.item_embedding.weight, model.prompt_writer.item_embedding.weight)
 
 
-def test_full_sort_scores_are_exactly_the_two_stage_list(tiny):
-    _, (_, _, test_data), model = tiny()
+@pytest.mark.parametrize("stage2_extension", [None, 3])
+def test_full_sort_scores_are_exactly_the_two_stage_list(tiny, stage2_extension):
+    _, (_, _, test_data), model = tiny(stage2_extension=stage2_extension)
     model.start_prompt_tuning()
     model.eval()
     interaction = next(iter(test_data))[0]
@@ -125,6 +126,11 @@ def test_full_sort_scores_are_exactly_the_two_stage_list(tiny):
     ranked = scores.topk(10, dim=1).indices
     assert torch.equal(ranked[:, :n], stage1_items)
     extended, segments, end = model.two_stage_recall.extend_with(batch, stage1_items)
+    appended = stage1_items[:, : stage2_extension or model.prompt_length]
+    assert torch.equal(extended.gather(1, end.unsqueeze(1) - torch.arange(appended.size(1) - 1, -1, -1)), appended)
+    if stage2_extension:  # the longest histories give up their oldest items to fit the table
+        assert (batch.last_item_index + stage2_extension >= model.n_positions).any()
+        assert extended.size(1) <= model.n_positions
     stage2 = score_at(extended, segments, end)
     stage2[:, 0] = -torch.inf
     stage2.scatter_(1, stage1_items, -torch.inf)

@@ -49,6 +49,33 @@ def test_stage2_reads_the_end_of_the_extension_written_with_stage1_items():
     assert second_index.tolist() == [3]
 
 
+def test_an_extension_longer_than_the_tail_writes_all_its_stage1_items():
+    calls = []
+    TwoStageRecall(stage1_n=3, extension_length=3)(constructed_score_at(calls), history_batch())
+    (item_seq, segment_ids, index) = calls[1]
+    assert item_seq.tolist() == [[5, 6, 1, 2, 3]]  # the row widened by one slot
+    assert segment_ids.tolist() == [[0, 0, 1, 1, 1]]
+    assert index.tolist() == [4]
+
+
+def test_an_extension_past_the_position_table_drops_the_oldest_block():
+    # Item 5 with its prompt 7, item 6 with its prompt 8: blocks of two; room for 5 positions.
+    batch = PromptedBatch(
+        item_seq=torch.tensor([[5, 7, 6, 8], [6, 8, 0, 0]]),
+        segment_ids=torch.tensor([[0, 1, 0, 1], [0, 1, 0, 0]]),
+        target_seq=None,
+        last_item_index=torch.tensor([2, 0]),
+        tail_length=1,
+    )
+    calls = []
+    TwoStageRecall(stage1_n=3, extension_length=3, n_positions=5)(constructed_score_at(calls), batch)
+    (item_seq, segment_ids, index) = calls[1]
+    # Row 0 needs positions 0..5: it loses item 5 and its prompt, never half a block.
+    assert item_seq.tolist() == [[6, 1, 2, 3, 0], [6, 1, 2, 3, 0]]
+    assert segment_ids.tolist() == [[0, 1, 1, 1, 0], [0, 1, 1, 1, 0]]
+    assert index.tolist() == [3, 3]
+
+
 def test_excluded_items_take_no_slot_in_either_stage():
     calls = []
     history = torch.tensor([[1, 6, 0]])  # stage 1's best (1) and a stage-2 item (6); 0 = none

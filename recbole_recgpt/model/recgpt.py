@@ -66,11 +66,6 @@ def check_config(config):
             raise ConfigError(
                 f"stage1_n={config['stage1_n']!r} must be between 1 and the largest topk ({largest_k})"
             )
-        if config["prompt_length"] > config["stage1_n"]:
-            raise ConfigError(
-                f"prompt_length={config['prompt_length']} exceeds stage1_n={config['stage1_n']}: stage 2 "
-                "appends the first prompt_length stage-1 items; raise stage1_n or lower prompt_length"
-            )
     needed = required_positions(
         config["MAX_ITEM_LIST_LENGTH"], config["prompt_length"], config["prompt_mode"], config["prompt_positions"]
     )
@@ -80,6 +75,28 @@ def check_config(config):
             f"({config['prompt_mode']}) with MAX_ITEM_LIST_LENGTH={config['MAX_ITEM_LIST_LENGTH']} needs "
             f"{needed}; raise n_positions (or set it to ~) or shorten the prompts or the history"
         )
+    if config["two_stage"]:
+        if config["stage2_extension"] is not None and (
+            not isinstance(config["stage2_extension"], int) or config["stage2_extension"] < 0
+        ):
+            raise ConfigError(f"stage2_extension={config['stage2_extension']!r} must be an integer >= 0 or ~")
+        extension = stage2_extension(config)
+        key = "prompt_length" if config["stage2_extension"] is None else "stage2_extension"
+        if extension > config["stage1_n"]:
+            raise ConfigError(
+                f"{key}={extension} exceeds stage1_n={config['stage1_n']}: stage 2 appends the first "
+                f"{key} stage-1 items; raise stage1_n or lower {key}"
+            )
+        if extension >= (config["n_positions"] or needed):
+            raise ConfigError(
+                f"stage2_extension={extension} does not fit with a real item in the position table "
+                f"({config['n_positions'] or needed} positions); lower it or raise n_positions"
+            )
+
+
+def stage2_extension(config):
+    """Stage-1 items stage 2 appends: ``stage2_extension``, or the prompt length when unset."""
+    return config["prompt_length"] if config["stage2_extension"] is None else config["stage2_extension"]
 
 
 def item_positions(item_seq, segment_ids):
@@ -140,7 +157,9 @@ class RecGPT(SequentialRecommender):
         # same histories every epoch); keyed by user and history, cleared with new weights.
         self._history_prompts = {}
         self.prompt_builder = PromptBuilder(self.prompt_length, self.prompt_mode, self.supervise_prompts)
-        self.two_stage_recall = TwoStageRecall(self.stage1_n)
+        self.two_stage_recall = TwoStageRecall(
+            self.stage1_n, stage2_extension(config), self.n_positions if self.prompt_positions == "sequence" else None
+        )
 
         self.apply(self._init_weights)
 
