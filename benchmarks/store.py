@@ -296,6 +296,7 @@ class Lock:
 
     def __init__(self, path):
         self.path = Path(f"{path}.lock")
+        self.held = False
 
     def __enter__(self):
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -309,11 +310,15 @@ class Lock:
                 continue
             os.write(fd, str(os.getpid()).encode())
             os.close(fd)
+            self.held = True
             return self
         return None
 
     def __exit__(self, *exc):
-        self.path.unlink(missing_ok=True)
+        # A process that found the run claimed must leave the other's claim in place.
+        if self.held:
+            self.path.unlink(missing_ok=True)
+            self.held = False
 
 
 def _alive(pid):

@@ -13,7 +13,7 @@ from benchmarks.compare import main as campaign
 from benchmarks.curves import curve, main as curves_main
 from benchmarks.significance import main as significance
 from benchmarks.tables import gain_lines, summarise
-from benchmarks.store import Run, adopt, git_revision, load_variants, record_path
+from benchmarks.store import Lock, Run, adopt, git_revision, load_variants, record_path
 from recbole_recgpt.quick_start import run_recgpt
 from recbole_recgpt.trainer import RecGPTTrainer
 from tests.conftest import REPO, TINY_DATA, TINY_RECGPT
@@ -111,6 +111,18 @@ def test_the_script_form_rebuilds_the_three_outputs_from_the_store_without_train
     assert "tiny Pop seed 1: kept" in done.stdout and "tiny SASRec seed 1: kept" in done.stdout
     assert {variant: record(root, variant)["finished"] for variant in finished} == finished
     assert all(output.stat().st_size > 0 for output in outputs)
+
+
+def test_a_campaign_that_finds_a_run_claimed_leaves_the_claim_in_place(tmp_path):
+    path = tmp_path / "seed1.json"
+    with Lock(path) as first:
+        assert first is not None
+        with Lock(path) as second:
+            assert second is None
+        with Lock(path) as third:  # the first process still holds the run
+            assert third is None
+    with Lock(path) as after:
+        assert after is not None
 
 
 def test_a_record_made_before_an_option_existed_is_kept(tiny_campaign, capsys):
