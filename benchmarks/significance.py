@@ -25,6 +25,7 @@ from scipy import stats
 
 from benchmarks.store import LOADED_REVISION, Run, load_variants, read_record, record_path, scorer, settings_differ
 
+
 def per_user_metrics(trainer, eval_data):
     """``(user ids, {metric: per-user values})`` of one evaluation, in the loader's order."""
     users, structs = [], []

@@ -87,7 +87,8 @@ def check_config(config):
                 f"{key}={extension} exceeds stage1_n={config['stage1_n']}: stage 2 appends the first "
                 f"{key} stage-1 items; raise stage1_n or lower {key}"
             )
-        if extension >= (config["n_positions"] or needed):
+        # Token-index positions must hold the extension after the last real item; item positions never grow.
+        if config["prompt_positions"] == "sequence" and extension >= (config["n_positions"] or needed):
             raise ConfigError(
                 f"stage2_extension={extension} does not fit with a real item in the position table "
                 f"({config['n_positions'] or needed} positions); lower it or raise n_positions"
