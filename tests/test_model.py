@@ -137,6 +137,25 @@ def test_full_sort_scores_are_exactly_the_two_stage_list(tiny, stage2_extension)
     assert torch.equal(ranked[:, n:], stage2.topk(10 - n, dim=1).indices)
 
 
+def test_with_item_positions_an_extension_as_long_as_the_table_keeps_the_whole_history(tiny):
+    # Item positions need only MAX_ITEM_LIST_LENGTH = 6 positions; stage 2 appends 6 items.
+    _, (_, _, test_data), model = tiny(prompt_positions="item", stage1_n=6, stage2_extension=6)
+    model.start_prompt_tuning()
+    model.eval()
+    assert model.n_positions == 6
+    interaction = next(iter(test_data))[0]
+    seq, lengths = interaction[model.ITEM_SEQ], interaction[model.ITEM_SEQ_LEN]
+    seq = seq[:, : int(lengths.max())]
+    batch = model.prompt_builder.for_inference(model._generator(None), seq, lengths)
+    stage1_items = torch.arange(1, 7).repeat(seq.size(0), 1)
+    extended, segments, end = model.two_stage_recall.extend_with(batch, stage1_items)
+    real = (batch.segment_ids == 0) & (batch.item_seq > 0)
+    assert torch.equal(extended[:, : real.size(1)][real], batch.item_seq[real])  # nothing dropped or shifted
+    positions = item_positions(extended, segments)
+    assert torch.equal(positions.gather(1, end.unsqueeze(1)).squeeze(1), lengths - 1)
+    assert torch.isfinite(model.full_sort_predict(interaction)[:, 1:]).all()
+
+
 @pytest.mark.parametrize("two_stage", [True, False])
 def test_masked_history_is_never_ranked_and_stage1_fills_n_other_items(tiny, two_stage):
     _, (_, _, test_data), model = tiny(eval_mask_history=True, two_stage=two_stage)
