@@ -6,7 +6,6 @@ import os
 from logging import getLogger
 from pathlib import Path
 
-
 from recbole.data import create_dataset, data_preparation
 from recbole.data.utils import get_dataloader
 from recbole.utils import ModelType, init_logger, init_seed
@@ -17,6 +16,7 @@ from recbole_recgpt.compat import load_checkpoint
 from recbole_recgpt.config import complete_load_col, create_config, for_this_process
 from recbole_recgpt.data import HistoryMaskingEvalDataLoader
 from recbole_recgpt.errors import CheckpointError, ConfigError
+from recbole_recgpt.trainer.whole_sequence import WholeSequenceTrainer
 from recbole_recgpt.utils import get_model, get_trainer
 
 
@@ -70,7 +70,13 @@ def check_before_loading(config, resumed=False):
         )
     if config["pretrained_checkpoint"] and not resumed:  # a resumed run has it loaded already
         check_pretrained_checkpoint(config["pretrained_checkpoint"], config)
-    check_trainer_config = getattr(trainer_class(config), "check_config", None)
+    trainer = trainer_class(config)
+    if config["one_negative_loss"] != "bpr" and trainer is not WholeSequenceTrainer:
+        raise ConfigError(
+            f"one_negative_loss={config['one_negative_loss']!r} is a loss of the whole-sequence trainer; "
+            "add baseline_trainer=whole_sequence (SASRec or GRU4Rec, loss_type=BPR)"
+        )
+    check_trainer_config = getattr(trainer, "check_config", None)
     if check_trainer_config is not None:
         check_trainer_config(config)
 

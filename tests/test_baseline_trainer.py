@@ -13,12 +13,10 @@ NO_DROPOUT = {
     "SASRec": {"hidden_size": 16, "inner_size": 32, "hidden_dropout_prob": 0.0, "attn_dropout_prob": 0.0},
     "GRU4Rec": {"embedding_size": 16, "hidden_size": 16, "dropout_prob": 0.0},
 }
-@pytest.mark.parametrize("model_name", ["SASRec", "GRU4Rec"])
-@pytest.mark.parametrize("loss_type", ["CE", "BPR"])
-def test_whole_sequence_loss_equals_the_mean_over_recboles_prefix_rows(tiny_config, model_name, loss_type):
-    config = tiny_config(model_name, baseline_trainer="whole_sequence", loss_type=loss_type, **NO_DROPOUT[model_name])
-    _, (train_data, _, _), model, trainer = build(config)
-    negatives = 1 if loss_type == "BPR" else 0
+
+
+def prefix_rows(config, train_data, model, negatives):
+    """A whole-sequence batch and the same pairs as RecBole's padded prefix rows."""
     batch = next(iter(UserSequenceDataLoader(config, train_data.dataset, neg_sample_num=negatives, shuffle=False)))
     width = config["MAX_ITEM_LIST_LENGTH"]
     prefixes, lengths, targets, sampled = [], [], [], []
@@ -37,9 +35,34 @@ def test_whole_sequence_loss_equals_the_mean_over_recboles_prefix_rows(tiny_conf
     }
     if negatives:
         rows[model.NEG_ITEM_ID] = torch.stack(sampled)
+    return batch, Interaction(rows)
+
+
+@pytest.mark.parametrize("model_name", ["SASRec", "GRU4Rec"])
+@pytest.mark.parametrize("loss_type", ["CE", "BPR"])
+def test_whole_sequence_loss_equals_the_mean_over_recboles_prefix_rows(tiny_config, model_name, loss_type):
+    config = tiny_config(model_name, baseline_trainer="whole_sequence", loss_type=loss_type, **NO_DROPOUT[model_name])
+    _, (train_data, _, _), model, trainer = build(config)
+    batch, rows = prefix_rows(config, train_data, model, negatives=1 if loss_type == "BPR" else 0)
     model.train()
-    expected = model.calculate_loss(Interaction(rows))
+    expected = model.calculate_loss(rows)
     torch.testing.assert_close(trainer.whole_sequence_loss(batch), expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("model_name", ["SASRec", "GRU4Rec"])
+def test_one_negative_bce_is_the_papers_loss_over_recboles_prefix_rows(tiny_config, model_name):
+    config = tiny_config(
+        model_name, baseline_trainer="whole_sequence", loss_type="BPR", one_negative_loss="bce", **NO_DROPOUT[model_name]
+    )
+    _, (train_data, _, _), model, trainer = build(config)
+    batch, rows = prefix_rows(config, train_data, model, negatives=1)
+    model.train()
+    user = model.forward(rows[model.ITEM_SEQ], rows[model.ITEM_SEQ_LEN])  # [N, H], RecBole's rows
+    pos = torch.sigmoid((user * model.item_embedding(rows[model.POS_ITEM_ID])).sum(-1))
+    neg = torch.sigmoid((user * model.item_embedding(rows[model.NEG_ITEM_ID])).sum(-1))
+    expected = -(torch.log(pos) + torch.log(1 - neg)).mean()
+    torch.testing.assert_close(trainer.whole_sequence_loss(batch), expected, rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(expected, model.calculate_loss(rows))  # not RecBole's BPR
 
 
 BERT4REC = {"hidden_size": 16, "inner_size": 32, "mask_ratio": 0.5}

@@ -4,6 +4,7 @@ RecBole's one padded row per prefix."""
 import random
 
 import torch
+import torch.nn.functional as F
 
 from recbole.data.interaction import Interaction
 from recbole.trainer import Trainer
@@ -23,6 +24,9 @@ class WholeSequenceTrainer(PhasedTrainer, Trainer):
     the output at every position through a forward hook on the model's own layer, and averages
     the loss over all (prefix, next item) pairs: the same pairs and loss as RecBole's rows
     (BPR: one sampled negative per pair, unseen by the user), without the padded recomputation.
+    With ``one_negative_loss: bce`` that negative enters the paper's SASRec loss instead
+    (S3-Rec's binary cross-entropy, ``-log sigmoid(pos) - log(1 - sigmoid(neg))``), which
+    RecBole's SASRec does not offer.
 
     *BERT4Rec* is bidirectional, so one pass does not give its per-prefix outputs. It gets one
     row per user sequence per epoch, masked afresh each epoch by RecBole's own rule
@@ -39,6 +43,7 @@ class WholeSequenceTrainer(PhasedTrainer, Trainer):
     ALL_POSITIONS_MODULE = {"SASRec": "trm_encoder", "GRU4Rec": "dense"}
     CLOZE_MODELS = ("BERT4Rec",)
     LOSS_TYPES = ("CE", "BPR")
+    ONE_NEGATIVE_LOSSES = ("bpr", "bce")
     BPR_GAMMA = 1e-10  # RecBole's BPRLoss: -log(gamma + sigmoid(pos - neg))
 
     def __init__(self, config, model):
@@ -58,6 +63,14 @@ class WholeSequenceTrainer(PhasedTrainer, Trainer):
             raise ConfigError(
                 f"baseline_trainer=whole_sequence supports {', '.join(supported)} with loss_type "
                 f"{' or '.join(cls.LOSS_TYPES)}, not {config['model']} ({config['loss_type']}); use baseline_trainer=recbole"
+            )
+        one_negative_loss = config["one_negative_loss"]
+        if one_negative_loss not in cls.ONE_NEGATIVE_LOSSES:
+            raise ConfigError(f"one_negative_loss={one_negative_loss!r} is unknown; use one of {', '.join(cls.ONE_NEGATIVE_LOSSES)}")
+        if one_negative_loss == "bce" and (config["model"] not in cls.ALL_POSITIONS_MODULE or config["loss_type"] != "BPR"):
+            raise ConfigError(
+                f"one_negative_loss=bce needs loss_type=BPR (one sampled negative) and SASRec or GRU4Rec, "
+                f"not {config['model']} with loss_type={config['loss_type']}"
             )
 
     def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
@@ -90,9 +103,11 @@ class WholeSequenceTrainer(PhasedTrainer, Trainer):
             negatives = interaction[model.NEG_ITEM_ID][..., 0][supervised]  # [N]
             pos_score = (hidden * model.item_embedding(target_seq[supervised])).sum(-1)
             neg_score = (hidden * model.item_embedding(negatives)).sum(-1)
+            if self.config["one_negative_loss"] == "bce":
+                return (F.softplus(-pos_score) + F.softplus(neg_score)).mean()
             return -torch.log(self.BPR_GAMMA + torch.sigmoid(pos_score - neg_score)).mean()
         logits = hidden @ model.item_embedding.weight.t()
-        return torch.nn.functional.cross_entropy(logits, target_seq[supervised])
+        return F.cross_entropy(logits, target_seq[supervised])
 
     def cloze_loss(self, interaction):
         """BERT4Rec's own loss on :meth:`cloze_batch` of the batch's sequences."""
@@ -137,7 +152,7 @@ class WholeSequenceTrainer(PhasedTrainer, Trainer):
         item_seq, lengths = interaction[model.ITEM_SEQ], interaction[model.ITEM_SEQ_LEN]
         targets = interaction[TARGET_PREFIX + model.ITEM_SEQ]
         rows = torch.arange(len(lengths))
-        sequences = torch.nn.functional.pad(item_seq, (0, 1))
+        sequences = F.pad(item_seq, (0, 1))
         sequences[rows, lengths] = targets[rows, lengths - 1]
         too_long = lengths + 1 > self.config["MAX_ITEM_LIST_LENGTH"]
         sequences[too_long] = sequences[too_long].roll(-1, dims=1)
