@@ -98,6 +98,22 @@ def test_bert4rec_rows_are_whole_sequences_masked_by_recboles_rule(tiny_config, 
     assert (cloze[model.MASK_ITEM_SEQ] == model.mask_token).sum(1).tolist() == [1] * len(whole)
 
 
+@pytest.mark.parametrize("loss_type", ["CE", "BPR"])
+def test_bert4rec_loss_is_recboles_on_the_same_masked_rows(tiny_config, monkeypatch, loss_type):
+    config = tiny_config("BERT4Rec", baseline_trainer="whole_sequence", loss_type=loss_type, hidden_dropout_prob=0.0,
+                         attn_dropout_prob=0.0, **BERT4REC)
+    _, (train_data, _, _), model, trainer = build(config)
+    model.output_bias.data.normal_()  # trained, it is not the zeros it starts at
+    batch = next(iter(UserSequenceDataLoader(config, train_data.dataset, neg_sample_num=int(loss_type == "BPR"))))
+    monkeypatch.setattr("random.random", lambda: 1.0)  # cloze masking, never "mask the last item"
+    torch.manual_seed(0)
+    cloze = trainer.cloze_batch(batch)
+    assert ((cloze[model.MASK_INDEX] > 0).sum(1) < cloze[model.MASK_INDEX].size(1)).any()  # some slots empty
+    expected = model.calculate_loss(cloze)
+    torch.manual_seed(0)
+    torch.testing.assert_close(trainer.cloze_loss(batch), expected, rtol=1e-5, atol=1e-6)
+
+
 def test_bert4rec_trains_with_the_whole_sequence_trainer(tiny_config, tiny_data_path, tmp_path):
     from recbole_recgpt.quick_start import run_recgpt
     from tests.conftest import TINY_DATA

@@ -32,7 +32,7 @@ class WholeSequenceTrainer(PhasedTrainer, Trainer):
     row per user sequence per epoch, masked afresh each epoch by RecBole's own rule
     (``MaskItemSequence``: each item masked with ``mask_ratio``, at most ``mask_ratio *
     MAX_ITEM_LIST_LENGTH`` masks, the latest kept; with probability ``ft_ratio`` a batch masks
-    only each row's last item), then the model's own ``calculate_loss``. That is how the
+    only each row's last item), then the model's loss (:meth:`cloze_loss`). That is how the
     original BERT4Rec trains; RecBole instead masks every prefix row, so an epoch here holds
     fewer, longer samples (one per user instead of one per interaction).
 
@@ -110,8 +110,23 @@ class WholeSequenceTrainer(PhasedTrainer, Trainer):
         return F.cross_entropy(logits, target_seq[supervised])
 
     def cloze_loss(self, interaction):
-        """BERT4Rec's own loss on :meth:`cloze_batch` of the batch's sequences."""
-        return self.model.calculate_loss(self.cloze_batch(interaction))
+        """BERT4Rec's loss on :meth:`cloze_batch` of the batch's sequences.
+
+        CE: RecBole's value, with the logits computed for the masked slots that count only.
+        RecBole scores every slot of ``[B, M]`` against all items and zeroes the empty ones;
+        most rows fill a few of their M slots, so that output layer, the bulk of an epoch's
+        time, is mostly thrown away. BPR: the model's own ``calculate_loss``.
+        """
+        model = self.model
+        batch = self.cloze_batch(interaction)
+        if self.config["loss_type"] != "CE":
+            return model.calculate_loss(batch)
+        index = batch[model.MASK_INDEX]
+        counted = index > 0  # RecBole's rule: a slot counts when its position is not 0
+        rows = counted.nonzero(as_tuple=True)[0]
+        hidden = model.forward(batch[model.MASK_ITEM_SEQ])[rows, index[counted]]  # [N, H]
+        logits = hidden @ model.item_embedding.weight[: model.n_items].t() + model.output_bias
+        return F.cross_entropy(logits, batch[model.POS_ITEMS][counted])
 
     def cloze_batch(self, interaction):
         """Whole sequences ``[B, W]`` masked by RecBole's ``MaskItemSequence`` rule, in its
