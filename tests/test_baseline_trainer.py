@@ -7,7 +7,10 @@ from recbole.data.interaction import Interaction
 
 from recbole_recgpt.data import UserSequenceDataLoader
 from recbole_recgpt.errors import ConfigError
+from recbole_recgpt.model.length_groups import length_groups
 from recbole_recgpt.quick_start import build
+from recbole_recgpt.trainer.phased import PhasedTrainer
+from recbole_recgpt.trainer.whole_sequence import WholeSequenceTrainer, length_grouped_scoring
 
 NO_DROPOUT = {
     "SASRec": {"hidden_size": 16, "inner_size": 32, "hidden_dropout_prob": 0.0, "attn_dropout_prob": 0.0},
@@ -63,6 +66,24 @@ def test_one_negative_bce_is_the_papers_loss_over_recboles_prefix_rows(tiny_conf
     expected = -(torch.log(pos) + torch.log(1 - neg)).mean()
     torch.testing.assert_close(trainer.whole_sequence_loss(batch), expected, rtol=1e-5, atol=1e-6)
     assert not torch.allclose(expected, model.calculate_loss(rows))  # not RecBole's BPR
+
+
+@pytest.mark.parametrize("model_name", ["SASRec", "GRU4Rec"])
+def test_length_grouped_evaluation_changes_no_score(tiny_config, monkeypatch, model_name):
+    config = tiny_config(model_name, baseline_trainer="whole_sequence", **NO_DROPOUT[model_name])
+    _, (_, _, test_data), model, trainer = build(config)
+    model.eval()
+    interaction = next(iter(test_data))[0]
+    assert len(length_groups(interaction[model.ITEM_SEQ_LEN], 12)) > 2
+    whole = model.full_sort_predict(interaction)
+    with length_grouped_scoring(model, tokens_per_group=12):
+        grouped = model.full_sort_predict(interaction)
+    torch.testing.assert_close(grouped, whole, rtol=1e-5, atol=1e-5)
+    assert "full_sort_predict" not in vars(model)  # RecBole's method again outside
+    trainer.EVAL_TOKENS_PER_GROUP = 12
+    metrics = trainer.evaluate(test_data, load_best_model=False)
+    monkeypatch.setattr(WholeSequenceTrainer, "_full_sort_batch_eval", PhasedTrainer._full_sort_batch_eval)
+    assert trainer.evaluate(test_data, load_best_model=False) == metrics
 
 
 BERT4REC = {"hidden_size": 16, "inner_size": 32, "mask_ratio": 0.5}

@@ -243,7 +243,7 @@ def test_length_grouped_scoring_changes_no_score(tiny, prompt_tuned):
 
 
 def test_length_groups_cover_every_row_once_within_the_budget():
-    from recbole_recgpt.model.recgpt import length_groups
+    from recbole_recgpt.model.length_groups import length_groups
 
     lengths = torch.tensor([5, 1, 3, 3, 9, 2, 2, 7])
     groups = length_groups(lengths, 8)

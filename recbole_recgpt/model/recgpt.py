@@ -20,6 +20,7 @@ from recbole.utils import InputType
 from recbole_recgpt.data import SEGMENT_PREFIX, TARGET_PREFIX
 from recbole_recgpt.errors import ConfigError, DataError
 from recbole_recgpt.model.layers import ItemGPT
+from recbole_recgpt.model.length_groups import scores_by_length_group
 from recbole_recgpt.model.prompts import (
     PROMPT_MODES, REAL_SEGMENT, PromptBuilder, history_so_far, top_items, with_tail_slots,
 )
@@ -288,14 +289,10 @@ class RecGPT(SequentialRecommender):
                 f"{int((item_seq_len < 1).sum())} user(s) have an empty history; RecGPT predicts from at least "
                 "one item: drop such rows before scoring"
             )
-        scores = None
-        for rows in length_groups(item_seq_len, self.EVAL_TOKENS_PER_GROUP):
-            lengths = item_seq_len[rows]
-            group_scores = self._full_sort_group(item_seq[rows, : int(lengths.max())], lengths, user_ids[rows])
-            if scores is None:
-                scores = group_scores.new_empty(len(item_seq_len), group_scores.size(1))
-            scores[rows] = group_scores
-        return scores
+        return scores_by_length_group(
+            lambda rows, width: self._full_sort_group(item_seq[rows, :width], item_seq_len[rows], user_ids[rows]),
+            item_seq_len, self.EVAL_TOKENS_PER_GROUP,
+        )
 
     def _full_sort_group(self, item_seq, item_seq_len, user_ids):
         if self.prompt_tuned:
@@ -341,20 +338,6 @@ class _RememberingGenerator:
             for r, prompts in zip(missing, written.split([rows[r] for r in missing])):
                 self.memory[keys[r]] = prompts
         return torch.cat([self.memory[key] for key in keys])
-
-
-def length_groups(lengths, tokens_per_group):
-    """Row indices ``[B] -> list of index tensors``, shortest rows first, each group holding
-    at most ``tokens_per_group`` tokens once padded to its longest row (at least one row)."""
-    order = torch.argsort(lengths, stable=True)
-    groups, start = [], 0
-    while start < len(order):
-        stop = start + 1
-        while stop < len(order) and (stop + 1 - start) * int(lengths[order[stop]]) <= tokens_per_group:
-            stop += 1
-        groups.append(order[start:stop])
-        start = stop
-    return groups
 
 
 @contextlib.contextmanager

@@ -1,6 +1,7 @@
 """The baselines' opt-in whole-sequence trainer: one row per user sequence instead of
 RecBole's one padded row per prefix."""
 
+import contextlib
 import random
 
 import torch
@@ -11,6 +12,7 @@ from recbole.trainer import Trainer
 
 from recbole_recgpt.data import TARGET_PREFIX, UserSequenceDataLoader
 from recbole_recgpt.errors import ConfigError
+from recbole_recgpt.model.length_groups import scores_by_length_group
 from recbole_recgpt.trainer.phased import PhasedTrainer
 
 
@@ -36,7 +38,9 @@ class WholeSequenceTrainer(PhasedTrainer, Trainer):
     original BERT4Rec trains; RecBole instead masks every prefix row, so an epoch here holds
     fewer, longer samples (one per user instead of one per interaction).
 
-    Evaluation is RecBole's, unchanged.
+    Evaluation is RecBole's, except that the causal models score their users in groups of
+    similar history length, each trimmed to its longest history (trailing padding is inert:
+    the same scores, without the compute RecBole spends on padding to MAX_ITEM_LIST_LENGTH).
     """
 
     # The module whose output holds every position's sequence representation [B, T, H].
@@ -45,6 +49,7 @@ class WholeSequenceTrainer(PhasedTrainer, Trainer):
     LOSS_TYPES = ("CE", "BPR")
     ONE_NEGATIVE_LOSSES = ("bpr", "bce")
     BPR_GAMMA = 1e-10  # RecBole's BPRLoss: -log(gamma + sigmoid(pos - neg))
+    EVAL_TOKENS_PER_GROUP = 16384  # history tokens per length group in full-sort scoring
 
     def __init__(self, config, model):
         self.check_config(config)
@@ -81,6 +86,12 @@ class WholeSequenceTrainer(PhasedTrainer, Trainer):
             self.config["epochs"], self.config["learning_rate"], valid_data=valid_data, verbose=verbose,
             saved=saved, show_progress=show_progress, callback_fn=callback_fn,
         )
+
+    def _full_sort_batch_eval(self, batched_data):
+        if self.config["model"] in self.CLOZE_MODELS:  # bidirectional: padding is not inert
+            return super()._full_sort_batch_eval(batched_data)
+        with length_grouped_scoring(self.model, self.EVAL_TOKENS_PER_GROUP):
+            return super()._full_sort_batch_eval(batched_data)
 
     def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
         return super()._train_epoch(train_data, epoch_idx, loss_func=self.loss, show_progress=show_progress)
@@ -173,3 +184,26 @@ class WholeSequenceTrainer(PhasedTrainer, Trainer):
         sequences[too_long] = sequences[too_long].roll(-1, dims=1)
         sequences[too_long, -1] = 0
         return sequences[:, : self.config["MAX_ITEM_LIST_LENGTH"]]
+
+
+@contextlib.contextmanager
+def length_grouped_scoring(model, tokens_per_group):
+    """Inside, a causal RecBole model's ``full_sort_predict`` scores its users in length groups
+    (:func:`recbole_recgpt.model.length_groups.scores_by_length_group`)."""
+    full_sort_predict = model.full_sort_predict
+
+    def grouped(interaction):
+        item_seq = interaction[model.ITEM_SEQ]
+
+        def score_group(rows, width):
+            group = interaction[rows]
+            group[model.ITEM_SEQ] = item_seq[rows, :width]
+            return full_sort_predict(group)
+
+        return scores_by_length_group(score_group, interaction[model.ITEM_SEQ_LEN], tokens_per_group)
+
+    model.full_sort_predict = grouped
+    try:
+        yield
+    finally:
+        del model.full_sort_predict
