@@ -14,6 +14,7 @@ from recbole_recgpt.trainer.whole_sequence import WholeSequenceTrainer, length_g
 
 NO_DROPOUT = {
     "SASRec": {"hidden_size": 16, "inner_size": 32, "hidden_dropout_prob": 0.0, "attn_dropout_prob": 0.0},
+    "BERT4Rec": {"hidden_size": 16, "inner_size": 32, "hidden_dropout_prob": 0.0, "attn_dropout_prob": 0.0},
     "GRU4Rec": {"embedding_size": 16, "hidden_size": 16, "dropout_prob": 0.0},
 }
 
@@ -68,7 +69,7 @@ def test_one_negative_bce_is_the_papers_loss_over_recboles_prefix_rows(tiny_conf
     assert not torch.allclose(expected, model.calculate_loss(rows))  # not RecBole's BPR
 
 
-@pytest.mark.parametrize("model_name", ["SASRec", "GRU4Rec"])
+@pytest.mark.parametrize("model_name", ["SASRec", "GRU4Rec", "BERT4Rec"])
 def test_length_grouped_evaluation_changes_no_score(tiny_config, monkeypatch, model_name):
     config = tiny_config(model_name, baseline_trainer="whole_sequence", **NO_DROPOUT[model_name])
     _, (_, _, test_data), model, trainer = build(config)

@@ -1,6 +1,7 @@
 """Full-sort scoring in groups of similar history length, each trimmed to its longest history.
 
-For a causal model (RecGPT, SASRec, GRU4Rec) trailing padding is inert: the output at the last
+Trailing padding is inert in RecGPT, SASRec and GRU4Rec (causal: nothing after the last real
+item reaches it) and in BERT4Rec (padding is masked out of attention): the output at the last
 real item is the same whatever follows it. Scoring users in length groups therefore changes
 no score and spends no compute on padding, which is most of a padded batch on these datasets.
 """

@@ -38,9 +38,9 @@ class WholeSequenceTrainer(PhasedTrainer, Trainer):
     original BERT4Rec trains; RecBole instead masks every prefix row, so an epoch here holds
     fewer, longer samples (one per user instead of one per interaction).
 
-    Evaluation is RecBole's, except that the causal models score their users in groups of
-    similar history length, each trimmed to its longest history (trailing padding is inert:
-    the same scores, without the compute RecBole spends on padding to MAX_ITEM_LIST_LENGTH).
+    Evaluation is RecBole's, except that users are scored in groups of similar history length,
+    each trimmed to its longest history (trailing padding is inert in all three models: the
+    same scores, without the compute RecBole spends on padding to MAX_ITEM_LIST_LENGTH).
     """
 
     # The module whose output holds every position's sequence representation [B, T, H].
@@ -88,8 +88,6 @@ class WholeSequenceTrainer(PhasedTrainer, Trainer):
         )
 
     def _full_sort_batch_eval(self, batched_data):
-        if self.config["model"] in self.CLOZE_MODELS:  # bidirectional: padding is not inert
-            return super()._full_sort_batch_eval(batched_data)
         with length_grouped_scoring(self.model, self.EVAL_TOKENS_PER_GROUP):
             return super()._full_sort_batch_eval(batched_data)
 
@@ -188,7 +186,7 @@ class WholeSequenceTrainer(PhasedTrainer, Trainer):
 
 @contextlib.contextmanager
 def length_grouped_scoring(model, tokens_per_group):
-    """Inside, a causal RecBole model's ``full_sort_predict`` scores its users in length groups
+    """Inside, a RecBole sequential model's ``full_sort_predict`` scores its users in length groups
     (:func:`recbole_recgpt.model.length_groups.scores_by_length_group`)."""
     full_sort_predict = model.full_sort_predict
 
