@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from recbole_recgpt.errors import TrainingError
-from recbole_recgpt.quick_start import build, run_recgpt
+from recbole_recgpt.quick_start import build, check_before_loading, resumed_config, run_recgpt
 from recbole_recgpt.trainer import RecGPTTrainer, save_atomically
 from tests.conftest import REPO, TINY_CONFIG
 
@@ -137,3 +137,11 @@ def test_sigkill_in_the_middle_of_prompt_tuning_then_resume(tmp_path, tiny_data_
     first = json.loads((tmp_path / "alone" / "result.json").read_text())
     second = json.loads((killed_dir / "result.json").read_text())
     assert comparable(second) == comparable(first)
+
+
+def test_a_run_saved_before_an_option_existed_resumes_with_its_default(tiny_config):
+    config = tiny_config("SASRec")
+    del config.final_config_dict["one_negative_loss"]  # as in a resume file written before it was added
+    resumed = resumed_config({"config": config})
+    assert resumed["one_negative_loss"] == "bpr"
+    check_before_loading(resumed, resumed=True)
