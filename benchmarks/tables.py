@@ -1,6 +1,7 @@
 """Tables and chart from the result store.
 
     python -m benchmarks.tables            # results/runs/** -> results/comparison.{csv,md,png}
+    python -m benchmarks.tables --readme=README.md   # and the README's block of tables
 
 ``comparison.csv`` has one row per finished run. ``comparison.md`` has, per dataset, the
 main table (mean ± std over seeds, best mean per column in bold, RecGPT's relative gain over
@@ -23,6 +24,8 @@ CSV_COLUMNS = (
     "dataset", "model", "seed", "valid_ndcg@10", *METRICS, "epochs", "wall_s", "git", "command",
     "trainer", "parent", "threads",
 )
+README_START = "<!-- tables: python -m benchmarks.tables --readme=README.md -->"
+README_END = "<!-- end of tables -->"
 GROUPS = {
     "main": "Main comparison",
     "masked": "Same checkpoints, history items masked (eval_mask_history)",
@@ -142,6 +145,20 @@ def detail_table(summaries, variants):
     return lines
 
 
+def dataset_sections(records, variants, groups, level):
+    """Per dataset, one table per group that has rows, under headings of ``level``."""
+    lines = []
+    for dataset in sorted({r["dataset"] for r in records}):
+        rows = by_variant([r for r in records if r["dataset"] == dataset], list(variants))
+        for group in groups:
+            members = {n: summarise(rs) for n, rs in rows.items() if variants.get(n, {}).get("group", "experiment") == group}
+            if not members:
+                continue
+            lines += ["", f"{'#' * level} {dataset}: {GROUPS[group]}", ""]
+            lines += main_table(dataset, members, variants) if group in ("main", "masked") else detail_table(members, variants)
+    return lines
+
+
 def markdown(records, variants):
     lines = [
         "# RecGPT and RecBole baselines: test set, full ranking, leave-one-out",
@@ -150,15 +167,18 @@ def markdown(records, variants):
         "revision, resolved config). Mean ± std over seeds; bold = best mean in the column. Every run "
         "trained to early stopping on validation NDCG@10; anything chosen was chosen on validation.",
     ]
-    for dataset in sorted({r["dataset"] for r in records}):
-        rows = by_variant([r for r in records if r["dataset"] == dataset], list(variants))
-        for group, title in GROUPS.items():
-            members = {n: summarise(rs) for n, rs in rows.items() if variants.get(n, {}).get("group", "experiment") == group}
-            if not members:
-                continue
-            lines += ["", f"## {dataset}: {title}", ""]
-            lines += main_table(dataset, members, variants) if group in ("main", "masked") else detail_table(members, variants)
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + dataset_sections(records, variants, GROUPS, 2)) + "\n"
+
+
+def update_readme(path, records, variants):
+    """Rewrite the block between :data:`README_START` and :data:`README_END` in ``path`` with
+    the main and ablation tables of every dataset; the rest of the file is left as it is."""
+    text = Path(path).read_text()
+    start, end = text.find(README_START), text.find(README_END)
+    if start < 0 or end < start:
+        raise SystemExit(f"error: {path} has no '{README_START}' ... '{README_END}' block; add both lines where the tables go")
+    block = dataset_sections(records, variants, ("main", "ablation"), 4)
+    Path(path).write_text(text[: start + len(README_START)] + "\n".join(block) + "\n\n" + text[end:])
 
 
 def chart(records, variants, path):
@@ -253,7 +273,7 @@ def experiments_markdown(dataset, records, variants):
     return "\n".join(lines) + "\n"
 
 
-def build_tables(store="results/runs", out="results", variants=None):
+def build_tables(store="results/runs", out="results", variants=None, readme=None):
     variants = variants or load_variants()
     records = load_records(store)
     out = Path(out)
@@ -267,11 +287,14 @@ def build_tables(store="results/runs", out="results", variants=None):
         (out / f"experiments-{dataset}.md").write_text(experiments_markdown(dataset, records, variants))
     chart(records, variants, out / "comparison.png")
     sweep_chart(records, variants, out / "ablations.png")
+    if readme:
+        update_readme(readme, records, variants)
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--store", default="results/runs")
     parser.add_argument("--out", default="results")
+    parser.add_argument("--readme", default=None, help="also rewrite this file's block of main and ablation tables")
     args = parser.parse_args()
-    build_tables(args.store, args.out)
+    build_tables(args.store, args.out, readme=args.readme)

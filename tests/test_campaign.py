@@ -12,7 +12,7 @@ import yaml
 from benchmarks.compare import main as campaign
 from benchmarks.curves import curve, main as curves_main
 from benchmarks.significance import main as significance
-from benchmarks.tables import gain_lines, summarise
+from benchmarks.tables import README_END, README_START, gain_lines, summarise, update_readme
 from benchmarks.store import Lock, Run, adopt, git_revision, load_variants, record_path
 from recbole_recgpt.quick_start import run_recgpt
 from recbole_recgpt.trainer import RecGPTTrainer
@@ -250,3 +250,22 @@ def test_the_gain_over_the_best_baseline_uses_the_seeds_both_rows_have():
     (line,) = gain_lines(summaries, variants)
     assert line == ("- RecGPT vs the best baseline on validation (SASRec), seed 1: "
                     "valid NDCG@10 +10.0%, test NDCG@10 +10.0%, test HR@10 +10.0%.")
+
+
+def test_the_readme_block_gets_the_main_and_ablation_tables_and_nothing_else_changes(tmp_path):
+    variants = {"SASRec": {"model": "SASRec", "group": "main"}, "RecGPT": {"model": "RecGPT", "group": "main"},
+                "RecGPT-N5": {"derived_from": "RecGPT", "group": "ablation", "description": "N=5"},
+                "RecGPT-K2": {"start_from": "RecGPT", "group": "experiment"}}
+    records = [{**fake_record(name, 1, ndcg), "dataset": "tiny"}
+               for name, ndcg in (("SASRec", 0.10), ("RecGPT", 0.11), ("RecGPT-N5", 0.12), ("RecGPT-K2", 0.13))]
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# before\n{README_START}\nstale table\n{README_END}\nafter\n")
+    update_readme(readme, records, variants)
+    text = readme.read_text()
+    assert text.startswith(f"# before\n{README_START}\n") and text.endswith(f"{README_END}\nafter\n")
+    assert "stale table" not in text and "RecGPT-K2" not in text
+    assert "#### tiny: Main comparison" in text and "#### tiny: Paper ablations" in text
+    assert "| RecGPT | t | 1 | **0.1100** |" in text and "| RecGPT-N5 | N=5 | 1 | 0.1200 |" in text
+    readme.write_text("no block\n")
+    with pytest.raises(SystemExit, match="has no"):
+        update_readme(readme, records, variants)
