@@ -9,7 +9,7 @@ the baseline that is best on validation), the same kind of table under the maske
 protocol (``group: masked``), then the ablation and experiment rows; ``experiments-<dataset>.md``
 lists every experiment and masked-protocol run with its command.
 ``comparison.png`` plots test NDCG@10 and HR@10 of the main table with std error bars;
-``ablations.png`` plots them against each swept parameter (``sweep`` in variants.yaml).
+``ablations.png`` plots them (and validation NDCG@10) against each swept parameter (``sweep`` in variants.yaml).
 """
 
 import argparse
@@ -151,9 +151,13 @@ def dataset_sections(records, variants, groups, level):
     for dataset in sorted({r["dataset"] for r in records}):
         rows = by_variant([r for r in records if r["dataset"] == dataset], list(variants))
         for group in groups:
-            members = {n: summarise(rs) for n, rs in rows.items() if variants.get(n, {}).get("group", "experiment") == group}
-            if not members:
+            names = [n for n in rows if variants.get(n, {}).get("group", "experiment") == group]
+            if not names:
                 continue
+            if group == "ablation":  # each ablation's reference run first
+                parents = [variants[n]["parent"] for n in names if "parent" in variants[n]]
+                names = [p for p in dict.fromkeys(parents) if p in rows and p not in names] + names
+            members = {n: summarise(rows[n]) for n in names}
             lines += ["", f"{'#' * level} {dataset}: {GROUPS[group]}", ""]
             lines += main_table(dataset, members, variants) if group in ("main", "masked") else detail_table(members, variants)
     return lines
@@ -211,7 +215,8 @@ def chart(records, variants, path):
 
 
 def sweep_chart(records, variants, path):
-    """Test NDCG@10 and HR@10 against each swept parameter (the parent run is one point)."""
+    """Test NDCG@10 and HR@10, and validation NDCG@10, against each swept parameter (the
+    parent run is one point)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -227,7 +232,8 @@ def sweep_chart(records, variants, path):
             points = {}
             for record in records:
                 if record["dataset"] == dataset and record["variant"] in [parent, *names]:
-                    points.setdefault(record["config"][parameter], []).append(record["test_result"])
+                    results = {**record["test_result"], "valid ndcg@10": record["best_valid_result"]["ndcg@10"]}
+                    points.setdefault(record["config"][parameter], []).append(results)
             if len(points) > 1:
                 panels.append((f"{dataset}: {parameter} ({parent})", sorted(points.items())))
     if not panels:
@@ -235,9 +241,10 @@ def sweep_chart(records, variants, path):
     fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4), squeeze=False)
     for ax, (title, points) in zip(axes[0], panels):
         x = [value for value, _ in points]
-        for metric in ("ndcg@10", "hit@10"):
-            ax.plot(x, [statistics.fmean(r[metric] for r in results) for _, results in points], marker="o",
-                    label=metric.upper().replace("HIT", "HR"))
+        for metric, label, style in (("ndcg@10", "test NDCG@10", "-"), ("hit@10", "test HR@10", "-"),
+                                     ("valid ndcg@10", "valid NDCG@10", "--")):
+            ax.plot(x, [statistics.fmean(r[metric] for r in results) for _, results in points], style, marker="o",
+                    label=label)
         ax.set_title(title, fontsize=9)
         ax.set_xticks(x)
         ax.legend(fontsize=8)

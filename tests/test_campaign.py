@@ -254,7 +254,7 @@ def test_the_gain_over_the_best_baseline_uses_the_seeds_both_rows_have():
 
 def test_the_readme_block_gets_the_main_and_ablation_tables_and_nothing_else_changes(tmp_path):
     variants = {"SASRec": {"model": "SASRec", "group": "main"}, "RecGPT": {"model": "RecGPT", "group": "main"},
-                "RecGPT-N5": {"derived_from": "RecGPT", "group": "ablation", "description": "N=5"},
+                "RecGPT-N5": {"derived_from": "RecGPT", "parent": "RecGPT", "group": "ablation", "description": "N=5"},
                 "RecGPT-K2": {"start_from": "RecGPT", "group": "experiment"}}
     records = [{**fake_record(name, 1, ndcg), "dataset": "tiny"}
                for name, ndcg in (("SASRec", 0.10), ("RecGPT", 0.11), ("RecGPT-N5", 0.12), ("RecGPT-K2", 0.13))]
@@ -266,6 +266,8 @@ def test_the_readme_block_gets_the_main_and_ablation_tables_and_nothing_else_cha
     assert "stale table" not in text and "RecGPT-K2" not in text
     assert "#### tiny: Main comparison" in text and "#### tiny: Paper ablations" in text
     assert "| RecGPT | t | 1 | **0.1100** |" in text and "| RecGPT-N5 | N=5 | 1 | 0.1200 |" in text
+    ablations = text[text.index("Paper ablations"):]
+    assert ablations.index("| RecGPT |") < ablations.index("| RecGPT-N5 |")  # the reference run first
     readme.write_text("no block\n")
     with pytest.raises(SystemExit, match="has no"):
         update_readme(readme, records, variants)
