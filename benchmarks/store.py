@@ -21,8 +21,7 @@ import torch
 import yaml
 
 from recbole_recgpt.compat import load_checkpoint
-from recbole_recgpt.checks import read_config_file
-from recbole_recgpt.config import create_config, project_config_files
+from recbole_recgpt.config import create_config, yaml_defaults
 from recbole_recgpt.errors import ConfigError
 from recbole_recgpt.quick_start import build, jsonable, jsonable_config, plain_metrics, run_recgpt
 
@@ -92,9 +91,7 @@ def settings_differ(stored, config, config_files=(), ignored=()):
     layers (the project's, then ``config_files``): an option is added to the code with the
     default that keeps the behaviour runs had before it."""
     mine = jsonable_config(config)
-    defaults = {}
-    for path in [*project_config_files(config["model"], config["dataset"]), *config_files]:
-        defaults.update(read_config_file(path))
+    defaults = yaml_defaults(config["model"], config["dataset"], config_files)
     missing = object()
     return [
         key for key, value in mine.items()

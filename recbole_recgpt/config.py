@@ -36,6 +36,16 @@ def project_config_files(model_name, dataset):
     return [str(path) for path in layers if path.is_file()]
 
 
+def yaml_defaults(model_name, dataset, config_files=()):
+    """What a run's yaml layers set: the project's (:func:`project_config_files`), then
+    ``config_files``. An option is added with the default that keeps the behaviour runs had
+    before it, so this is also the value a run made before the option existed had."""
+    defaults = {}
+    for path in [*project_config_files(model_name, dataset), *config_files]:
+        defaults.update(read_config_file(path))
+    return defaults
+
+
 def distributed_config_file():
     """The defaults of a run in several processes (``properties/distributed.yaml``)."""
     return properties_dir() / "distributed.yaml"

@@ -8,6 +8,8 @@ no score and spends no compute on padding, which is most of a padded batch on th
 
 import torch
 
+TOKENS_PER_GROUP = 16384  # history tokens scored at once (bounds the activations held in memory)
+
 
 def length_groups(lengths, tokens_per_group):
     """Row indices ``[B] -> list of index tensors``, shortest rows first, each group holding

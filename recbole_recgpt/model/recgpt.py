@@ -20,7 +20,7 @@ from recbole.utils import InputType
 from recbole_recgpt.data import SEGMENT_PREFIX, TARGET_PREFIX
 from recbole_recgpt.errors import ConfigError, DataError
 from recbole_recgpt.model.layers import ItemGPT
-from recbole_recgpt.model.length_groups import scores_by_length_group
+from recbole_recgpt.model.length_groups import TOKENS_PER_GROUP, scores_by_length_group
 from recbole_recgpt.model.prompts import (
     PROMPT_MODES, REAL_SEGMENT, PromptBuilder, history_so_far, top_items, with_tail_slots,
 )
@@ -121,7 +121,7 @@ class RecGPT(SequentialRecommender):
     input_type = InputType.POINTWISE
     check_config = staticmethod(check_config)  # called by recbole_recgpt.config.create_config
     GENERATION_CHUNK = 4096  # positions scored at once when writing prompts (memory bound)
-    EVAL_TOKENS_PER_GROUP = 16384  # history tokens per length group in full-sort scoring
+    EVAL_TOKENS_PER_GROUP = TOKENS_PER_GROUP
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)

@@ -12,7 +12,7 @@ from recbole.trainer import Trainer
 
 from recbole_recgpt.data import TARGET_PREFIX, UserSequenceDataLoader
 from recbole_recgpt.errors import ConfigError
-from recbole_recgpt.model.length_groups import scores_by_length_group
+from recbole_recgpt.model.length_groups import TOKENS_PER_GROUP, scores_by_length_group
 from recbole_recgpt.trainer.phased import PhasedTrainer
 
 
@@ -49,7 +49,7 @@ class WholeSequenceTrainer(PhasedTrainer, Trainer):
     LOSS_TYPES = ("CE", "BPR")
     ONE_NEGATIVE_LOSSES = ("bpr", "bce")
     BPR_GAMMA = 1e-10  # RecBole's BPRLoss: -log(gamma + sigmoid(pos - neg))
-    EVAL_TOKENS_PER_GROUP = 16384  # history tokens per length group in full-sort scoring
+    EVAL_TOKENS_PER_GROUP = TOKENS_PER_GROUP
 
     def __init__(self, config, model):
         self.check_config(config)
