@@ -65,25 +65,20 @@ def queue(variants, names):
 
 def run_one(run, parent_record, command):
     """Reuse, train or derive one run; returns its record (None when another process has it)."""
-    spec = run.spec
-    model = parent_record["model"] if parent_record else spec["model"]
-    if "start_from" in spec:
-        run.start_from(parent_record)
-    config = run.config(model)
-    record = run.finished(config)
-    if record and (parent_record is None or record.get("parent_hash") == parent_record["settings_hash"]):
+    record = run.current(parent_record)
+    if record:
         print(f"{run.dataset} {run.variant} seed {run.seed}: kept ({run.path})", flush=True)
         return record
     with Lock(run.path) as lock:
         if lock is None:
             print(f"{run.dataset} {run.variant} seed {run.seed}: another campaign is running it", flush=True)
             return None
-        if "derived_from" in spec:
+        if "derived_from" in run.spec:
             record = run.derive(parent_record, command)
         else:
             if parent_record:
                 run.existing_parent_checkpoint(parent_record)
-            record = run.train(model, command, parent_record)
+            record = run.train(run.model_name(parent_record), command, parent_record)
     print(
         f"{run.dataset} {run.variant} seed {run.seed}: valid ndcg@10 {record['best_valid_result']['ndcg@10']:.4f}, "
         f"test ndcg@10 {record['test_result']['ndcg@10']:.4f}, epochs {record['epochs']}, {record['wall_s']:.0f} s",

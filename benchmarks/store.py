@@ -146,6 +146,20 @@ class Run:
             return record
         return None
 
+    def model_name(self, parent):
+        """The model this run trains or scores: its own, or its parent record's."""
+        return parent["model"] if parent else self.spec["model"]
+
+    def current(self, parent=None):
+        """The stored record when a campaign would keep it: made with today's settings and,
+        for a child row, from this ``parent`` record. Else None."""
+        if "start_from" in self.spec:
+            self.start_from(parent)
+        record = self.finished(self.config(self.model_name(parent)))
+        if record and (parent is None or record.get("parent_hash") == parent["settings_hash"]):
+            return record
+        return None
+
     def record(self, config, result, wall_seconds, **extra):
         phases = result["phases"]
         return {

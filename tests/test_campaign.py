@@ -11,9 +11,11 @@ import yaml
 
 from benchmarks.compare import main as campaign
 from benchmarks.curves import curve, main as curves_main
+from benchmarks.plan import main as plan_main, planned_runs
 from benchmarks.significance import main as significance
 from benchmarks.tables import README_END, README_START, gain_lines, summarise, update_readme
 from benchmarks.store import Lock, Run, adopt, git_revision, load_variants, record_path
+from recbole_recgpt.errors import ConfigError
 from recbole_recgpt.quick_start import run_recgpt
 from recbole_recgpt.trainer import RecGPTTrainer
 from tests.conftest import REPO, TINY_DATA, TINY_RECGPT
@@ -232,6 +234,39 @@ def test_paired_significance_rescores_the_stored_checkpoints_on_the_same_users(t
             assert "| +0.0000 | [+0.0000, +0.0000] |" in line
     with pytest.raises(SystemExit, match="no record of RecGPT on tiny, seed 3"):
         significance(common[:-1] + ["--seeds=3", "--variants=RecGPT,SASRec"])
+
+
+def test_the_plan_lists_missing_and_stale_rows_and_the_commands_that_fill_them(tiny_campaign, tiny_data_path, capsys):
+    root = tiny_campaign("Pop,SASRec")
+    plan = root / "plan.yaml"
+    plan.write_text(yaml.safe_dump([{"datasets": ["tiny"], "seeds": [1, 2], "variants": ["Pop", "SASRec", "RecGPT-pretrain-only"]}]))
+    arguments = [f"--plan={plan}", f"--store={root / 'runs'}", f"--variants_file={root / 'variants.yaml'}",
+                 f"--data_path={tiny_data_path}"]
+
+    def report():
+        capsys.readouterr()
+        assert plan_main(arguments) == 0
+        return capsys.readouterr().out
+
+    output = report()
+    assert "tiny: 2 of 6 planned rows done" in output
+    # A derived row waits for its parent: missing while the parent has no record.
+    assert "missing: Pop seed 2, SASRec seed 2, RecGPT-pretrain-only seed 1, RecGPT-pretrain-only seed 2" in output
+    assert ("python -m benchmarks.compare --datasets=tiny --seeds=2 --variants=Pop,SASRec "
+            f"--data_path={tiny_data_path}") in output
+    assert "--seeds=1,2 --variants=RecGPT-pretrain-only" in output
+    wall = sum(record(root, variant)["wall_s"] for variant in ("Pop", "SASRec"))
+    assert f"CPU time of the 2 runs in {root / 'runs'}: {wall / 3600:.1f} core-hours" in output
+
+    variants = yaml.safe_load((root / "variants.yaml").read_text())
+    variants["SASRec"]["overrides"]["learning_rate"] = 0.002
+    (root / "variants.yaml").write_text(yaml.safe_dump(variants))
+    output = report()
+    assert "tiny: 1 of 6 planned rows done" in output and "stale: SASRec seed 1" in output
+    assert "--seeds=1,2 --variants=SASRec,RecGPT-pretrain-only" in output
+
+    with pytest.raises(ConfigError, match="variant 'BERT', which the variants file lacks; add or rename it"):
+        planned_runs([{"datasets": ["tiny"], "seeds": [1], "variants": ["BERT"]}], variants)
 
 
 def fake_record(variant, seed, ndcg):

@@ -1,0 +1,123 @@
+"""What the comparison still lacks: the rows ``benchmarks/plan.yaml`` promises, against the store.
+
+    python -m benchmarks.plan --data_path=../shared/datasets
+
+Per dataset it prints how many planned rows are done and which are missing (no record) or
+stale (a record made with other settings, which a campaign would run again), then the
+campaign commands that fill the gaps and the CPU time the stored runs took (each record's
+wall seconds times its torch threads). Nothing is trained or scored. A row derived from or
+started from another run counts as done only while that run's record is current too.
+"""
+
+import argparse
+import shlex
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import yaml
+
+if not __package__:  # run as `python benchmarks/plan.py`: the repository root holds `benchmarks`
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.store import Run, load_variants, record_path
+from benchmarks.tables import load_records
+from recbole_recgpt.errors import ConfigError
+
+PLAN_FILE = Path(__file__).resolve().parent / "plan.yaml"
+
+
+def planned_runs(plan, variants):
+    """``[(dataset, variant, seed)]`` of every block of the plan, in order, each once."""
+    runs = []
+    for block in plan:
+        for name in block["variants"]:
+            if name not in variants:
+                raise ConfigError(f"the plan names variant {name!r}, which the variants file lacks; add or rename it")
+        for dataset in block["datasets"]:
+            for name in block["variants"]:
+                for seed in block["seeds"]:
+                    if (dataset, name, seed) not in runs:
+                        runs.append((dataset, name, seed))
+    return runs
+
+
+def run_states(store, runs, variants, shared):
+    """``{(dataset, variant, seed): "done" | "stale" | "missing"}`` for the planned runs."""
+    current = {}
+
+    def current_record(dataset, name, seed):
+        key = (dataset, name, seed)
+        if key not in current:
+            spec = variants[name]
+            parent = current_record(dataset, spec["parent"], seed) if "parent" in spec else None
+            orphan = "parent" in spec and parent is None
+            current[key] = None if orphan else Run(store, dataset, name, spec, seed, shared).current(parent)
+        return current[key]
+
+    states = {}
+    for key in runs:
+        if current_record(*key):
+            states[key] = "done"
+        else:
+            states[key] = "stale" if record_path(store, *key).is_file() else "missing"
+    return states
+
+
+def campaign_commands(states, shared):
+    """One ``benchmarks.compare`` command per dataset and seed set that runs every row not done."""
+    todo = defaultdict(lambda: defaultdict(list))  # dataset -> variant -> seeds
+    for (dataset, name, seed), state in states.items():
+        if state != "done":
+            todo[dataset][name].append(seed)
+    commands = []
+    for dataset, seeds_of in todo.items():
+        by_seeds = defaultdict(list)
+        for name, seeds in seeds_of.items():
+            by_seeds[tuple(seeds)].append(name)
+        for seeds, names in by_seeds.items():
+            words = ["python", "-m", "benchmarks.compare", f"--datasets={dataset}",
+                     f"--seeds={','.join(map(str, seeds))}", f"--variants={','.join(names)}"]
+            commands.append(shlex.join(words + [f"--{key}={value}" for key, value in shared.items()]))
+    return commands
+
+
+def core_hours(records):
+    """CPU time of stored runs: wall seconds times torch threads, in hours."""
+    return sum(record["wall_s"] * record.get("threads", 1) for record in records) / 3600
+
+
+def report(states, store, shared):
+    lines = []
+    for dataset in dict.fromkeys(dataset for dataset, _, _ in states):
+        rows = {key: state for key, state in states.items() if key[0] == dataset}
+        done = sum(state == "done" for state in rows.values())
+        lines.append(f"{dataset}: {done} of {len(rows)} planned rows done")
+        for state in ("stale", "missing"):
+            names = [f"{name} seed {seed}" for (_, name, seed), s in rows.items() if s == state]
+            if names:
+                lines.append(f"  {state}: {', '.join(names)}")
+    commands = campaign_commands(states, shared)
+    lines += ["", "To fill the gaps:" if commands else "Every planned row is done.", *commands]
+    records = load_records(store)
+    lines += ["", f"CPU time of the {len(records)} runs in {store}: {core_hours(records):.1f} core-hours"]
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--plan", default=str(PLAN_FILE))
+    parser.add_argument("--store", default="results/runs")
+    parser.add_argument("--variants_file", default=None)
+    parser.add_argument("--data_path", default=None, help="passed on to the campaign commands")
+    args = parser.parse_args(argv)
+    variants = load_variants(args.variants_file) if args.variants_file else load_variants()
+    plan = yaml.safe_load(Path(args.plan).read_text()) or []
+    shared = {"data_path": args.data_path} if args.data_path else {}
+    states = run_states(args.store, planned_runs(plan, variants), variants, shared)
+    print(report(states, args.store, shared))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
