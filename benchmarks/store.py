@@ -211,12 +211,13 @@ class Run:
         config = self.config(model)
         self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
         resume = self._resumable(config)
+        attempts = self._attempts(resume)
         start = time.time()
         # A resume file carries its run's settings (matched above), so none are passed with it.
         settings = None if resume else {**self.overrides, "checkpoint_dir": str(self.checkpoint_dir)}
         result = run_recgpt(model, self.dataset, self.config_files, settings, resume=resume)
         wall_seconds = time.time() - start
-        extra = {"campaign_command": campaign_command, "resumed": bool(resume)}
+        extra = {"campaign_command": campaign_command, "resumed": bool(resume), "attempts": attempts}
         if resume:
             # The phases' seconds add up every attempt's epochs; this attempt's wall clock does not.
             epoch_seconds = sum(p["train_seconds"] + p["valid_seconds"] for p in result["phases"].values())
@@ -227,6 +228,18 @@ class Run:
         record = self.record(config, result, wall_seconds, **extra)
         write_record(self.path, record)
         return record
+
+    def _attempts(self, resume):
+        """Every attempt at this run so far, this one last: the code revision each ran (a
+        resumed run may span commits) and when it started. Kept beside the resume files; an
+        earlier attempt that left no account (older code) is listed with both unknown (None)."""
+        path = self.checkpoint_dir / "attempts.json"
+        attempts = []
+        if resume:
+            attempts = json.loads(path.read_text()) if path.is_file() else [{"git": None, "started": None}]
+        attempts.append({"git": LOADED_REVISION, "started": time.strftime("%Y-%m-%d %H:%M:%S")})
+        path.write_text(json.dumps(attempts, indent=1) + "\n")
+        return attempts
 
     def _resumable(self, config):
         """The resume file a killed attempt with the same settings left, if any."""

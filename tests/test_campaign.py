@@ -150,18 +150,23 @@ def test_a_killed_run_resumes_from_its_resume_file_to_the_same_numbers(tiny_camp
         return train_epoch(self, train_data, epoch_idx, *args, **kwargs)
 
     monkeypatch.setattr(RecGPTTrainer, "_train_epoch", killed_in_phase_2)
+    monkeypatch.setattr("benchmarks.store.LOADED_REVISION", "first-revision")
     with pytest.raises(KeyboardInterrupt):
         tiny_campaign("RecGPT", seeds="2")
     monkeypatch.setattr(RecGPTTrainer, "_train_epoch", train_epoch)
+    monkeypatch.setattr("benchmarks.store.LOADED_REVISION", "second-revision")
     root = tiny_campaign("RecGPT", seeds="2")
     resumed = record(root, "RecGPT", 2)
     assert resumed["resumed"] is True and resumed["epochs"] == "2+2"
+    # Each attempt ran its own checkout: the record names both.
+    assert [attempt["git"] for attempt in resumed["attempts"]] == ["first-revision", "second-revision"]
+    assert resumed["git"] == "second-revision"
     epoch_seconds = sum(p["train_seconds"] + p["valid_seconds"] for p in resumed["phases"].values())
     assert resumed["wall_s"] >= round(epoch_seconds, 1) and resumed["last_attempt_wall_s"] <= resumed["wall_s"]
     record_path(root / "runs", "tiny", "RecGPT", 2).unlink()
     shutil.rmtree(root / "saved")
     uninterrupted = record(tiny_campaign("RecGPT", seeds="2"), "RecGPT", 2)
-    assert uninterrupted["resumed"] is False
+    assert uninterrupted["resumed"] is False and len(uninterrupted["attempts"]) == 1
     for key in ("best_valid_result", "test_result"):
         assert resumed[key] == uninterrupted[key]
 
