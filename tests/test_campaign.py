@@ -171,6 +171,16 @@ def test_a_killed_run_resumes_from_its_resume_file_to_the_same_numbers(tiny_camp
         assert resumed[key] == uninterrupted[key]
 
 
+def test_attempts_are_kept_across_resumes_and_restart_with_a_fresh_run(tmp_path, monkeypatch):
+    run = Run(tmp_path / "runs", "tiny", "Pop", {"model": "Pop"}, 1, {"checkpoint_dir": str(tmp_path / "saved")})
+    run.checkpoint_dir.mkdir(parents=True)
+    monkeypatch.setattr("benchmarks.store.LOADED_REVISION", "abc")
+    # A resume file left by code that kept no account of its attempt: that attempt is unknown.
+    assert [attempt["git"] for attempt in run._attempts(resume="old-resume.pth")] == [None, "abc"]
+    assert [attempt["git"] for attempt in run._attempts(resume="old-resume.pth")] == [None, "abc", "abc"]
+    assert [attempt["git"] for attempt in run._attempts(resume=None)] == ["abc"]
+
+
 def test_derived_rows_score_the_parent_checkpoints_without_training(tiny_campaign):
     root = tiny_campaign("RecGPT-pretrain-only,RecGPT-single-stage,RecGPT-N5")
     parent = record(root, "RecGPT")
