@@ -32,8 +32,7 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
-from recbole.evaluator import Collector
-
+from recbole_recgpt.collector import TopkCollector
 from recbole_recgpt.errors import ConfigError, ProcessGroupError, one_line
 
 # RecBole's keys for where a run's processes run: processes on this machine, in all, the
@@ -231,8 +230,8 @@ def plain_state_dict(state_dict):
     return state_dict
 
 
-class GatheringCollector(Collector):
-    """RecBole's evaluation ``Collector`` for one of several processes.
+class GatheringCollector(TopkCollector):
+    """The evaluation collector (:class:`~recbole_recgpt.collector.TopkCollector`) for one of several processes.
 
     Each process scores a contiguous share of the evaluation batches (:func:`share`). The
     per-user results are gathered, in rank order (so in the loader's order), before any

