@@ -8,7 +8,9 @@ under ``results/runs/`` (``benchmarks/store.py``); a record with the same settin
 so a killed campaign resumes (a killed RecGPT or whole-sequence run continues from its last
 epoch) and campaigns made on different days add up. Several campaign processes may share a
 queue: each claims a run with a lock file. Derived variants (a stage of another run) are
-scored from the parent's checkpoints right after it, never retrained. After each run the
+scored from the parent's checkpoints right after it, never retrained; a parent whose checkpoints
+this checkout lacks is trained again first (same settings and seed; its record says whether it
+reproduced the stored numbers, and children of a reproduced run stay current). After each run the
 tables (``results/comparison.csv``/``.md``/``.png``) are rebuilt from the whole store.
 ``--key=value`` overrides a parameter for every run; ``--threads`` sets torch's threads.
 """
@@ -87,6 +89,21 @@ def run_one(run, parent_record, command):
     return record
 
 
+def remake(run, record, command):
+    """Train a finished run again for the checkpoints a child row needs (:meth:`Run.remake`)."""
+    print(f"{run.dataset} {run.variant} seed {run.seed}: trained again, its checkpoints are not in this checkout",
+          flush=True)
+    with Lock(run.path) as lock:
+        if lock is None:
+            raise RuntimeError(f"another campaign is training {run.variant} seed {run.seed} again; run this one after it")
+        remade = run.remake(record, command)
+    outcome = "reproduced" if remade["remade"]["reproduced"] else "NOT reproduced"
+    print(f"{run.dataset} {run.variant} seed {run.seed}: {outcome} (valid ndcg@10 "
+          f"{record['best_valid_result']['ndcg@10']:.4f} before, {remade['best_valid_result']['ndcg@10']:.4f} now)",
+          flush=True)
+    return remade
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     args, shared = parse(argv)
@@ -107,6 +124,10 @@ def main(argv=None):
                     print(f"{dataset} {name} seed {seed}: waits for {parent_name}", flush=True)
                     continue
                 try:
+                    if parent and not run.current(parent) and not run.parent_checkpoint_exists(parent):
+                        parent = records[parent_name] = remake(
+                            Run(args.store, dataset, parent_name, variants[parent_name], seed, shared), parent, command
+                        )
                     records[name] = run_one(run, parent, command)
                 except Exception as error:  # one failed run must not end the campaign
                     traceback.print_exc()

@@ -6,7 +6,9 @@ Per dataset it prints how many planned rows are done and which are missing (no r
 stale (a record made with other settings, which a campaign would run again), then the
 campaign commands that fill the gaps and the CPU time the stored runs took (each record's
 wall seconds times its torch threads). Nothing is trained or scored. A row derived from or
-started from another run counts as done only while that run's record is current too.
+started from another run counts as done only while that run's record is current too, and
+made from its checkpoints; a run whose checkpoints a missing row needs and this checkout
+lacks is named, since the campaign trains it again first.
 """
 
 import argparse
@@ -43,7 +45,9 @@ def planned_runs(plan, variants):
 
 
 def run_states(store, runs, variants, shared):
-    """``{(dataset, variant, seed): "done" | "stale" | "missing"}`` for the planned runs."""
+    """``{(dataset, variant, seed): "done" | "stale" | "missing"}`` for the planned runs, and
+    the finished runs a campaign trains again first because a missing child needs checkpoints
+    of theirs that this checkout lacks."""
     current = {}
 
     def current_record(dataset, name, seed):
@@ -55,13 +59,19 @@ def run_states(store, runs, variants, shared):
             current[key] = None if orphan else Run(store, dataset, name, spec, seed, shared).current(parent)
         return current[key]
 
-    states = {}
+    states, remakes = {}, []
     for key in runs:
         if current_record(*key):
             states[key] = "done"
-        else:
-            states[key] = "stale" if record_path(store, *key).is_file() else "missing"
-    return states
+            continue
+        states[key] = "stale" if record_path(store, *key).is_file() else "missing"
+        dataset, name, seed = key
+        parent_name = variants[name].get("parent")
+        parent = current_record(dataset, parent_name, seed) if parent_name else None
+        run = Run(store, dataset, name, variants[name], seed, shared)
+        if parent and not run.parent_checkpoint_exists(parent) and (dataset, parent_name, seed) not in remakes:
+            remakes.append((dataset, parent_name, seed))
+    return states, remakes
 
 
 def campaign_commands(states, shared):
@@ -87,7 +97,7 @@ def core_hours(records):
     return sum(record["wall_s"] * record.get("threads", 1) for record in records) / 3600
 
 
-def report(states, store, shared):
+def report(states, remakes, store, shared):
     lines = []
     for dataset in dict.fromkeys(dataset for dataset, _, _ in states):
         rows = {key: state for key, state in states.items() if key[0] == dataset}
@@ -97,6 +107,9 @@ def report(states, store, shared):
             names = [f"{name} seed {seed}" for (_, name, seed), s in rows.items() if s == state]
             if names:
                 lines.append(f"  {state}: {', '.join(names)}")
+    for dataset, name, seed in remakes:
+        lines.append(f"{dataset} {name} seed {seed}: its checkpoints are not in this checkout; the campaign trains it "
+                     "again first, then checks that it reproduces its record")
     commands = campaign_commands(states, shared)
     lines += ["", "To fill the gaps:" if commands else "Every planned row is done.", *commands]
     records = load_records(store)
@@ -114,8 +127,8 @@ def main(argv=None):
     variants = load_variants(args.variants_file) if args.variants_file else load_variants()
     plan = yaml.safe_load(Path(args.plan).read_text()) or []
     shared = {"data_path": args.data_path} if args.data_path else {}
-    states = run_states(args.store, planned_runs(plan, variants), variants, shared)
-    print(report(states, args.store, shared))
+    states, remakes = run_states(args.store, planned_runs(plan, variants), variants, shared)
+    print(report(states, remakes, args.store, shared))
     return 0
 
 

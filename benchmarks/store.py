@@ -140,9 +140,11 @@ class Run:
         return create_config(model, self.dataset, self.config_files, self.overrides)
 
     def finished(self, config):
-        """The stored record when it was made with these settings, else None."""
+        """The stored record when it was made with these settings, else None. Which parent
+        checkpoint a phase-2 child started from is :meth:`current`'s to judge."""
         record = read_record(self.path)
-        if record and not settings_differ(record["config"], config, self.config_files):
+        ignored = ("pretrained_checkpoint",) if "start_from" in self.spec else ()
+        if record and not settings_differ(record["config"], config, self.config_files, ignored):
             return record
         return None
 
@@ -156,9 +158,15 @@ class Run:
         if "start_from" in self.spec:
             self.start_from(parent)
         record = self.finished(self.config(self.model_name(parent)))
-        if record and (parent is None or record.get("parent_hash") == parent["settings_hash"]):
-            return record
-        return None
+        if record and parent is not None:
+            made_from_parent = record.get("parent_hash") == parent["settings_hash"]
+            if not made_from_parent or self.used_checkpoint(record) not in checkpoints_of(parent, self.checkpoint_kind):
+                return None
+        return record
+
+    def used_checkpoint(self, record):
+        """The parent checkpoint a child record was scored or trained from."""
+        return record["checkpoint"] if "derived_from" in self.spec else record["config"]["pretrained_checkpoint"]
 
     def record(self, config, result, wall_seconds, **extra):
         phases = result["phases"]
@@ -194,17 +202,19 @@ class Run:
         return self.spec.get("checkpoint", "final" if "derived_from" in self.spec else "pretrain")
 
     def parent_checkpoint(self, parent):
-        which = self.checkpoint_kind
-        return parent["checkpoint"] if which == "final" else parent["phases"][which]["checkpoint"]
+        return checkpoint_paths(parent)[self.checkpoint_kind]
+
+    def parent_checkpoint_exists(self, parent):
+        checkpoint = self.parent_checkpoint(parent)
+        return bool(checkpoint) and Path(checkpoint).is_file()
 
     def existing_parent_checkpoint(self, parent):
-        checkpoint = self.parent_checkpoint(parent)
-        if not checkpoint or not Path(checkpoint).is_file():
+        if not self.parent_checkpoint_exists(parent):
             raise FileNotFoundError(
-                f"{self.variant}: checkpoint {checkpoint} of {parent['variant']} is gone; rerun that variant "
-                "(delete its record)"
+                f"{self.variant}: checkpoint {self.parent_checkpoint(parent)} of {parent['variant']} is gone; "
+                "the campaign trains that variant again first (benchmarks.compare, not run_recgpt.py)"
             )
-        return checkpoint
+        return self.parent_checkpoint(parent)
 
     def train(self, model, campaign_command, parent=None):
         """Train to early stopping (resuming a killed attempt of the same settings)."""
@@ -226,6 +236,27 @@ class Run:
         if parent:
             extra.update(started_from=str(parent_path(self, parent)), parent_hash=parent["settings_hash"])
         record = self.record(config, result, wall_seconds, **extra)
+        write_record(self.path, record)
+        return record
+
+    def remake(self, previous, campaign_command):
+        """Train this finished run again with the same settings and seed, because a child
+        row needs its checkpoints and this checkout lacks them. The record keeps what the
+        previous one reported; when the run reproduced it (the same validation curves and
+        metrics), children made from the previous checkpoints stay current."""
+        record = self.train(self.model_name(None), campaign_command)
+        reproduced = all(record[key] == previous[key] for key in ("best_valid_result", "test_result")) and all(
+            record["phases"][name]["valid_curve"] == phase["valid_curve"] for name, phase in previous["phases"].items()
+        )
+        earlier = previous.get("remade", {}).get("equivalent_checkpoints", {}) if reproduced else {}
+        record["remade"] = {
+            "reproduced": reproduced,
+            "previous": {key: previous.get(key) for key in ("best_valid_result", "test_result", "git", "finished")},
+            "equivalent_checkpoints": {
+                kind: earlier.get(kind, []) + [path]
+                for kind, path in checkpoint_paths(previous).items() if reproduced
+            },
+        }
         write_record(self.path, record)
         return record
 
@@ -285,6 +316,17 @@ def adopt(run, model, result, meta, parent=None):
     record.update(git=meta["git"], command=meta["command"], threads=meta["threads"])
     write_record(run.path, record)
     return record
+
+
+def checkpoint_paths(record):
+    """``{"final": path, <phase>: path}`` of a trained run's record."""
+    return {"final": record["checkpoint"], **{name: phase["checkpoint"] for name, phase in record["phases"].items()}}
+
+
+def checkpoints_of(record, kind):
+    """The paths that hold checkpoint ``kind`` of a run: its own, and those of earlier runs it
+    reproduced exactly (:meth:`Run.remake`)."""
+    return [checkpoint_paths(record)[kind], *record.get("remade", {}).get("equivalent_checkpoints", {}).get(kind, [])]
 
 
 def parent_path(run, parent):

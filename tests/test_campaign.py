@@ -5,6 +5,7 @@ import json
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import yaml
@@ -231,6 +232,49 @@ def test_a_finished_phase_2_run_is_kept_when_its_parent_checkpoints_are_gone(tin
     capsys.readouterr()
     tiny_campaign("RecGPT-K0")
     assert "tiny RecGPT-K0 seed 1: kept" in capsys.readouterr().out
+
+
+def test_a_parent_whose_checkpoints_are_gone_is_trained_again_for_a_new_child(tiny_campaign, tiny_data_path, capsys):
+    root = tiny_campaign("RecGPT-single-stage")
+    before, single = record(root, "RecGPT"), record(root, "RecGPT-single-stage")
+    for checkpoint in (root / "saved").rglob("*.pth"):
+        checkpoint.unlink()
+    plan = root / "plan.yaml"
+    plan.write_text(yaml.safe_dump([{"datasets": ["tiny"], "seeds": [1], "variants": ["RecGPT-N5"]}]))
+    capsys.readouterr()
+    assert plan_main([f"--plan={plan}", f"--store={root / 'runs'}", f"--variants_file={root / 'variants.yaml'}",
+                      f"--data_path={tiny_data_path}"]) == 0
+    assert "tiny RecGPT seed 1: its checkpoints are not in this checkout; the campaign trains it again" in capsys.readouterr().out
+
+    tiny_campaign("RecGPT-N5,RecGPT-single-stage")
+    output = capsys.readouterr().out
+    assert "tiny RecGPT seed 1: trained again, its checkpoints are not in this checkout" in output
+    assert "tiny RecGPT seed 1: reproduced" in output
+    after = record(root, "RecGPT")
+    assert after["checkpoint"] != before["checkpoint"] and Path(after["checkpoint"]).is_file()
+    assert after["remade"]["reproduced"] and after["remade"]["previous"]["test_result"] == before["test_result"]
+    assert after["remade"]["equivalent_checkpoints"]["final"] == [before["checkpoint"]]
+    # The same run again: the row scored from the earlier checkpoint stays, the new one uses the new file.
+    assert "tiny RecGPT-single-stage seed 1: kept" in output and record(root, "RecGPT-single-stage") == single
+    assert record(root, "RecGPT-N5")["checkpoint"] == after["checkpoint"]
+
+
+def test_a_parent_trained_again_to_other_numbers_makes_its_children_stale(tiny_campaign, capsys):
+    root = tiny_campaign("RecGPT-single-stage")
+    path = record_path(root / "runs", "tiny", "RecGPT", 1)
+    stored = json.loads(path.read_text())
+    stored["test_result"]["ndcg@10"] += 0.5  # as if the earlier run had ended elsewhere
+    path.write_text(json.dumps(stored))
+    for checkpoint in (root / "saved").rglob("*.pth"):
+        checkpoint.unlink()
+    capsys.readouterr()
+    tiny_campaign("RecGPT-N5")
+    assert "tiny RecGPT seed 1: NOT reproduced" in capsys.readouterr().out
+    remade = record(root, "RecGPT")["remade"]
+    assert not remade["reproduced"] and remade["equivalent_checkpoints"] == {}
+    tiny_campaign("RecGPT-single-stage")
+    assert "tiny RecGPT-single-stage seed 1: kept" not in capsys.readouterr().out
+    assert record(root, "RecGPT-single-stage")["checkpoint"] == record(root, "RecGPT")["checkpoint"]
 
 
 def test_paired_significance_rescores_the_stored_checkpoints_on_the_same_users(tiny_campaign, tiny_data_path, capsys):
