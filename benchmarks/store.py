@@ -67,9 +67,11 @@ def git_revision():
     head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=here).stdout.strip()
     if not head:
         return None
-    # Uncommitted changes to tracked files (results/ aside, which campaigns rewrite): the
-    # revision alone would not reproduce the run.
-    dirty = subprocess.run(["git", "diff", "--quiet", "HEAD", "--", ":/", ":/!results"], cwd=here).returncode != 0
+    # Uncommitted changes to tracked files (results/, which campaigns rewrite, and the queue
+    # aside): the revision alone would not reproduce the run.
+    dirty = subprocess.run(
+        ["git", "diff", "--quiet", "HEAD", "--", ":/", ":/!results", ":/!benchmarks/queue"], cwd=here
+    ).returncode != 0
     return f"{head}-dirty" if dirty else head
 
 
@@ -240,11 +242,16 @@ class Run:
         return record
 
     def remake(self, previous, campaign_command):
-        """Train this finished run again with the same settings and seed, because a child
+        """Train this finished run again with the same settings, seed and threads, because a child
         row needs its checkpoints and this checkout lacks them. The record keeps what the
         previous one reported; when the run reproduced it (the same validation curves and
         metrics), children made from the previous checkpoints stay current."""
-        record = self.train(self.model_name(None), campaign_command)
+        threads = torch.get_num_threads()
+        torch.set_num_threads(previous.get("threads", threads))  # a CPU run's sums depend on its threads
+        try:
+            record = self.train(self.model_name(None), campaign_command)
+        finally:
+            torch.set_num_threads(threads)
         reproduced = all(record[key] == previous[key] for key in ("best_valid_result", "test_result")) and all(
             record["phases"][name]["valid_curve"] == phase["valid_curve"] for name, phase in previous["phases"].items()
         )

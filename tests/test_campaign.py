@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from benchmarks.compare import main as campaign
@@ -237,6 +238,9 @@ def test_a_finished_phase_2_run_is_kept_when_its_parent_checkpoints_are_gone(tin
 def test_a_parent_whose_checkpoints_are_gone_is_trained_again_for_a_new_child(tiny_campaign, tiny_data_path, capsys):
     root = tiny_campaign("RecGPT-single-stage")
     before, single = record(root, "RecGPT"), record(root, "RecGPT-single-stage")
+    # Trained again at the threads its record names, not the campaign's.
+    before["threads"] = torch.get_num_threads() + 1
+    record_path(root / "runs", "tiny", "RecGPT", 1).write_text(json.dumps(before))
     for checkpoint in (root / "saved").rglob("*.pth"):
         checkpoint.unlink()
     plan = root / "plan.yaml"
@@ -252,6 +256,7 @@ def test_a_parent_whose_checkpoints_are_gone_is_trained_again_for_a_new_child(ti
     assert "tiny RecGPT seed 1: reproduced" in output
     after = record(root, "RecGPT")
     assert after["checkpoint"] != before["checkpoint"] and Path(after["checkpoint"]).is_file()
+    assert after["threads"] == before["threads"] and torch.get_num_threads() == before["threads"] - 1
     assert after["remade"]["reproduced"] and after["remade"]["previous"]["test_result"] == before["test_result"]
     assert after["remade"]["equivalent_checkpoints"]["final"] == [before["checkpoint"]]
     # The same run again: the row scored from the earlier checkpoint stays, the new one uses the new file.

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# The campaign worker: runs the commands of benchmarks/queue/<queue>.txt one at a time, each
-# with both cores (two torch threads). One run on 2 threads finishes a phase-2 epoch 2.3x
-# sooner than a 1-thread run beside another (README, Performance), so one queue beats two.
-# Every command is a benchmarks.compare campaign, which keeps finished records and resumes a
-# killed run from its resume file: starting the worker again continues where it stopped.
+# The campaign worker: runs the commands of benchmarks/queue/<queue>.txt in order, one at a
+# time, each with both cores (two torch threads unless the line sets --threads). On 2 cores a
+# run on 2 threads finishes in about half the time of two 1-thread runs side by side, at
+# about the same throughput (README, "Comparison campaigns"). Every command is a
+# benchmarks.compare campaign, which keeps finished records and resumes a killed run from its
+# resume file, so starting the worker again continues where it stopped. The file is read a
+# line at a time: lines may be appended or edited below the running one while it works.
 #   nohup bash benchmarks/queue/worker.sh main > /dev/null 2>&1 &
 set -u
 queue=${1:-main}
@@ -11,9 +13,13 @@ threads=${THREADS:-2}
 cd "$(dirname "$0")/../.."
 . .venv/bin/activate
 mkdir -p log
-while IFS= read -r line; do
+log="log/queue-$queue.log"
+number=1
+while line=$(sed -n "${number}p" "benchmarks/queue/$queue.txt") && [[ $number -le $(wc -l < "benchmarks/queue/$queue.txt") ]]; do
+    number=$((number + 1))
     [[ -z "$line" || "$line" == \#* ]] && continue
-    echo "$(date '+%F %T') start: $line" >> "log/queue-$queue.log"
-    OMP_NUM_THREADS=$threads $line --threads="$threads" >> "log/queue-$queue.log" 2>&1
-    echo "$(date '+%F %T') exit $?: $line" >> "log/queue-$queue.log"
-done < "benchmarks/queue/$queue.txt"
+    [[ "$line" == *--threads=* ]] || line="$line --threads=$threads"
+    echo "$(date '+%F %T') start: $line" >> "$log"
+    OMP_NUM_THREADS=$threads $line >> "$log" 2>&1
+    echo "$(date '+%F %T') exit $?: $line" >> "$log"
+done
