@@ -269,13 +269,17 @@ class Run:
 
     def _attempts(self, resume):
         """Every attempt at this run so far, this one last: the code revision each ran (a
-        resumed run may span commits) and when it started. Kept beside the resume files; an
-        earlier attempt that left no account (older code) is listed with both unknown (None)."""
+        resumed run may span commits), when it started and its torch threads (the record's
+        ``threads`` is the last attempt's). Kept beside the resume files; an earlier attempt
+        that left no account (older code) is listed with all three unknown (None)."""
         path = self.checkpoint_dir / "attempts.json"
         attempts = []
         if resume:
-            attempts = json.loads(path.read_text()) if path.is_file() else [{"git": None, "started": None}]
-        attempts.append({"git": LOADED_REVISION, "started": time.strftime("%Y-%m-%d %H:%M:%S")})
+            unknown = {"git": None, "started": None, "threads": None}
+            attempts = json.loads(path.read_text()) if path.is_file() else [unknown]
+        attempts.append(
+            {"git": LOADED_REVISION, "started": time.strftime("%Y-%m-%d %H:%M:%S"), "threads": torch.get_num_threads()}
+        )
         path.write_text(json.dumps(attempts, indent=1) + "\n")
         return attempts
 

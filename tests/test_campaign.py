@@ -179,7 +179,14 @@ def test_attempts_are_kept_across_resumes_and_restart_with_a_fresh_run(tmp_path,
     monkeypatch.setattr("benchmarks.store.LOADED_REVISION", "abc")
     # A resume file left by code that kept no account of its attempt: that attempt is unknown.
     assert [attempt["git"] for attempt in run._attempts(resume="old-resume.pth")] == [None, "abc"]
-    assert [attempt["git"] for attempt in run._attempts(resume="old-resume.pth")] == [None, "abc", "abc"]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(threads + 1)
+    try:
+        attempts = run._attempts(resume="old-resume.pth")
+    finally:
+        torch.set_num_threads(threads)
+    assert [attempt["git"] for attempt in attempts] == [None, "abc", "abc"]
+    assert [attempt["threads"] for attempt in attempts] == [None, threads, threads + 1]
     assert [attempt["git"] for attempt in run._attempts(resume=None)] == ["abc"]
 
 
