@@ -11,6 +11,10 @@ set -u
 queue=${1:-main}
 threads=${THREADS:-2}
 cd "$(dirname "$0")/../.."
+if [[ ! -f .venv/bin/activate ]]; then
+    echo "error: no .venv here; create it with the README's quick-start install, then start the worker" >&2
+    exit 2
+fi
 . .venv/bin/activate
 mkdir -p log
 log="log/queue-$queue.log"
