@@ -196,20 +196,29 @@ def chart(records, variants, path):
         return
     datasets = sorted({r["dataset"] for r in main})
     names = [n for n in variants if any(r["variant"] == n for r in main)]
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    fig, axes = plt.subplots(1, 2, figsize=(12, 5))
     width = 0.8 / len(names)
     for ax, metric in zip(axes, ("ndcg@10", "hit@10")):
         for i, name in enumerate(names):
-            means, stds = [], []
-            for dataset in datasets:
+            # A row not run yet gets no bar (a zero-height bar would read as a score of 0).
+            xs, means, stds = [], [], []
+            for d, dataset in enumerate(datasets):
                 values = [r["test_result"][metric] for r in main if r["dataset"] == dataset and r["variant"] == name]
-                means.append(statistics.fmean(values) if values else 0.0)
-                stds.append(statistics.stdev(values) if len(values) > 1 else 0.0)
-            ax.bar([d + i * width for d in range(len(datasets))], means, width, yerr=stds, capsize=2, label=name)
+                if values:
+                    xs.append(d + i * width)
+                    means.append(statistics.fmean(values))
+                    stds.append(statistics.stdev(values) if len(values) > 1 else 0.0)
+            ax.bar(xs, means, width, color=f"C{i % 10}", label=name)
+            several = [(x, m, s) for x, m, s in zip(xs, means, stds) if s > 0]
+            if several:
+                ax.errorbar(*zip(*[(x, m) for x, m, _ in several]), yerr=[s for *_, s in several],
+                            fmt="none", ecolor="black", capsize=2)
         ax.set_xticks([d + 0.4 - width / 2 for d in range(len(datasets))], datasets)
         ax.set_title(f"test {metric.upper().replace('HIT', 'HR')} (mean ± std over seeds)")
-    axes[1].legend(fontsize=8, ncol=2)
-    fig.tight_layout()
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(len(names), 5), fontsize=8)
+    fig.text(0.5, 0.955, "no bar: not run yet", ha="center", fontsize=8)
+    fig.tight_layout(rect=(0, 0.1, 1, 0.95))
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
