@@ -209,10 +209,9 @@ def chart(records, variants, path):
                     means.append(statistics.fmean(values))
                     stds.append(statistics.stdev(values) if len(values) > 1 else 0.0)
             ax.bar(xs, means, width, color=f"C{i % 10}", label=name)
-            several = [(x, m, s) for x, m, s in zip(xs, means, stds) if s > 0]
-            if several:
-                ax.errorbar(*zip(*[(x, m) for x, m, _ in several]), yerr=[s for *_, s in several],
-                            fmt="none", ecolor="black", capsize=2)
+            seeded = [j for j, std in enumerate(stds) if std > 0]  # one seed: no error bar
+            ax.errorbar([xs[j] for j in seeded], [means[j] for j in seeded], yerr=[stds[j] for j in seeded],
+                        fmt="none", ecolor="black", capsize=2)
         ax.set_xticks([d + 0.4 - width / 2 for d in range(len(datasets))], datasets)
         ax.set_title(f"test {metric.upper().replace('HIT', 'HR')} (mean ± std over seeds)")
     handles, labels = axes[0].get_legend_handles_labels()

@@ -2,8 +2,8 @@
 
 For ``rec.topk`` (what Hit, NDCG, Recall, MRR and Precision read) RecBole builds a dense
 ``[users, n_items]`` 0/1 matrix of the positives, sums it and gathers it at the top-k: three
-passes over a matrix as large as the scores, 80% of a 4,096-user batch's collection time on
-amazon-sports (18,357 items), more than scoring the batch. Here the same ``[users, k + 1]``
+passes over a matrix as large as the scores, which on amazon-sports (18,357 items) cost more
+than the scoring itself (``benchmarks/collector_speed.py``). Here the same ``[users, k + 1]``
 result comes from the positive pairs and the top-k lists only.
 """
 

@@ -76,8 +76,9 @@ class PhasedTrainer:
     def __init__(self, config, model):
         with distributed.as_one_process(config):  # RecBole's own DDP wrapper takes CUDA devices only
             super().__init__(config, model)
-        self.eval_collector = TopkCollector(config)
-        if not config["single_spec"]:
+        if config["single_spec"]:
+            self.eval_collector = TopkCollector(config)
+        else:
             self.distributed_model = distributed.wrap(model, config)
             self.eval_collector = distributed.GatheringCollector(config)
         # Every process reads the checkpoints process 0 writes: one name for all.
