@@ -89,14 +89,20 @@ def run_one(run, parent_record, command):
     return record
 
 
-def remake(run, record, command):
-    """Train a finished run again for the checkpoints a child row needs (:meth:`Run.remake`)."""
-    print(f"{run.dataset} {run.variant} seed {run.seed}: trained again, its checkpoints are not in this checkout",
-          flush=True)
+def remake(run, record, kind, command):
+    """Train a finished run again for the checkpoint ``kind`` a child row needs (:meth:`Run.remake`)."""
+    how_far = "" if kind == "final" else f" through its {kind} phase"
+    print(f"{run.dataset} {run.variant} seed {run.seed}: trained again{how_far}, its checkpoints are not in this "
+          "checkout", flush=True)
     with Lock(run.path) as lock:
         if lock is None:
             raise RuntimeError(f"another campaign is training {run.variant} seed {run.seed} again; run this one after it")
-        remade = run.remake(record, command)
+        remade = run.remake(record, command, kind)
+    phases = remade["remade"].get("phases")
+    if phases:
+        print(f"{run.dataset} {run.variant} seed {run.seed}: reproduced its {', '.join(phases)} phase (the same "
+              "validation curve); the record keeps its numbers", flush=True)
+        return remade
     outcome = "reproduced" if remade["remade"]["reproduced"] else "NOT reproduced"
     print(f"{run.dataset} {run.variant} seed {run.seed}: {outcome} (valid ndcg@10 "
           f"{record['best_valid_result']['ndcg@10']:.4f} before, {remade['best_valid_result']['ndcg@10']:.4f} now)",
@@ -125,9 +131,8 @@ def main(argv=None):
                     continue
                 try:
                     if parent and not run.current(parent) and not run.parent_checkpoint_exists(parent):
-                        parent = records[parent_name] = remake(
-                            Run(args.store, dataset, parent_name, variants[parent_name], seed, shared), parent, command
-                        )
+                        parent_run = Run(args.store, dataset, parent_name, variants[parent_name], seed, shared)
+                        parent = records[parent_name] = remake(parent_run, parent, run.checkpoint_kind, command)
                     records[name] = run_one(run, parent, command)
                 except Exception as error:  # one failed run must not end the campaign
                     traceback.print_exc()

@@ -22,7 +22,7 @@ import yaml
 if not __package__:  # run as `python benchmarks/plan.py`: the repository root holds `benchmarks`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.store import Run, load_variants, record_path
+from benchmarks.store import Run, cpu_seconds, load_variants, record_path
 from benchmarks.tables import load_records
 from recbole_recgpt.errors import ConfigError
 
@@ -59,7 +59,7 @@ def run_states(store, runs, variants, shared):
             current[key] = None if orphan else Run(store, dataset, name, spec, seed, shared).current(parent)
         return current[key]
 
-    states, remakes = {}, []
+    states, remakes = {}, {}  # remakes: (dataset, variant, seed) -> the checkpoint kinds its children need
     for key in runs:
         if current_record(*key):
             states[key] = "done"
@@ -69,8 +69,8 @@ def run_states(store, runs, variants, shared):
         parent_name = variants[name].get("parent")
         parent = current_record(dataset, parent_name, seed) if parent_name else None
         run = Run(store, dataset, name, variants[name], seed, shared)
-        if parent and not run.parent_checkpoint_exists(parent) and (dataset, parent_name, seed) not in remakes:
-            remakes.append((dataset, parent_name, seed))
+        if parent and not run.parent_checkpoint_exists(parent):
+            remakes.setdefault((dataset, parent_name, seed), set()).add(run.checkpoint_kind)
     return states, remakes
 
 
@@ -93,8 +93,8 @@ def campaign_commands(states, shared):
 
 
 def core_hours(records):
-    """CPU time of stored runs: wall seconds times torch threads, in hours."""
-    return sum(record["wall_s"] * record.get("threads", 1) for record in records) / 3600
+    """CPU time of stored runs (:func:`~benchmarks.store.cpu_seconds`), in hours."""
+    return sum(cpu_seconds(record) for record in records) / 3600
 
 
 def report(states, remakes, store, shared):
@@ -107,9 +107,13 @@ def report(states, remakes, store, shared):
             names = [f"{name} seed {seed}" for (_, name, seed), s in rows.items() if s == state]
             if names:
                 lines.append(f"  {state}: {', '.join(names)}")
-    for dataset, name, seed in remakes:
-        lines.append(f"{dataset} {name} seed {seed}: its checkpoints are not in this checkout; the campaign trains it "
-                     "again first, then checks that it reproduces its record")
+    for (dataset, name, seed), kinds in remakes.items():
+        if "final" in kinds or len(kinds) > 1:
+            how = "trains it again first, then checks that it reproduces its record"
+        else:
+            how = (f"trains its phases through {next(iter(kinds))} again first, then checks that they reproduce "
+                   "its record's validation curves")
+        lines.append(f"{dataset} {name} seed {seed}: its checkpoints are not in this checkout; the campaign {how}")
     commands = campaign_commands(states, shared)
     lines += ["", "To fill the gaps:" if commands else "Every planned row is done.", *commands]
     records = load_records(store)

@@ -9,6 +9,7 @@ with the run's, paths and devices aside (:func:`settings_differ`), and reruns a 
 ``settings_hash`` fingerprints those settings so a child row can name its parent's.
 """
 
+import copy
 import hashlib
 import json
 import os
@@ -220,6 +221,17 @@ class Run:
 
     def train(self, model, campaign_command, parent=None):
         """Train to early stopping (resuming a killed attempt of the same settings)."""
+        config, result, wall_seconds, extra = self._fit(model)
+        extra["campaign_command"] = campaign_command
+        if parent:
+            extra.update(started_from=str(parent_path(self, parent)), parent_hash=parent["settings_hash"])
+        record = self.record(config, result, wall_seconds, **extra)
+        write_record(self.path, record)
+        return record
+
+    def _fit(self, model, last_phase=None):
+        """``(config, result, wall seconds, record extras)`` of training this run (through
+        ``last_phase`` only, when given), continuing its resume file if a killed attempt left one."""
         config = self.config(model)
         self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
         resume = self._resumable(config)
@@ -227,42 +239,65 @@ class Run:
         start = time.time()
         # A resume file carries its run's settings (matched above), so none are passed with it.
         settings = None if resume else {**self.overrides, "checkpoint_dir": str(self.checkpoint_dir)}
-        result = run_recgpt(model, self.dataset, self.config_files, settings, resume=resume)
+        result = run_recgpt(model, self.dataset, self.config_files, settings, resume=resume, last_phase=last_phase)
         wall_seconds = time.time() - start
-        extra = {"campaign_command": campaign_command, "resumed": bool(resume), "attempts": attempts}
+        extra = {"resumed": bool(resume), "attempts": attempts}
         if resume:
             # The phases' seconds add up every attempt's epochs; this attempt's wall clock does not.
             epoch_seconds = sum(p["train_seconds"] + p["valid_seconds"] for p in result["phases"].values())
             extra["last_attempt_wall_s"] = round(wall_seconds, 1)
             wall_seconds = max(wall_seconds, epoch_seconds)
-        if parent:
-            extra.update(started_from=str(parent_path(self, parent)), parent_hash=parent["settings_hash"])
-        record = self.record(config, result, wall_seconds, **extra)
-        write_record(self.path, record)
-        return record
+        return config, result, wall_seconds, extra
 
-    def remake(self, previous, campaign_command):
+    def remake(self, previous, campaign_command, kind="final"):
         """Train this finished run again with the same settings, seed and threads, because a child
-        row needs its checkpoints and this checkout lacks them. The record keeps what the
-        previous one reported; when the run reproduced it (the same validation curves and
-        metrics), children made from the previous checkpoints stay current."""
+        row needs its checkpoint ``kind`` and this checkout lacks it. For a phase's checkpoint,
+        only the phases up to it are trained first: when they reproduce the record (the same
+        validation curves), the record keeps its numbers and names the new checkpoint. Otherwise
+        the run is trained to the end; its record keeps what the previous one reported. When the
+        run reproduced it (the same validation curves and metrics), children made from the
+        previous checkpoints stay current."""
         threads = torch.get_num_threads()
         torch.set_num_threads(previous.get("threads", threads))  # a CPU run's sums depend on its threads
         try:
-            record = self.train(self.model_name(None), campaign_command)
+            if kind != "final":
+                record = self._remake_phases(previous, kind)
+                if record:
+                    return record
+            record = self.train(self.model_name(None), campaign_command)  # continues the phases just trained
         finally:
             torch.set_num_threads(threads)
         reproduced = all(record[key] == previous[key] for key in ("best_valid_result", "test_result")) and all(
             record["phases"][name]["valid_curve"] == phase["valid_curve"] for name, phase in previous["phases"].items()
         )
-        earlier = previous.get("remade", {}).get("equivalent_checkpoints", {}) if reproduced else {}
         record["remade"] = {
             "reproduced": reproduced,
-            "previous": {key: previous.get(key) for key in ("best_valid_result", "test_result", "git", "finished")},
-            "equivalent_checkpoints": {
-                kind: earlier.get(kind, []) + [path]
-                for kind, path in checkpoint_paths(previous).items() if reproduced
+            "previous": {
+                key: previous.get(key)
+                for key in ("best_valid_result", "test_result", "git", "finished", "wall_s", "threads")
             },
+            "equivalent_checkpoints": equivalent_checkpoints(previous, record) if reproduced else {},
+        }
+        write_record(self.path, record)
+        return record
+
+    def _remake_phases(self, previous, last_phase):
+        """The previous record with phase ``last_phase``'s checkpoint made again, when training
+        the phases through it reproduced their validation curves; else None."""
+        _, result, wall_seconds, extra = self._fit(self.model_name(None), last_phase)
+        trained = result["phases"]
+        if any(trained[name]["valid_curve"] != previous["phases"][name]["valid_curve"] for name in trained):
+            return None
+        record = copy.deepcopy(previous)
+        record["phases"][last_phase]["checkpoint"] = trained[last_phase]["checkpoint"]
+        record["remade"] = {
+            "reproduced": True,
+            "phases": list(trained),
+            "previous": {key: previous.get(key) for key in ("git", "finished")},
+            "equivalent_checkpoints": equivalent_checkpoints(previous, record),
+            "wall_s": round(wall_seconds, 1),
+            "threads": torch.get_num_threads(),
+            **extra,
         }
         write_record(self.path, record)
         return record
@@ -334,6 +369,19 @@ def checkpoint_paths(record):
     return {"final": record["checkpoint"], **{name: phase["checkpoint"] for name, phase in record["phases"].items()}}
 
 
+def equivalent_checkpoints(previous, record):
+    """``{kind: [paths]}``: the checkpoints of ``previous`` (and those it had reproduced) that
+    hold what ``record``'s do, for a ``record`` that reproduced it; its own paths aside."""
+    earlier = previous.get("remade", {}).get("equivalent_checkpoints", {})
+    own = checkpoint_paths(record)
+    equivalent = {}
+    for kind, path in checkpoint_paths(previous).items():
+        paths = [p for p in dict.fromkeys([*earlier.get(kind, []), path]) if p != own[kind]]
+        if paths:
+            equivalent[kind] = paths
+    return equivalent
+
+
 def checkpoints_of(record, kind):
     """The paths that hold checkpoint ``kind`` of a run: its own, and those of earlier runs it
     reproduced exactly (:meth:`Run.remake`)."""
@@ -359,6 +407,14 @@ def load_network(model, state_dict):
     if missing:
         raise ValueError(f"checkpoint lacks {', '.join(missing)}")
     model.load_state_dict({key: state_dict[key] for key in own})
+
+
+def cpu_seconds(record):
+    """CPU time a record's runs took, wall seconds times torch threads: its own run and, for a
+    run trained again, the earlier run it replaced or the phases trained again beside it."""
+    remade = record.get("remade", {})
+    runs = (record, remade, remade.get("previous", {}))
+    return sum(run.get("wall_s", 0) * (run.get("threads") or 1) for run in runs)
 
 
 def trainer_name(config):

@@ -83,7 +83,7 @@ def check_before_loading(config, resumed=False):
 
 def run_recgpt(
     model="RecGPT", dataset="ml-100k", config_files=None, config_dict=None, saved=True, result_file=None, resume=None,
-    epoch_callback=None,
+    epoch_callback=None, last_phase=None,
 ):
     """Train, validate and test one model; return (and optionally write as JSON) the results.
 
@@ -99,12 +99,19 @@ def run_recgpt(
     ``torchrun`` each process calls it directly. Only process 0 writes files.
     ``epoch_callback(epoch_idx, valid_score)`` is called after every validation of every
     phase (``epoch_idx`` counts from 0 in each phase); tuning reports progress through it.
+    ``last_phase`` (a phase of the trainer, e.g. ``pretrain``) ends training after that phase,
+    with no test evaluation (``test_result`` None); the run's resume file continues it later.
     """
     kwargs = dict(model=model, dataset=dataset, config_files=config_files, config_dict=config_dict, saved=saved,
-                  result_file=result_file, resume=resume)
+                  result_file=result_file, resume=resume, last_phase=last_phase)
     state = load_resume_state(resume) if resume else None
     config = resumed_config(state, config_dict) if state else create_config(model, dataset, config_files, config_dict)
     check_before_loading(config, resumed=state is not None)
+    phases = trainer_class(config).phase_order
+    if last_phase is not None and last_phase not in phases:
+        raise ConfigError(
+            f"last_phase={last_phase!r} is not a phase of {config['model']}'s trainer; use one of {', '.join(phases)}"
+        )
     if distributed.needs_launch(config):
         return distributed.launch(config, run_recgpt, kwargs)
     if state and state.get("world_size", 1) != distributed.world_size():
@@ -119,11 +126,14 @@ def run_recgpt(
     logger.info(model)
     if state:
         trainer.resume_from(state)
+    trainer.last_phase = last_phase
 
     best_valid_score, best_valid_result = trainer.fit(
         train_data, valid_data, saved=saved, show_progress=config["show_progress"], callback_fn=epoch_callback
     )
-    test_result = trainer.evaluate(test_data, load_best_model=saved, show_progress=config["show_progress"])
+    test_result = None
+    if last_phase is None:
+        test_result = trainer.evaluate(test_data, load_best_model=saved, show_progress=config["show_progress"])
     logger.info(f"best valid: {best_valid_result}")
     logger.info(f"test result: {test_result}")
 

@@ -16,7 +16,7 @@ from benchmarks.curves import curve, main as curves_main
 from benchmarks.plan import main as plan_main, planned_runs
 from benchmarks.significance import main as significance
 from benchmarks.tables import README_END, README_START, gain_lines, summarise, update_readme
-from benchmarks.store import Lock, Run, adopt, git_revision, load_variants, record_path
+from benchmarks.store import Lock, Run, adopt, cpu_seconds, git_revision, load_variants, record_path
 from recbole_recgpt.errors import ConfigError
 from recbole_recgpt.quick_start import run_recgpt
 from recbole_recgpt.trainer import RecGPTTrainer
@@ -38,6 +38,7 @@ def tiny_campaign(tiny_data_path, tmp_path):
         "RecGPT-single-stage": {"derived_from": "RecGPT", "group": "ablation", "overrides": {"two_stage": False}},
         "RecGPT-N5": {"derived_from": "RecGPT", "group": "ablation", "sweep": "stage1_n", "overrides": {"stage1_n": 5}},
         "RecGPT-K0": {"start_from": "RecGPT", "group": "experiment", "overrides": {"prompt_length": 0}},
+        "RecGPT-K1": {"start_from": "RecGPT", "group": "experiment", "overrides": {"prompt_length": 1}},
     }
     variants_file = tmp_path / "variants.yaml"
 
@@ -61,6 +62,22 @@ def tiny_campaign(tiny_data_path, tmp_path):
 
 def record(root, variant, seed=1):
     return json.loads(record_path(root / "runs", "tiny", variant, seed).read_text())
+
+
+def forget_checkpoints(root):
+    """As in a fresh checkout: every checkpoint and resume file is gone."""
+    for checkpoint in (root / "saved").rglob("*.pth"):
+        checkpoint.unlink()
+
+
+def plan_of(root, data_path, variant, capsys):
+    """What ``benchmarks.plan`` prints for a plan of one tiny row."""
+    plan = root / "plan.yaml"
+    plan.write_text(yaml.safe_dump([{"datasets": ["tiny"], "seeds": [1], "variants": [variant]}]))
+    capsys.readouterr()
+    assert plan_main([f"--plan={plan}", f"--store={root / 'runs'}", f"--variants_file={root / 'variants.yaml'}",
+                      f"--data_path={data_path}"]) == 0
+    return capsys.readouterr().out
 
 
 def test_a_campaign_writes_one_record_per_run_with_what_reproduces_it(tiny_campaign):
@@ -235,8 +252,7 @@ def test_a_run_made_outside_the_campaign_is_adopted_only_if_its_settings_match(t
 
 def test_a_finished_phase_2_run_is_kept_when_its_parent_checkpoints_are_gone(tiny_campaign, capsys):
     root = tiny_campaign("RecGPT-K0")
-    for checkpoint in (root / "saved").rglob("*.pth"):
-        checkpoint.unlink()
+    forget_checkpoints(root)
     capsys.readouterr()
     tiny_campaign("RecGPT-K0")
     assert "tiny RecGPT-K0 seed 1: kept" in capsys.readouterr().out
@@ -248,14 +264,9 @@ def test_a_parent_whose_checkpoints_are_gone_is_trained_again_for_a_new_child(ti
     # Trained again at the threads its record names, not the campaign's.
     before["threads"] = torch.get_num_threads() + 1
     record_path(root / "runs", "tiny", "RecGPT", 1).write_text(json.dumps(before))
-    for checkpoint in (root / "saved").rglob("*.pth"):
-        checkpoint.unlink()
-    plan = root / "plan.yaml"
-    plan.write_text(yaml.safe_dump([{"datasets": ["tiny"], "seeds": [1], "variants": ["RecGPT-N5"]}]))
-    capsys.readouterr()
-    assert plan_main([f"--plan={plan}", f"--store={root / 'runs'}", f"--variants_file={root / 'variants.yaml'}",
-                      f"--data_path={tiny_data_path}"]) == 0
-    assert "tiny RecGPT seed 1: its checkpoints are not in this checkout; the campaign trains it again" in capsys.readouterr().out
+    forget_checkpoints(root)
+    assert "tiny RecGPT seed 1: its checkpoints are not in this checkout; the campaign trains it again" in plan_of(
+        root, tiny_data_path, "RecGPT-N5", capsys)
 
     tiny_campaign("RecGPT-N5,RecGPT-single-stage")
     output = capsys.readouterr().out
@@ -277,8 +288,7 @@ def test_a_parent_trained_again_to_other_numbers_makes_its_children_stale(tiny_c
     stored = json.loads(path.read_text())
     stored["test_result"]["ndcg@10"] += 0.5  # as if the earlier run had ended elsewhere
     path.write_text(json.dumps(stored))
-    for checkpoint in (root / "saved").rglob("*.pth"):
-        checkpoint.unlink()
+    forget_checkpoints(root)
     capsys.readouterr()
     tiny_campaign("RecGPT-N5")
     assert "tiny RecGPT seed 1: NOT reproduced" in capsys.readouterr().out
@@ -287,6 +297,67 @@ def test_a_parent_trained_again_to_other_numbers_makes_its_children_stale(tiny_c
     tiny_campaign("RecGPT-single-stage")
     assert "tiny RecGPT-single-stage seed 1: kept" not in capsys.readouterr().out
     assert record(root, "RecGPT-single-stage")["checkpoint"] == record(root, "RecGPT")["checkpoint"]
+
+
+def test_a_new_phase_2_child_trains_the_parent_again_through_phase_1_only(tiny_campaign, tiny_data_path, capsys):
+    root = tiny_campaign("RecGPT-K0,RecGPT-single-stage")
+    before, k0, single = record(root, "RecGPT"), record(root, "RecGPT-K0"), record(root, "RecGPT-single-stage")
+    forget_checkpoints(root)
+    assert "the campaign trains its phases through pretrain again first" in plan_of(
+        root, tiny_data_path, "RecGPT-K1", capsys)
+
+    tiny_campaign("RecGPT-K1")
+    output = capsys.readouterr().out
+    assert "tiny RecGPT seed 1: trained again through its pretrain phase" in output
+    assert "tiny RecGPT seed 1: reproduced its pretrain phase" in output
+    after = record(root, "RecGPT")
+    # The record keeps its numbers and names the new phase-1 checkpoint; phase 2 was not trained.
+    assert {k: v for k, v in after.items() if k not in ("phases", "remade")} == {
+        k: v for k, v in before.items() if k != "phases"}
+    new_phase_1 = after["phases"]["pretrain"]["checkpoint"]
+    assert new_phase_1 != before["phases"]["pretrain"]["checkpoint"] and Path(new_phase_1).is_file()
+    assert not Path(after["checkpoint"]).exists()
+    assert after["remade"]["phases"] == ["pretrain"]
+    assert after["remade"]["equivalent_checkpoints"] == {"pretrain": [before["phases"]["pretrain"]["checkpoint"]]}
+    assert record(root, "RecGPT-K1")["config"]["pretrained_checkpoint"] == new_phase_1
+    assert record(root, "RecGPT-K0") == k0
+
+    # A derived child then needs the final checkpoint: the run continues from its phase 1.
+    tiny_campaign("RecGPT-N5,RecGPT-single-stage,RecGPT-K0,RecGPT-K1")
+    output = capsys.readouterr().out
+    assert "tiny RecGPT seed 1: reproduced (valid" in output
+    final = record(root, "RecGPT")
+    assert final["resumed"] and len(final["attempts"]) == 2 and final["test_result"] == before["test_result"]
+    assert final["remade"]["equivalent_checkpoints"]["pretrain"] == [before["phases"]["pretrain"]["checkpoint"]]
+    assert final["remade"]["equivalent_checkpoints"]["final"] == [before["checkpoint"]]
+    for child in ("RecGPT-single-stage", "RecGPT-K0", "RecGPT-K1"):
+        assert f"tiny {child} seed 1: kept" in output
+    assert record(root, "RecGPT-single-stage") == single and record(root, "RecGPT-K0") == k0
+
+
+def test_a_parent_whose_phase_1_differs_is_trained_to_the_end_and_its_children_go_stale(tiny_campaign, capsys):
+    root = tiny_campaign("RecGPT-K0")
+    path = record_path(root / "runs", "tiny", "RecGPT", 1)
+    stored = json.loads(path.read_text())
+    stored["phases"]["pretrain"]["valid_curve"][0][1] += 0.5  # as if phase 1 had gone elsewhere
+    path.write_text(json.dumps(stored))
+    forget_checkpoints(root)
+    capsys.readouterr()
+    tiny_campaign("RecGPT-K1")
+    output = capsys.readouterr().out
+    assert "tiny RecGPT seed 1: NOT reproduced" in output
+    after = record(root, "RecGPT")
+    assert Path(after["checkpoint"]).is_file() and after["remade"]["equivalent_checkpoints"] == {}
+    assert len(after["attempts"]) == 2  # phase 2 continued the phase 1 just trained
+    tiny_campaign("RecGPT-K0")
+    assert "tiny RecGPT-K0 seed 1: kept" not in capsys.readouterr().out
+
+
+def test_cpu_time_counts_runs_trained_again_and_the_runs_they_replaced():
+    assert cpu_seconds({"wall_s": 10, "threads": 2}) == 20
+    phase_1_again = {"wall_s": 10, "threads": 2, "remade": {"wall_s": 3, "threads": 1, "previous": {"git": "a"}}}
+    assert cpu_seconds(phase_1_again) == 23
+    assert cpu_seconds({"wall_s": 10, "threads": 2, "remade": {"previous": {"wall_s": 5, "threads": 1}}}) == 25
 
 
 def test_paired_significance_rescores_the_stored_checkpoints_on_the_same_users(tiny_campaign, tiny_data_path, capsys):

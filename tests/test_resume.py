@@ -10,10 +10,10 @@ import sys
 import pytest
 import torch
 
-from recbole_recgpt.errors import TrainingError
+from recbole_recgpt.errors import ConfigError, TrainingError
 from recbole_recgpt.quick_start import build, check_before_loading, resumed_config, run_recgpt
 from recbole_recgpt.trainer import RecGPTTrainer, save_atomically
-from tests.conftest import REPO, TINY_CONFIG
+from tests.conftest import REPO, TINY_CONFIG, TINY_DATA
 
 RUN = {**TINY_CONFIG, "epochs": 3, "finetune_epochs": 3, "stopping_step": 10}
 
@@ -64,6 +64,26 @@ def test_a_run_interrupted_in_any_epoch_resumes_to_the_same_result(settings, uni
 def test_a_run_resumed_after_it_finished_repeats_its_result(uninterrupted, tmp_path):
     (resume_file,) = glob.glob(str(tmp_path / "alone" / "*-resume.pth"))
     assert comparable(run_recgpt(resume=resume_file)) == comparable(uninterrupted)
+
+
+def test_a_run_stopped_after_phase_1_resumes_to_the_same_result(settings, uninterrupted):
+    part = run_recgpt("RecGPT", "tiny", config_dict=settings, last_phase="pretrain")
+    assert list(part["phases"]) == ["pretrain"] and part["test_result"] is None
+    assert part["phases"]["pretrain"] == {**uninterrupted["phases"]["pretrain"], **timings(part["phases"]["pretrain"])}
+    assert not glob.glob(os.path.join(settings["checkpoint_dir"], "*-finetune.pth"))
+    (resume_file,) = glob.glob(os.path.join(settings["checkpoint_dir"], "*-resume.pth"))
+    assert comparable(run_recgpt(resume=resume_file)) == comparable(uninterrupted)
+
+
+def timings(phase):
+    return {key: value for key, value in phase.items() if key.endswith("seconds") or key == "checkpoint"}
+
+
+def test_last_phase_must_be_a_phase_of_the_trainer(settings, tiny_data_path):
+    with pytest.raises(ConfigError, match="last_phase='warmup' is not a phase of RecGPT's trainer; use one of pretrain"):
+        run_recgpt("RecGPT", "tiny", config_dict=settings, last_phase="warmup")
+    with pytest.raises(ConfigError, match="not a phase of Pop's trainer; use one of train$"):
+        run_recgpt("Pop", "tiny", config_dict={**TINY_DATA, "data_path": str(tiny_data_path)}, last_phase="pretrain")
 
 
 def test_a_non_finite_loss_stops_the_phase_and_keeps_the_last_good_checkpoint(tiny_config, monkeypatch):

@@ -86,6 +86,8 @@ class PhasedTrainer:
             unused_stem(os.path.join(self.checkpoint_dir, f"{config['model']}-{config['dataset']}-{get_local_time()}"))
         )
         self.phases = {}
+        # ``fit`` ends after this phase when set: a run trained part way is resumed to the end.
+        self.last_phase = None
         self.phase_name = self.phase_order[0]
         self.epoch = None
         self.resume_state = None
@@ -103,6 +105,10 @@ class PhasedTrainer:
         self.resume_state = state
         self.checkpoint_stem = state["checkpoint_stem"]
         self.phases = state["phases"]
+
+    def stops_after(self, name):
+        """Whether ``fit`` ends with phase ``name`` (:attr:`last_phase`)."""
+        return self.last_phase == name
 
     def resumes_past(self, name):
         """Whether a resumed run has already finished phase ``name``."""
