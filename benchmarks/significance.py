@@ -50,8 +50,9 @@ def per_user_metrics(trainer, eval_data):
     return torch.cat(users).numpy(), values
 
 
-def score_stored_run(store, dataset, variant, variants, seed, shared):
-    """Per-user test metrics of a stored run, checked against its record."""
+def score_stored_run(store, dataset, variant, variants, seed, shared, split="test"):
+    """``(user ids, {metric: per-user values}, loader)`` of a stored run on the ``split``
+    (``test`` or ``valid``) users, checked against its record."""
     spec = variants[variant]
     record = read_record(record_path(store, dataset, variant, seed))
     if record is None:
@@ -68,16 +69,17 @@ def score_stored_run(store, dataset, variant, variants, seed, shared):
         raise SystemExit(f"error: {variant} seed {seed}: its record was made with other settings ({', '.join(changed)}); rerun the campaign")
     if not record.get("checkpoint") or not Path(record["checkpoint"]).is_file():
         raise SystemExit(f"error: {variant} seed {seed}: checkpoint {record.get('checkpoint')} is gone; rerun the variant")
-    trainer, _, test_data = scorer(config, record["checkpoint"])
-    users, values = per_user_metrics(trainer, test_data)
+    trainer, valid_data, test_data = scorer(config, record["checkpoint"])
+    eval_data, stored = (test_data, record["test_result"]) if split == "test" else (valid_data, record["best_valid_result"])
+    users, values = per_user_metrics(trainer, eval_data)
     for name, per_user in values.items():
-        if abs(per_user.mean() - record["test_result"][name]) > 1e-4:
+        if abs(per_user.mean() - stored[name]) > 1e-4:
             raise SystemExit(
-                f"error: {variant} seed {seed}: rescored test {name} {per_user.mean():.4f} is not the stored "
-                f"{record['test_result'][name]:.4f}; the checkpoint or the data changed"
+                f"error: {variant} seed {seed}: rescored {split} {name} {per_user.mean():.4f} is not the stored "
+                f"{stored[name]:.4f}; the checkpoint or the data changed"
             )
     order = np.argsort(users)
-    return users[order], {name: per_user[order] for name, per_user in values.items()}
+    return users[order], {name: per_user[order] for name, per_user in values.items()}, eval_data
 
 
 def paired(first, second, resamples=10000):
@@ -109,15 +111,31 @@ def report(dataset, names, seeds, scored):
     return "\n".join(lines) + "\n"
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def rescoring_parser(description, variants_help):
+    """The command line of a script that scores stored runs again: dataset, variants, store, output."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", required=True)
-    parser.add_argument("--variants", required=True, help="two stored variants, first,second")
+    parser.add_argument("--variants", required=True, help=variants_help)
     parser.add_argument("--seeds", default="2020")
     parser.add_argument("--data_path", default=None)
     parser.add_argument("--store", default="results/runs")
     parser.add_argument("--variants_file", default=None)
     parser.add_argument("--out", default=None, help="also write the markdown here")
+    return parser
+
+
+def publish(text, script, argv, out):
+    """Print ``text`` with the command and revision that made it, and write it to ``out``."""
+    command = shlex.join(["python", "-m", script, *(sys.argv[1:] if argv is None else argv)])
+    text += f"\nMade by `{command}` at git {LOADED_REVISION}.\n"
+    print(text)
+    if out:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(text)
+
+
+def main(argv=None):
+    parser = rescoring_parser(__doc__, "two stored variants, first,second")
     args = parser.parse_args(argv)
     names = args.variants.split(",")
     variants = load_variants(args.variants_file) if args.variants_file else load_variants()
@@ -129,16 +147,11 @@ def main(argv=None):
     for seed in seeds:
         users = []
         for name in names:
-            user_ids, scored[name][seed] = score_stored_run(args.store, args.dataset, name, variants, seed, shared)
+            user_ids, scored[name][seed], _ = score_stored_run(args.store, args.dataset, name, variants, seed, shared)
             users.append(user_ids)
         if not np.array_equal(*users):
             raise SystemExit(f"error: seed {seed}: the two runs were tested on different users; same dataset settings needed")
-    command = shlex.join(["python", "-m", "benchmarks.significance", *(sys.argv[1:] if argv is None else argv)])
-    text = report(args.dataset, names, seeds, scored) + f"\nMade by `{command}` at git {LOADED_REVISION}.\n"
-    print(text)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(text)
+    publish(report(args.dataset, names, seeds, scored), "benchmarks.significance", argv, args.out)
 
 
 if __name__ == "__main__":

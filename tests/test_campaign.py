@@ -6,7 +6,9 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -14,6 +16,7 @@ import yaml
 from benchmarks.compare import main as campaign
 from benchmarks.curves import curve, main as curves_main
 from benchmarks.plan import main as plan_main, planned_runs
+from benchmarks.repeats import KINDS, breakdown, main as repeats, target_kinds
 from benchmarks.significance import main as significance
 from benchmarks.tables import README_END, README_START, gain_lines, summarise, update_readme
 from benchmarks.store import Lock, Run, adopt, cpu_seconds, git_revision, load_variants, record_path
@@ -376,6 +379,40 @@ def test_paired_significance_rescores_the_stored_checkpoints_on_the_same_users(t
             assert "| +0.0000 | [+0.0000, +0.0000] |" in line
     with pytest.raises(SystemExit, match="no record of RecGPT on tiny, seed 3"):
         significance(common[:-1] + ["--seeds=3", "--variants=RecGPT,SASRec"])
+
+
+def test_targets_are_told_apart_as_the_last_item_again_an_earlier_item_again_or_new():
+    config = {"ITEM_ID_FIELD": "item_id", "LIST_SUFFIX": "_list", "ITEM_LIST_LENGTH_FIELD": "item_length",
+              "USER_ID_FIELD": "user_id"}
+    features = {
+        "user_id": torch.tensor([7, 3, 5, 9]),
+        "item_id_list": torch.tensor([[4, 6, 0], [4, 6, 8], [2, 0, 0], [6, 0, 0]]),
+        "item_length": torch.tensor([2, 3, 1, 1]),
+        "item_id": torch.tensor([6, 4, 9, 6]),
+    }
+    loader = SimpleNamespace(dataset=SimpleNamespace(config=config, inter_feat=features))
+    users, kinds = target_kinds(loader)
+    assert users.tolist() == [7, 3, 5, 9] and [KINDS[k] for k in kinds] == [
+        "last item again", "earlier item again", "new item", "last item again"]
+    # Per-user metrics in user order (3, 5, 7, 9): each kind's share is its sum over all users.
+    rows = breakdown(np.array([3, 5, 7, 9]), {"ndcg@10": np.array([0.5, 0.0, 1.0, 0.25]),
+                                             "hit@10": np.array([1.0, 0.0, 1.0, 1.0])}, loader)
+    assert rows["last item again"] == (2, 0.3125, 0.5, 1.0)
+    assert rows["earlier item again"] == (1, 0.125, 0.25, 1.0)
+    assert rows["new item"] == (1, 0.0, 0.0, 0.0)
+
+
+def test_the_repeat_breakdown_adds_up_to_the_stored_metrics(tiny_campaign, tiny_data_path, capsys):
+    root = tiny_campaign("SASRec")
+    capsys.readouterr()
+    repeats([f"--data_path={tiny_data_path}", f"--store={root / 'runs'}", f"--variants_file={root / 'variants.yaml'}",
+             "--dataset=tiny", "--seeds=1", "--variants=SASRec"])
+    stored = record(root, "SASRec")
+    lines = [line.split(" | ") for line in capsys.readouterr().out.splitlines() if line.startswith("| SASRec |")]
+    totals = {row[1]: row for row in lines if row[2] == "all"}
+    assert float(totals["test"][4]) == pytest.approx(stored["test_result"]["ndcg@10"], abs=1e-4)
+    assert float(totals["valid"][5]) == pytest.approx(stored["best_valid_result"]["hit@10"], abs=1e-4)
+    assert len(lines) == 8  # three kinds and the total, for each split
 
 
 def test_the_plan_lists_missing_and_stale_rows_and_the_commands_that_fill_them(tiny_campaign, tiny_data_path, capsys):
