@@ -44,7 +44,8 @@ def breakdown(users, values, eval_data):
     kind_users, kinds = target_kinds(eval_data)
     if len(kind_users) != len(users):
         raise SystemExit("error: the loader has more than one target per user; this needs a leave-one-out split")
-    kind_of = kinds[np.argsort(kind_users)][np.searchsorted(np.sort(kind_users), users)]
+    kind_by_user = dict(zip(kind_users.tolist(), kinds.tolist()))
+    kind_of = np.array([kind_by_user[user] for user in users.tolist()])
     rows = {}
     for index, name in enumerate(KINDS):
         chosen = kind_of == index

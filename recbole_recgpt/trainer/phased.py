@@ -106,10 +106,6 @@ class PhasedTrainer:
         self.checkpoint_stem = state["checkpoint_stem"]
         self.phases = state["phases"]
 
-    def stops_after(self, name):
-        """Whether ``fit`` ends with phase ``name`` (:attr:`last_phase`)."""
-        return self.last_phase == name
-
     def resumes_past(self, name):
         """Whether a resumed run has already finished phase ``name``."""
         if self.resume_state is None:

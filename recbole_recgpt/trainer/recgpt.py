@@ -40,7 +40,7 @@ class RecGPTTrainer(PhasedTrainer, Trainer):
                 ),
                 config["epochs"], config["learning_rate"], **phase_kwargs,
             )
-        if config["prompt_tuning"] and not self.stops_after("pretrain"):
+        if config["prompt_tuning"] and self.last_phase != "pretrain":
             self.model.start_prompt_tuning()
             result = self.run_phase(
                 "finetune", lambda: self.prompt_tuning_loader(dataset),
