@@ -243,10 +243,10 @@ class Run:
         wall_seconds = time.time() - start
         extra = {"resumed": bool(resume), "attempts": attempts}
         if resume:
-            # The phases' seconds add up every attempt's epochs; this attempt's wall clock does not.
-            epoch_seconds = sum(p["train_seconds"] + p["valid_seconds"] for p in result["phases"].values())
+            # The phases' wall seconds add up every attempt's epochs; this attempt's clock does not.
+            phase_seconds = sum(p["wall_seconds"] for p in result["phases"].values())
             extra["last_attempt_wall_s"] = round(wall_seconds, 1)
-            wall_seconds = max(wall_seconds, epoch_seconds)
+            wall_seconds = max(wall_seconds, phase_seconds)
         return config, result, wall_seconds, extra
 
     def remake(self, previous, campaign_command, kind="final"):

@@ -5,6 +5,7 @@ import json
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -166,9 +167,13 @@ def test_a_record_made_before_an_option_existed_is_kept(tiny_campaign, capsys):
 def test_a_killed_run_resumes_from_its_resume_file_to_the_same_numbers(tiny_campaign, monkeypatch):
     train_epoch = RecGPTTrainer._train_epoch
 
+    untimed_seconds = 2.0
+
     def killed_in_phase_2(self, train_data, epoch_idx, *args, **kwargs):
-        if self.phase_name == "finetune":
+        if self.phase_name == "finetune" and epoch_idx == 1:
             raise KeyboardInterrupt
+        if self.phase_name == "finetune":
+            time.sleep(untimed_seconds)  # outside the epoch's own clock, as waiting for data is
         return train_epoch(self, train_data, epoch_idx, *args, **kwargs)
 
     monkeypatch.setattr(RecGPTTrainer, "_train_epoch", killed_in_phase_2)
@@ -183,8 +188,11 @@ def test_a_killed_run_resumes_from_its_resume_file_to_the_same_numbers(tiny_camp
     # Each attempt ran its own checkout: the record names both.
     assert [attempt["git"] for attempt in resumed["attempts"]] == ["first-revision", "second-revision"]
     assert resumed["git"] == "second-revision"
-    epoch_seconds = sum(p["train_seconds"] + p["valid_seconds"] for p in resumed["phases"].values())
-    assert resumed["wall_s"] >= round(epoch_seconds, 1) and resumed["last_attempt_wall_s"] <= resumed["wall_s"]
+    # Phase 2's wall time holds the killed attempt's epoch too, and the run's holds its phases'.
+    finetune = resumed["phases"]["finetune"]
+    assert finetune["wall_seconds"] >= untimed_seconds + finetune["train_seconds"] + finetune["valid_seconds"]
+    phase_seconds = sum(phase["wall_seconds"] for phase in resumed["phases"].values())
+    assert resumed["wall_s"] >= round(phase_seconds, 1) and resumed["last_attempt_wall_s"] <= resumed["wall_s"]
     record_path(root / "runs", "tiny", "RecGPT", 2).unlink()
     shutil.rmtree(root / "saved")
     uninterrupted = record(tiny_campaign("RecGPT", seeds="2"), "RecGPT", 2)

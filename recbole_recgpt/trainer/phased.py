@@ -145,15 +145,16 @@ class PhasedTrainer:
 
         def end_of_epoch(epoch_idx, valid_score):
             record["valid_curve"].append([epoch_idx, float(valid_score)])
+            self._count_wall_time(record)
             if callback_fn:
                 callback_fn(epoch_idx, valid_score)
             self.save_resume_state(epoch_idx, phase_done=False)
 
         self.logger.info(f"Phase {name}: epochs {self.start_epoch}..{epochs - 1}, learning rate {learning_rate}")
-        start = time()
+        self._wall_clock = time()
         train_loader = make_loader()
         result = super().fit(train_loader, valid_data, saved=saved, callback_fn=end_of_epoch, **fit_kwargs)
-        record["wall_seconds"] += time() - start
+        self._count_wall_time(record)
         record["checkpoint"] = self.saved_model_file if saved else None
         if not distributed.same_everywhere(self.model.state_dict()):
             # DDP averages every step's gradients, so the processes' weights never part.
@@ -166,6 +167,12 @@ class PhasedTrainer:
             self.model.load_state_dict(load_checkpoint(self.saved_model_file, self.device)["state_dict"])
         self.save_resume_state(self.epochs - 1, phase_done=True)
         return result
+
+    def _count_wall_time(self, record):
+        # Counted at every epoch's resume save, so a resumed phase keeps its killed attempts' time.
+        now = time()
+        record["wall_seconds"] += now - self._wall_clock
+        self._wall_clock = now
 
     def phase_record(self):
         """Timing record of the current phase."""
