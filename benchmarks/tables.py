@@ -145,6 +145,12 @@ def detail_table(summaries, variants):
     return lines
 
 
+def same_seeds(records, seeds):
+    """The records of ``seeds`` only: an ablation is compared with its reference run of the
+    same seed, not with the reference's mean over seeds the ablation never ran."""
+    return [r for r in records if r["seed"] in seeds]
+
+
 def dataset_sections(records, variants, groups, level):
     """Per dataset, one table per group that has rows, under headings of ``level``."""
     lines = []
@@ -154,10 +160,13 @@ def dataset_sections(records, variants, groups, level):
             names = [n for n in rows if variants.get(n, {}).get("group", "experiment") == group]
             if not names:
                 continue
+            members = {n: rows[n] for n in names}
             if group == "ablation":  # each ablation's reference run first
                 parents = [variants[n]["parent"] for n in names if "parent" in variants[n]]
-                names = [p for p in dict.fromkeys(parents) if p in rows and p not in names] + names
-            members = {n: summarise(rows[n]) for n in names}
+                seeds = {r["seed"] for n in names for r in rows[n]}
+                references = {p: same_seeds(rows[p], seeds) for p in dict.fromkeys(parents) if p in rows and p not in names}
+                members = {**{p: r for p, r in references.items() if r}, **members}
+            members = {n: summarise(r) for n, r in members.items()}
             lines += ["", f"{'#' * level} {dataset}: {GROUPS[group]}", ""]
             lines += main_table(dataset, members, variants) if group in ("main", "masked") else detail_table(members, variants)
     return lines
@@ -222,14 +231,9 @@ def chart(records, variants, path):
     plt.close(fig)
 
 
-def sweep_chart(records, variants, path):
-    """Test NDCG@10 and HR@10, and validation NDCG@10, against each swept parameter (the
-    parent run is one point)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+def sweep_panels(records, variants):
+    """Per swept parameter and dataset, ``(title, [(value, [results of each run]), ...])``; the
+    parent run is one point, at the seeds the swept runs have."""
     sweeps = {}
     for name, spec in variants.items():
         if "sweep" in spec:
@@ -237,13 +241,25 @@ def sweep_chart(records, variants, path):
     panels = []
     for (parameter, parent), names in sweeps.items():
         for dataset in sorted({r["dataset"] for r in records}):
+            swept = [r for r in records if r["dataset"] == dataset and r["variant"] in names]
+            reference = [r for r in records if r["dataset"] == dataset and r["variant"] == parent]
             points = {}
-            for record in records:
-                if record["dataset"] == dataset and record["variant"] in [parent, *names]:
-                    results = {**record["test_result"], "valid ndcg@10": record["best_valid_result"]["ndcg@10"]}
-                    points.setdefault(record["config"][parameter], []).append(results)
+            for record in swept + same_seeds(reference, {r["seed"] for r in swept}):
+                results = {**record["test_result"], "valid ndcg@10": record["best_valid_result"]["ndcg@10"]}
+                points.setdefault(record["config"][parameter], []).append(results)
             if len(points) > 1:
                 panels.append((f"{dataset}: {parameter} ({parent})", sorted(points.items())))
+    return panels
+
+
+def sweep_chart(records, variants, path):
+    """Test NDCG@10 and HR@10, and validation NDCG@10, against each swept parameter."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = sweep_panels(records, variants)
     if not panels:
         return
     fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4), squeeze=False)

@@ -19,7 +19,7 @@ from benchmarks.curves import curve, main as curves_main
 from benchmarks.plan import main as plan_main, planned_runs
 from benchmarks.repeats import KINDS, breakdown, main as repeats, target_kinds
 from benchmarks.significance import main as significance
-from benchmarks.tables import README_END, README_START, gain_lines, summarise, update_readme
+from benchmarks.tables import README_END, README_START, dataset_sections, gain_lines, summarise, sweep_panels, update_readme
 from benchmarks.store import Lock, Run, adopt, cpu_seconds, git_revision, load_variants, record_path
 from recbole_recgpt.errors import ConfigError
 from recbole_recgpt.quick_start import run_recgpt
@@ -472,6 +472,19 @@ def test_the_gain_over_the_best_baseline_uses_the_seeds_both_rows_have():
     (line,) = gain_lines(summaries, variants)
     assert line == ("- RecGPT vs the best baseline on validation (SASRec), seed 1: "
                     "valid NDCG@10 +10.0%, test NDCG@10 +10.0%, test HR@10 +10.0%.")
+
+
+def test_an_ablation_is_compared_with_its_reference_run_of_the_same_seed():
+    variants = {"RecGPT": {"model": "RecGPT", "group": "main"},
+                "RecGPT-N5": {"derived_from": "RecGPT", "parent": "RecGPT", "group": "ablation", "sweep": "stage1_n"}}
+    records = [{**fake_record(name, seed, ndcg), "dataset": "tiny", "config": {"stage1_n": n}}
+               for name, seed, ndcg, n in (("RecGPT", 1, 0.10, 9), ("RecGPT", 2, 0.30, 9), ("RecGPT-N5", 1, 0.12, 5))]
+    main, ablations = "\n".join(dataset_sections(records, variants, ("main", "ablation"), 4)).split("Paper ablations")
+    assert "| RecGPT | t | 2 | **0.2000 ± 0.1414** |" in main
+    assert "| RecGPT |  | 1 | 0.1000 |" in ablations
+    ((title, points),) = sweep_panels(records, variants)
+    assert title == "tiny: stage1_n (RecGPT)"
+    assert [(n, [r["ndcg@10"] for r in results]) for n, results in points] == [(5, [0.12]), (9, [0.10])]
 
 
 def test_the_readme_block_gets_the_main_and_ablation_tables_and_nothing_else_changes(tmp_path):
