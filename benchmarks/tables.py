@@ -248,7 +248,9 @@ def sweep_panels(records, variants):
                 results = {**record["test_result"], "valid ndcg@10": record["best_valid_result"]["ndcg@10"]}
                 points.setdefault(record["config"][parameter], []).append(results)
             if len(points) > 1:
-                panels.append((f"{dataset}: {parameter} ({parent})", sorted(points.items())))
+                seeds = sorted({r["seed"] for r in swept})
+                which = f"seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}"
+                panels.append((f"{dataset}: {parameter} ({parent}), {which}", sorted(points.items())))
     return panels
 
 

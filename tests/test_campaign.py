@@ -483,7 +483,7 @@ def test_an_ablation_is_compared_with_its_reference_run_of_the_same_seed():
     assert "| RecGPT | t | 2 | **0.2000 ± 0.1414** |" in main
     assert "| RecGPT |  | 1 | 0.1000 |" in ablations
     ((title, points),) = sweep_panels(records, variants)
-    assert title == "tiny: stage1_n (RecGPT)"
+    assert title == "tiny: stage1_n (RecGPT), seed 1"
     assert [(n, [r["ndcg@10"] for r in results]) for n, results in points] == [(5, [0.12]), (9, [0.10])]
 
 
