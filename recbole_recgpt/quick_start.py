@@ -59,7 +59,7 @@ def trainer_class(config):
     return get_trainer(config["MODEL_TYPE"], config["model"], config["baseline_trainer"] or "recbole")
 
 
-def check_before_loading(config, resumed=False):
+def check_before_loading(config, resumed=False, last_phase=None):
     """Every check that needs no data, so that bad input stops with its one-line error before
     RecBole loads (and logs) anything."""
     check_dataset_files(config)
@@ -79,6 +79,11 @@ def check_before_loading(config, resumed=False):
     check_trainer_config = getattr(trainer, "check_config", None)
     if check_trainer_config is not None:
         check_trainer_config(config)
+    if last_phase is not None and last_phase not in trainer.phase_order:
+        raise ConfigError(
+            f"last_phase={last_phase!r} is not a phase of {config['model']}'s trainer; "
+            f"use one of {', '.join(trainer.phase_order)}"
+        )
 
 
 def run_recgpt(
@@ -106,12 +111,7 @@ def run_recgpt(
                   result_file=result_file, resume=resume, last_phase=last_phase)
     state = load_resume_state(resume) if resume else None
     config = resumed_config(state, config_dict) if state else create_config(model, dataset, config_files, config_dict)
-    check_before_loading(config, resumed=state is not None)
-    phases = trainer_class(config).phase_order
-    if last_phase is not None and last_phase not in phases:
-        raise ConfigError(
-            f"last_phase={last_phase!r} is not a phase of {config['model']}'s trainer; use one of {', '.join(phases)}"
-        )
+    check_before_loading(config, resumed=state is not None, last_phase=last_phase)
     if distributed.needs_launch(config):
         return distributed.launch(config, run_recgpt, kwargs)
     if state and state.get("world_size", 1) != distributed.world_size():

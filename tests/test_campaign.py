@@ -293,13 +293,23 @@ def test_a_parent_whose_checkpoints_are_gone_is_trained_again_for_a_new_child(ti
     assert record(root, "RecGPT-N5")["checkpoint"] == after["checkpoint"]
 
 
-def test_a_parent_trained_again_to_other_numbers_makes_its_children_stale(tiny_campaign, capsys):
-    root = tiny_campaign("RecGPT-single-stage")
+def as_if_it_had_ended_elsewhere(root, *keys):
+    """Move one number of the stored RecGPT record (at ``keys``) by 0.5 and lose its
+    checkpoints: a parent that the next campaign trains again and cannot reproduce."""
     path = record_path(root / "runs", "tiny", "RecGPT", 1)
     stored = json.loads(path.read_text())
-    stored["test_result"]["ndcg@10"] += 0.5  # as if the earlier run had ended elsewhere
+    *outer, last = keys
+    holder = stored
+    for key in outer:
+        holder = holder[key]
+    holder[last] += 0.5
     path.write_text(json.dumps(stored))
     forget_checkpoints(root)
+
+
+def test_a_parent_trained_again_to_other_numbers_makes_its_children_stale(tiny_campaign, capsys):
+    root = tiny_campaign("RecGPT-single-stage")
+    as_if_it_had_ended_elsewhere(root, "test_result", "ndcg@10")
     capsys.readouterr()
     tiny_campaign("RecGPT-N5")
     assert "tiny RecGPT seed 1: NOT reproduced" in capsys.readouterr().out
@@ -348,11 +358,7 @@ def test_a_new_phase_2_child_trains_the_parent_again_through_phase_1_only(tiny_c
 
 def test_a_parent_whose_phase_1_differs_is_trained_to_the_end_and_its_children_go_stale(tiny_campaign, capsys):
     root = tiny_campaign("RecGPT-K0")
-    path = record_path(root / "runs", "tiny", "RecGPT", 1)
-    stored = json.loads(path.read_text())
-    stored["phases"]["pretrain"]["valid_curve"][0][1] += 0.5  # as if phase 1 had gone elsewhere
-    path.write_text(json.dumps(stored))
-    forget_checkpoints(root)
+    as_if_it_had_ended_elsewhere(root, "phases", "pretrain", "valid_curve", 0, 1)
     capsys.readouterr()
     tiny_campaign("RecGPT-K1")
     output = capsys.readouterr().out
