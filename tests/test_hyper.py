@@ -17,7 +17,7 @@ from recbole_recgpt.errors import ConfigError, TrainingError
 from recbole_recgpt.hyper import run_search, space, trial
 from recbole_recgpt.hyper.output import SearchRecord, best, ranked
 from recbole_recgpt.hyper.trial import SearchSettings, run_trial, trial_row
-from tests.conftest import REPO, TINY_CONFIG, needs_shared_datasets
+from tests.conftest import REPO, TINY_CONFIG
 from tests.test_end_to_end import SMALL, beauty_slice  # noqa: F401  (the fixture, shared)
 
 TINY = {key: value for key, value in TINY_CONFIG.items() if key not in ("learning_rate", "prompt_length")}
@@ -156,7 +156,6 @@ def check_best_by_validation(out):
     return rows
 
 
-@needs_shared_datasets
 def test_hyperopt_grid_on_real_data_is_resumed_without_rerunning_a_finished_trial(beauty_slice, tmp_path, monkeypatch):
     from recbole_recgpt.cli import hyper_main
 
@@ -215,7 +214,6 @@ def local_ray():
     ray.shutdown()
 
 
-@needs_shared_datasets
 def test_ray_grid_on_real_data_records_both_trials_on_the_driver_and_names_the_best(beauty_slice, tmp_path, local_ray):
     from recbole_recgpt.cli import hyper_main
 
