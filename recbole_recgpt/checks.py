@@ -73,13 +73,14 @@ def inter_columns(config):
     if not folder.parent.is_dir():
         raise DataError(
             f"dataset '{dataset}' not found: data folder {folder.parent} does not exist (from {Path.cwd()}); "
-            f"pass --data_path=<folder holding {dataset}/> (the paper datasets: --data_path=../shared/datasets)"
+            f"run from the folder that holds dataset/ (the repository's root for the paper datasets) "
+            f"or pass --data_path=<folder holding {dataset}/>"
         )
     if not inter.is_file():
         raise DataError(
             f"dataset '{dataset}' not found: {inter} does not exist and nothing can be downloaded offline; "
             f"put {dataset}.inter there or pass --data_path=<folder holding {dataset}/> "
-            "(the paper datasets: --data_path=../shared/datasets)"
+            "(the paper datasets ship in the repository's dataset/: run from its root)"
         )
     if not os.access(inter, os.R_OK):
         raise DataError(f"{inter} is not readable; fix its permissions")

@@ -4,15 +4,9 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-# The paper datasets, never copied into the repository (see dataset/README.md).
-SHARED_DATASETS = Path(os.environ.get("RECGPT_SHARED_DATASETS", REPO.parent / "shared" / "datasets"))
-# Without the datasets, the tests that read them are skipped with this reason, not failed: those
-# marked ``needs_shared_datasets`` and those that use a fixture made from them.
-SHARED_DATASETS_MISSING = (
-    None if (SHARED_DATASETS / "amazon-beauty").is_dir() and (SHARED_DATASETS / "raw").is_dir()
-    else f"the paper datasets are not in {SHARED_DATASETS} (see dataset/README.md; or set RECGPT_SHARED_DATASETS)"
-)
-needs_shared_datasets = pytest.mark.skipif(SHARED_DATASETS_MISSING is not None, reason=str(SHARED_DATASETS_MISSING))
+# The paper datasets ship in the repository (dataset/README.md), so the tests that read them
+# run everywhere.
+DATASETS = REPO / "dataset"
 
 # Small enough to train in seconds; MAX_ITEM_LIST_LENGTH 6 makes some users span windows.
 TINY_DATA = {

@@ -22,7 +22,7 @@ from recbole_recgpt.config import for_this_process
 from recbole_recgpt.data import UserSequenceDataLoader
 from recbole_recgpt.quick_start import build, load_data_and_model
 from recbole_recgpt.trainer import RecGPTTrainer
-from tests.conftest import REPO, TINY_CONFIG, needs_shared_datasets
+from tests.conftest import REPO, TINY_CONFIG
 from tests.distributed_evaluation import main as evaluate_alone
 from tests.test_end_to_end import SMALL, beauty_slice  # noqa: F401  (the fixture)
 from tests.test_errors import fails_with, tiny_args  # noqa: F401  (the fixture)
@@ -163,7 +163,6 @@ def two_process_run(beauty_slice, tmp_path_factory):  # noqa: F811
     return folder, json.loads(result_file.read_text())
 
 
-@needs_shared_datasets
 def test_two_processes_train_both_phases_and_process_0_writes_one_result(two_process_run):
     folder, result = two_process_run
     assert result["world_size"] == 2
@@ -178,7 +177,6 @@ def test_two_processes_train_both_phases_and_process_0_writes_one_result(two_pro
     assert sorted(p.name for p in folder.glob("*.json*")) == ["result.json"]
 
 
-@needs_shared_datasets
 def test_a_two_process_checkpoint_reloads_in_one_process(two_process_run):
     _, result = two_process_run
     config, model, _, _, _, _ = load_data_and_model(result["checkpoint"])
@@ -191,7 +189,6 @@ def test_a_two_process_checkpoint_reloads_in_one_process(two_process_run):
     assert model.gpt.item_embedding.weight.abs().sum() > 0
 
 
-@needs_shared_datasets
 def test_two_processes_evaluate_exactly_as_one(two_process_run):
     """The same checkpoint, scored alone and by two torchrun processes: every user once,
     identical metrics (RecBole's own reduction pads users and weights them wrongly)."""

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from tests.conftest import REPO, SHARED_DATASETS, SHARED_DATASETS_MISSING, TINY_CONFIG, write_inter
+from tests.conftest import DATASETS, REPO, TINY_CONFIG, write_inter
 
 SLICE_USERS = 400
 SMALL = ["--hidden_size=32", "--inner_size=64", "--eval_batch_size=256"]
@@ -16,9 +16,7 @@ SMALL = ["--hidden_size=32", "--inner_size=64", "--eval_batch_size=256"]
 @pytest.fixture(scope="module")
 def beauty_slice(tmp_path_factory):
     """The first 400 users of amazon-beauty (about 3,500 interactions), as its own dataset."""
-    if SHARED_DATASETS_MISSING:
-        pytest.skip(SHARED_DATASETS_MISSING)
-    source = SHARED_DATASETS / "amazon-beauty" / "amazon-beauty.inter"
+    source = DATASETS / "amazon-beauty" / "amazon-beauty.inter"
     sequences = {}
     with open(source) as lines:
         next(lines)
