@@ -10,8 +10,8 @@ from pathlib import Path
 RUN_USAGE = """Train and evaluate RecGPT (or a RecBole baseline) on one dataset.
 
     python run_recgpt.py                                   # RecGPT on ml-100k (in the recbole wheel)
-    python run_recgpt.py --dataset=amazon-beauty --data_path=../shared/datasets
-    python run_recgpt.py --model=SASRec --dataset=amazon-beauty --data_path=../shared/datasets
+    python run_recgpt.py --dataset=amazon-beauty            # a paper dataset, shipped in dataset/
+    python run_recgpt.py --model=SASRec --dataset=amazon-beauty
     python run_recgpt.py --epochs=1 --finetune_epochs=1 --result_file=r.json
     python run_recgpt.py --nproc=2 ...                     # 2 processes (DDP; gloo on CPU, nccl on GPU)
     torchrun --nproc-per-node=2 run_recgpt.py ...          # the same, started by torchrun
@@ -38,7 +38,7 @@ the history are not removed. A user's history is all of their interactions in th
 
 HYPER_USAGE = """Hyper-parameter search for RecGPT or any RecBole model; rerun the same command to resume.
 
-    python run_hyper.py --dataset=amazon-beauty --data_path=../shared/datasets \\
+    python run_hyper.py --dataset=amazon-beauty \\
         --params_file=properties/hyper/RecGPT.hyper --output_file=results/hyper-RecGPT.csv
     python run_hyper.py --tool=ray --cpus_per_trial=2 ...     # parallel trials, ASHA early stopping
 

@@ -9,7 +9,7 @@ from recbole.config import Config
 from recbole_recgpt.checks import check_parameter_names, known_parameters, read_config_file
 from recbole_recgpt.distributed import configure_processes, several_processes
 from recbole_recgpt.errors import ConfigError
-from recbole_recgpt.utils import get_model
+from recbole_recgpt.utils import get_model, resolve_baseline_trainer
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 # The one copy of the yaml is the checkout's top-level properties/; a wheel ships it inside
@@ -81,6 +81,7 @@ def create_config(model="RecGPT", dataset="ml-100k", config_files=None, config_d
             config_dict=config_dict,
         )
     check_protocol(config)
+    resolve_baseline_trainer(config)
     check_model_config = getattr(model_class, "check_config", None)
     if check_model_config is not None:
         check_model_config(config)

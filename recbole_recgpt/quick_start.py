@@ -56,7 +56,7 @@ def evaluation_loader_class(config, phase):
 
 def trainer_class(config):
     """The trainer class a config asks for (``baseline_trainer`` for RecBole's models)."""
-    return get_trainer(config["MODEL_TYPE"], config["model"], config["baseline_trainer"] or "recbole")
+    return get_trainer(config["MODEL_TYPE"], config["model"], config["baseline_trainer"])
 
 
 def check_before_loading(config, resumed=False, last_phase=None):
@@ -73,8 +73,9 @@ def check_before_loading(config, resumed=False, last_phase=None):
     trainer = trainer_class(config)
     if config["one_negative_loss"] != "bpr" and trainer is not WholeSequenceTrainer:
         raise ConfigError(
-            f"one_negative_loss={config['one_negative_loss']!r} is a loss of the whole-sequence trainer; "
-            "add baseline_trainer=whole_sequence (SASRec or GRU4Rec, loss_type=BPR)"
+            f"one_negative_loss={config['one_negative_loss']!r} is a loss of the whole-sequence trainer, which this run "
+            f"({config['model']}, baseline_trainer={config['baseline_trainer']}) does not use; "
+            "use baseline_trainer=auto with SASRec or GRU4Rec and loss_type=BPR"
         )
     check_trainer_config = getattr(trainer, "check_config", None)
     if check_trainer_config is not None:

@@ -23,16 +23,29 @@ def get_model(model_name):
         ) from None
 
 
-BASELINE_TRAINERS = ("recbole", "whole_sequence")
+BASELINE_TRAINERS = ("auto", "recbole", "whole_sequence")
+
+
+def resolve_baseline_trainer(config):
+    """Settle ``baseline_trainer: auto`` in ``config``: the whole-sequence trainer for the
+    models and losses it supports (the comparison tables are made with it), RecBole's own
+    trainer for every other model. The resolved config, which runs record, names the trainer
+    that ran; a plugin model's own trainer ignores the key."""
+    choice = config["baseline_trainer"]
+    if choice not in BASELINE_TRAINERS:
+        raise ConfigError(f"baseline_trainer={choice!r} is unknown; use one of {', '.join(BASELINE_TRAINERS)}")
+    if choice == "auto":
+        config["baseline_trainer"] = "whole_sequence" if WholeSequenceTrainer.supports(config) else "recbole"
 
 
 def get_trainer(model_type, model_name, baseline_trainer="recbole"):
     """Trainer class for a model. RecBole's trainers become resumable and timed;
-    ``baseline_trainer="whole_sequence"`` picks :class:`WholeSequenceTrainer` instead."""
+    ``baseline_trainer="whole_sequence"`` picks :class:`WholeSequenceTrainer` instead
+    (``auto`` is settled by :func:`resolve_baseline_trainer` when the config is made)."""
     if model_name in TRAINERS:
         return TRAINERS[model_name]
-    if baseline_trainer not in BASELINE_TRAINERS:
-        raise ConfigError(f"baseline_trainer={baseline_trainer!r} is unknown; use one of {', '.join(BASELINE_TRAINERS)}")
+    if baseline_trainer not in BASELINE_TRAINERS[1:]:
+        raise ConfigError(f"baseline_trainer={baseline_trainer!r} is unknown; use recbole or whole_sequence")
     if baseline_trainer == "whole_sequence":
         return WholeSequenceTrainer
     trainer = recbole_get_trainer(model_type, model_name)

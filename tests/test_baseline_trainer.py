@@ -160,6 +160,30 @@ def test_whole_sequence_trainer_runs_and_is_named_in_the_result(tiny_config, tin
     assert 0 < result["test_result"]["hit@10"] <= 1
 
 
+@pytest.mark.parametrize(
+    "model, settings, trainer",
+    [
+        ("SASRec", {}, "whole_sequence"),
+        ("SASRec", {"loss_type": "BPR"}, "whole_sequence"),
+        ("GRU4Rec", {}, "whole_sequence"),
+        ("BERT4Rec", {}, "whole_sequence"),
+        ("SASRec", {"baseline_trainer": "recbole"}, "recbole"),  # one flag away
+        ("Caser", {}, "recbole"),  # a model it cannot feed
+        ("Pop", {}, "recbole"),
+        ("RecGPT", {}, "recbole"),  # its own trainer ignores the key; stored RecGPT records say recbole
+    ],
+)
+def test_auto_picks_the_whole_sequence_trainer_where_it_can_and_the_config_names_the_choice(
+    tiny_config, model, settings, trainer
+):
+    from recbole_recgpt.quick_start import trainer_class
+
+    config = tiny_config(model, **settings)
+    assert config["baseline_trainer"] == trainer
+    if model != "RecGPT":
+        assert (trainer_class(config) is WholeSequenceTrainer) == (trainer == "whole_sequence")
+
+
 def test_models_it_cannot_feed_are_refused(tiny_config):
     config = tiny_config("Caser", baseline_trainer="whole_sequence")
     with pytest.raises(ConfigError, match="supports SASRec, GRU4Rec, BERT4Rec with loss_type CE or BPR, not Caser"):

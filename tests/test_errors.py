@@ -175,8 +175,10 @@ def test_the_real_command_line_prints_one_line_and_debug_shows_the_traceback(tmp
     [
         ("RecGPT", {**TINY_CONFIG, "pretrained_checkpoint": "missing.pth"}, "pretrained_checkpoint missing.pth does not exist"),
         ("Caser", {**TINY_DATA, "baseline_trainer": "whole_sequence"}, "supports SASRec, GRU4Rec, BERT4Rec with loss_type CE or BPR"),
-        ("SASRec", {**TINY_DATA, "loss_type": "BPR", "one_negative_loss": "bce"},
-         "one_negative_loss='bce' is a loss of the whole-sequence trainer; add baseline_trainer=whole_sequence"),
+        ("SASRec", {**TINY_DATA, "loss_type": "BPR", "one_negative_loss": "bce", "baseline_trainer": "recbole"},
+         "one_negative_loss='bce' is a loss of the whole-sequence trainer, which this run (SASRec, baseline_trainer=recbole) "
+         "does not use; use baseline_trainer=auto"),
+        ("SASRec", {**TINY_DATA, "baseline_trainer": "fast"}, "baseline_trainer='fast' is unknown; use one of auto, recbole, whole_sequence"),
         ("SASRec", {**TINY_DATA, "baseline_trainer": "whole_sequence", "one_negative_loss": "bce"},
          "one_negative_loss=bce needs loss_type=BPR (one sampled negative) and SASRec or GRU4Rec, not SASRec with loss_type=CE"),
         ("GRU4Rec", {**TINY_DATA, "baseline_trainer": "whole_sequence", "one_negative_loss": "hinge"},

@@ -1,5 +1,5 @@
-"""The baselines' opt-in whole-sequence trainer: one row per user sequence instead of
-RecBole's one padded row per prefix."""
+"""The baselines' whole-sequence trainer (their default): one row per user sequence instead
+of RecBole's one padded row per prefix."""
 
 import contextlib
 import random
@@ -17,8 +17,8 @@ from recbole_recgpt.trainer.phased import PhasedTrainer
 
 
 class WholeSequenceTrainer(PhasedTrainer, Trainer):
-    r"""Opt-in trainer (``baseline_trainer: whole_sequence``) for RecBole's SASRec and GRU4Rec
-    (``loss_type`` CE or BPR) and BERT4Rec.
+    r"""The baselines' default trainer (``baseline_trainer: auto`` or ``whole_sequence``) for
+    RecBole's SASRec and GRU4Rec (``loss_type`` CE or BPR) and BERT4Rec.
 
     *Causal models* (SASRec, GRU4Rec): RecBole feeds them one padded row per prefix. Their
     output at position t of one pass over the whole sequence already is that row's output
@@ -61,10 +61,15 @@ class WholeSequenceTrainer(PhasedTrainer, Trainer):
             self.all_positions_module = getattr(model, self.ALL_POSITIONS_MODULE[config["model"]])
 
     @classmethod
+    def supports(cls, config):
+        """Whether this trainer can train the run's model with its loss."""
+        return config["model"] in (*cls.ALL_POSITIONS_MODULE, *cls.CLOZE_MODELS) and config["loss_type"] in cls.LOSS_TYPES
+
+    @classmethod
     def check_config(cls, config):
         """Raise :class:`ConfigError` unless the run's model is one this trainer supports."""
-        supported = (*cls.ALL_POSITIONS_MODULE, *cls.CLOZE_MODELS)
-        if config["model"] not in supported or config["loss_type"] not in cls.LOSS_TYPES:
+        if not cls.supports(config):
+            supported = (*cls.ALL_POSITIONS_MODULE, *cls.CLOZE_MODELS)
             raise ConfigError(
                 f"baseline_trainer=whole_sequence supports {', '.join(supported)} with loss_type "
                 f"{' or '.join(cls.LOSS_TYPES)}, not {config['model']} ({config['loss_type']}); use baseline_trainer=recbole"
