@@ -324,10 +324,14 @@ def build_tables(store="results/runs", out="results", variants=None, readme=None
         update_readme(readme, records, variants)
 
 
-if __name__ == "__main__":
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--store", default="results/runs")
     parser.add_argument("--out", default="results")
     parser.add_argument("--readme", default=None, help="also rewrite this file's block of main and ablation tables")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     build_tables(args.store, args.out, readme=args.readme)
+
+
+if __name__ == "__main__":
+    main()

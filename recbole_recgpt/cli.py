@@ -112,13 +112,13 @@ def main(argv=None):
     return run_main(argv)
 
 
-@_one_line_errors
-def run_main(argv=None):
-    from recbole_recgpt.quick_start import run_recgpt
-
+def parse_run(argv):
+    """``(args, overrides)`` of a ``run_recgpt.py`` command line (argparse's errors exit)."""
     parser = _parser(RUN_USAGE)
     parser.add_argument("--result_file", default=None, help="write the results as JSON here")
     parser.add_argument("--resume", default=None, help="continue a killed run from its *-resume.pth file")
+    parser.add_argument("--check", action="store_true",
+                        help="resolve and validate the configuration, print it and stop (no data loaded, nothing trained)")
     args, overrides = _parse(parser, argv)
     from recbole_recgpt.distributed import LAUNCH_KEYS
 
@@ -127,6 +127,18 @@ def run_main(argv=None):
             f"--resume continues a run with its own settings; give no other parameters (but where it runs: "
             f"{', '.join('--' + key for key in LAUNCH_KEYS)})"
         )
+    return args, overrides
+
+
+@_one_line_errors
+def run_main(argv=None):
+    from recbole_recgpt.quick_start import check_run, run_recgpt
+
+    args, overrides = parse_run(argv)
+    if args.check:
+        config = check_run(args.model, args.dataset, args.config_files.split(), overrides, resume=args.resume)
+        print(describe_config(config))
+        return config
     run_recgpt(
         model=args.model,
         dataset=args.dataset,
@@ -137,9 +149,8 @@ def run_main(argv=None):
     )
 
 
-@_one_line_errors
-def recommend_main(argv=None):
-    from recbole_recgpt.recommend import FORMATS, format_recommendations, recommend
+def recommend_parser():
+    from recbole_recgpt.recommend import FORMATS
 
     parser = argparse.ArgumentParser(
         prog="run_recgpt.py recommend", description=RECOMMEND_USAGE, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -153,7 +164,14 @@ def recommend_main(argv=None):
     parser.add_argument("--output", default=None, help="write to this file instead of stdout")
     parser.add_argument("--format", choices=FORMATS, default=None, help="default: json for an --output ending .json, else csv")
     parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
-    args = parser.parse_args(argv)
+    return parser
+
+
+@_one_line_errors
+def recommend_main(argv=None):
+    from recbole_recgpt.recommend import format_recommendations, recommend
+
+    args = recommend_parser().parse_args(argv)
     histories = [history.split() for history in args.history]
     if args.history_file:
         histories += read_history_file(args.history_file)
@@ -180,10 +198,21 @@ def read_history_file(path):
     return [line.split() for line in lines]
 
 
-@_one_line_errors
-def hyper_main(argv=None):
-    from recbole_recgpt.hyper import run_search
+def describe_config(config):
+    """The resolved settings of a checked run as YAML, under one line that names the run."""
+    import yaml
 
+    from recbole_recgpt.quick_start import jsonable_config, trainer_class
+
+    return (
+        f"# valid: {config['model']} on {config['dataset']} with {trainer_class(config).__name__}; "
+        "no data loaded, nothing trained. Resolved settings:\n"
+        + yaml.safe_dump(jsonable_config(config), sort_keys=True, default_flow_style=None, width=120)
+    )
+
+
+def parse_hyper(argv):
+    """``(args, overrides)`` of a ``run_hyper.py`` command line (argparse's errors exit)."""
     parser = _parser(HYPER_USAGE)
     parser.add_argument("--params_file", default="properties/hyper/RecGPT.hyper", help="the search space")
     parser.add_argument("--output_file", default="hyper_result.csv", help="the CSV record; other outputs beside it")
@@ -198,7 +227,26 @@ def hyper_main(argv=None):
     parser.add_argument("--cpus_per_trial", type=int, default=1, help="ray: CPUs and torch threads of each trial")
     parser.add_argument("--grace_period", type=int, default=10, help="ray: ASHA's first rung, in global epochs")
     parser.add_argument("--reduction_factor", type=float, default=2, help="ray: ASHA keeps the top 1/this at a rung")
-    args, overrides = _parse(parser, argv)
+    parser.add_argument("--check", action="store_true",
+                        help="validate the search space and the shared configuration, print them and stop (no trial runs)")
+    return _parse(parser, argv)
+
+
+@_one_line_errors
+def hyper_main(argv=None):
+    from recbole_recgpt.hyper import check_search, run_search
+
+    args, overrides = parse_hyper(argv)
+    if args.check:
+        config, space = check_search(
+            model=args.model, dataset=args.dataset, params_file=args.params_file, tool=args.tool, algo=args.algo,
+            max_evals=args.max_evals, early_stop=args.early_stop, config_files=args.config_files.split(),
+            fixed=overrides, cpus_per_trial=args.cpus_per_trial, grace_period=args.grace_period,
+            reduction_factor=args.reduction_factor,
+        )
+        print("\n".join(f"# search space: {parameter.name} {parameter.kind} {parameter.values}" for parameter in space))
+        print(describe_config(config))
+        return config
     try:  # everything but the interrupted trial is in the record
         summary = run_search(
             model=args.model, dataset=args.dataset, params_file=args.params_file, output_file=args.output_file,

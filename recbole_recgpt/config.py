@@ -51,6 +51,13 @@ def distributed_config_file():
     return properties_dir() / "distributed.yaml"
 
 
+def parameter_names(model="RecGPT", dataset="ml-100k"):
+    """Every parameter name a run of ``model`` on ``dataset`` understands: RecBole's, the
+    model's and the project's yaml layers'."""
+    model_name = get_model(model).__name__
+    return known_parameters(model_name, [*project_config_files(model_name, dataset), distributed_config_file()])
+
+
 @contextlib.contextmanager
 def _without_command_line():
     # RecBole's Config also parses sys.argv; the plugin passes overrides explicitly instead,
@@ -69,7 +76,7 @@ def create_config(model="RecGPT", dataset="ml-100k", config_files=None, config_d
     a plugin model checks its own parameters (``check_config``)."""
     model_class = get_model(model)
     project_files = project_config_files(model_class.__name__, dataset)
-    known = known_parameters(model_class.__name__, [*project_files, distributed_config_file()])
+    known = parameter_names(model, dataset)
     for path in config_files or []:
         check_parameter_names(read_config_file(path), known, f"config file {path}")
     check_parameter_names(config_dict or {}, known, "the command line")

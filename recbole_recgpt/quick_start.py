@@ -110,9 +110,7 @@ def run_recgpt(
     """
     kwargs = dict(model=model, dataset=dataset, config_files=config_files, config_dict=config_dict, saved=saved,
                   result_file=result_file, resume=resume, last_phase=last_phase)
-    state = load_resume_state(resume) if resume else None
-    config = resumed_config(state, config_dict) if state else create_config(model, dataset, config_files, config_dict)
-    check_before_loading(config, resumed=state is not None, last_phase=last_phase)
+    state, config = resolve_run(model, dataset, config_files, config_dict, resume, last_phase)
     if distributed.needs_launch(config):
         return distributed.launch(config, run_recgpt, kwargs)
     if state and state.get("world_size", 1) != distributed.world_size():
@@ -153,6 +151,20 @@ def run_recgpt(
         write_result(result, result_file)
     distributed.finish()
     return result
+
+
+def resolve_run(model="RecGPT", dataset="ml-100k", config_files=None, config_dict=None, resume=None, last_phase=None):
+    """``(resume state or None, config)`` of a run, with every check that needs no data done."""
+    state = load_resume_state(resume) if resume else None
+    config = resumed_config(state, config_dict) if state else create_config(model, dataset, config_files, config_dict)
+    check_before_loading(config, resumed=state is not None, last_phase=last_phase)
+    return state, config
+
+
+def check_run(model="RecGPT", dataset="ml-100k", config_files=None, config_dict=None, resume=None):
+    """The resolved config of a run, validated as :func:`run_recgpt` validates it before it
+    loads anything; nothing is loaded or trained (``run_recgpt.py --check``)."""
+    return resolve_run(model, dataset, config_files, config_dict, resume)[1]
 
 
 def write_result(result, path):

@@ -191,3 +191,23 @@ def test_checks_that_need_no_data_stop_the_command_before_anything_is_loaded(tin
     assert completed.returncode == 2
     assert completed.stdout == "" and completed.stderr.count("\n") == 1 and expected in completed.stderr, completed.stderr
     assert not (tmp_path / "log").exists(), "RecBole's logger started (and the configuration was logged) before the check"
+
+
+def test_check_prints_the_resolved_configuration_and_loads_nothing(tiny_data_path, tmp_path):
+    args = ["--model=SASRec", "--dataset=tiny", f"--data_path={tiny_data_path}", "--check", "--hidden_size=8"]
+    completed = subprocess.run([sys.executable, str(REPO / "run_recgpt.py"), *args], cwd=tmp_path, capture_output=True, text=True)
+    assert completed.returncode == 0, completed.stderr
+    first, *settings = completed.stdout.splitlines()
+    assert first.startswith("# valid: SASRec on tiny with WholeSequenceTrainer")
+    assert "hidden_size: 8" in settings and "baseline_trainer: whole_sequence" in settings
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # no log/, no saved/
+
+
+def test_check_of_a_search_names_its_space(tiny_data_path, tmp_path):
+    space = tmp_path / "space.hyper"
+    space.write_text("learning_rate choice [0.01,0.001]\n")
+    args = ["--model=SASRec", "--dataset=tiny", f"--data_path={tiny_data_path}", f"--params_file={space}", "--check"]
+    completed = subprocess.run([sys.executable, str(REPO / "run_hyper.py"), *args], cwd=tmp_path, capture_output=True, text=True)
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stdout.startswith("# search space: learning_rate choice (0.01, 0.001)\n# valid: SASRec on tiny")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["space.hyper"]

@@ -56,13 +56,12 @@ def run_search(model="RecGPT", dataset="ml-100k", params_file="properties/hyper/
     ``grace_period`` (global epochs) and ``reduction_factor``.
     """
     started = time()
-    _check_options(tool, algo, max_evals, early_stop, cpus_per_trial, grace_period, reduction_factor)
     fixed = {key: str(Path(value).resolve()) if key in PATH_PARAMETERS else value
              for key, value in (fixed or {}).items()}
     config_files = [str(Path(path).resolve()) for path in config_files]
-    space = read_space(params_file)
-    points = grid(space) if algo == "exhaustive" else None  # refuses ranges before any trial
-    config = _check_before_searching(model, dataset, config_files, fixed)
+    config, space = check_search(model, dataset, params_file, tool, algo, max_evals, early_stop, config_files, fixed,
+                                 cpus_per_trial, grace_period, reduction_factor)
+    points = grid(space) if algo == "exhaustive" else None
     bigger, seed = config["valid_metric_bigger"], config["seed"]
     settings = SearchSettings(model=config["model"], dataset=dataset, config_files=config_files, fixed=fixed)
     paths = output_paths(output_file)
@@ -109,6 +108,19 @@ def run_search(model="RecGPT", dataset="ml-100k", params_file="properties/hyper/
     best = write_outputs(record, paths, context, plot=bool(record.rows))
     _print_summary(best, paths)
     return SearchSummary(rows=record.rows, added=record.added, best=best, paths=paths)
+
+
+def check_search(model="RecGPT", dataset="ml-100k", params_file="properties/hyper/RecGPT.hyper", tool="hyperopt",
+                 algo="exhaustive", max_evals=100, early_stop=10, config_files=(), fixed=None, cpus_per_trial=1,
+                 grace_period=10, reduction_factor=2):
+    """``(shared config, search space)`` of a search, every check that needs no trial done:
+    the options, the space (an exhaustive search refuses ranges), the dataset's file and the
+    fixed settings. ``run_hyper.py --check`` prints them."""
+    _check_options(tool, algo, max_evals, early_stop, cpus_per_trial, grace_period, reduction_factor)
+    space = read_space(params_file)
+    if algo == "exhaustive":
+        grid(space)
+    return _check_before_searching(model, dataset, config_files, fixed or {}), space
 
 
 def _check_options(tool, algo, max_evals, early_stop, cpus_per_trial, grace_period, reduction_factor):
@@ -171,4 +183,4 @@ def _git_revision():
     return completed.stdout.strip() or "unknown"
 
 
-__all__ = ["run_search", "SearchSummary"]
+__all__ = ["check_search", "run_search", "SearchSummary"]
