@@ -16,6 +16,7 @@ RUN_USAGE = """Train and evaluate RecGPT (or a RecBole baseline) on one dataset.
     python run_recgpt.py --nproc=2 ...                     # 2 processes (DDP; gloo on CPU, nccl on GPU)
     torchrun --nproc-per-node=2 run_recgpt.py ...          # the same, started by torchrun
     python run_recgpt.py recommend --help                  # top-K items from a saved checkpoint
+    python run_recgpt.py hyper --help                      # hyper-parameter search (run_hyper.py)
 
 Several machines: --nproc=N --world_size=W --ip=<address of the first> --port=P --offset=K
 on each (K: rank of its first process: 0, N, 2N, ...).
@@ -41,6 +42,7 @@ HYPER_USAGE = """Hyper-parameter search for RecGPT or any RecBole model; rerun t
     python run_hyper.py --dataset=amazon-beauty \\
         --params_file=properties/hyper/RecGPT.hyper --output_file=results/hyper-RecGPT.csv
     python run_hyper.py --tool=ray --cpus_per_trial=2 ...     # parallel trials, ASHA early stopping
+    recbole-recgpt hyper ...                                  # the same, installed
 
 The search space uses RecBole's format (name choice [a,b] / uniform lo,hi / loguniform lo,hi).
 Every finished trial is written to the CSV at once; the same command skips them when rerun.
@@ -105,10 +107,13 @@ def _parse(parser, argv):
 
 
 def main(argv=None):
-    """``run_recgpt.py [recommend] ...``: train and evaluate, or recommend from a checkpoint."""
+    """``run_recgpt.py [recommend | hyper] ...`` (the ``recbole-recgpt`` command): train and
+    evaluate, recommend from a checkpoint, or search hyper-parameters (as ``run_hyper.py``)."""
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["recommend"]:
         return recommend_main(argv[1:])
+    if argv[:1] == ["hyper"]:
+        return hyper_main(argv[1:])
     return run_main(argv)
 
 
@@ -214,7 +219,8 @@ def describe_config(config):
 def parse_hyper(argv):
     """``(args, overrides)`` of a ``run_hyper.py`` command line (argparse's errors exit)."""
     parser = _parser(HYPER_USAGE)
-    parser.add_argument("--params_file", default="properties/hyper/RecGPT.hyper", help="the search space")
+    parser.add_argument("--params_file", default=None,
+                        help="the search space (default: the project's properties/hyper/<model>.hyper)")
     parser.add_argument("--output_file", default="hyper_result.csv", help="the CSV record; other outputs beside it")
     parser.add_argument("--tool", default="hyperopt", choices=["hyperopt", "ray"])
     parser.add_argument("--algo", default="exhaustive", choices=["exhaustive", "random", "bayes"],

@@ -109,6 +109,8 @@ def problems_of(command):
             problems += module_problems(words[2], arguments)
         elif entry == "run" and arguments[:1] == ["recommend"]:
             recommend_parser().parse_args(arguments[1:])
+        elif entry == "run" and arguments[:1] == ["hyper"]:
+            problems += run_problems("hyper", arguments[1:], given, checked=not any(map(placeholder, words)))
         else:
             problems += run_problems(entry, arguments, given, checked=not any(map(placeholder, words)))
     except SystemExit:
@@ -136,7 +138,7 @@ def run_problems(entry, arguments, given, checked):
     if entry == "run":
         check_run(args.model, args.dataset, config_files, overrides)
     else:
-        check_search(model=args.model, dataset=args.dataset, params_file=str(REPO / args.params_file), tool=args.tool,
+        check_search(model=args.model, dataset=args.dataset, params_file=args.params_file and str(REPO / args.params_file), tool=args.tool,
                      algo=args.algo, max_evals=args.max_evals, early_stop=args.early_stop, config_files=config_files,
                      fixed=overrides, cpus_per_trial=args.cpus_per_trial, grace_period=args.grace_period,
                      reduction_factor=args.reduction_factor)

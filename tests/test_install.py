@@ -63,6 +63,10 @@ def test_the_wheel_runs_ml100k_from_an_empty_directory(tmp_path):
     assert (config["stage1_n"], config["prompt_mode"]) == (9, "insert")
     assert Path(result["checkpoint"]).parent == Path("saved")
 
+    # Tuning from the installed command, with the packaged search space of the model.
+    checked = run([str(venv / "bin" / "recbole-recgpt"), "hyper", "--model=SASRec", "--check"], cwd=empty, env=env).stdout
+    assert checked.startswith("# search space: learning_rate choice") and "# valid: SASRec on ml-100k" in checked
+
     shown = run([str(venv / "bin" / "recbole-recgpt"), "recommend", f"--checkpoint={result['checkpoint']}",
                  "--users=196", "--k=3"], cwd=empty, env=env).stdout.splitlines()
     assert shown[0] == "user,rank,item" and [line.split(",")[:2] for line in shown[1:]] == [["196", "1"], ["196", "2"], ["196", "3"]]

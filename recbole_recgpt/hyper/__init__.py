@@ -20,7 +20,7 @@ from time import time
 from recbole.utils import get_local_time
 
 from recbole_recgpt.checks import check_dataset_files
-from recbole_recgpt.config import create_config
+from recbole_recgpt.config import create_config, properties_dir
 from recbole_recgpt.errors import ConfigError
 from recbole_recgpt.hyper.output import SearchRecord, output_paths, write_outputs
 from recbole_recgpt.hyper.space import grid, params_text, read_space, sample
@@ -42,7 +42,7 @@ class SearchSummary:
     paths: dict
 
 
-def run_search(model="RecGPT", dataset="ml-100k", params_file="properties/hyper/RecGPT.hyper",
+def run_search(model="RecGPT", dataset="ml-100k", params_file=None,
                output_file="hyper_result.csv", tool="hyperopt", algo="exhaustive", max_evals=100, early_stop=10,
                config_files=(), fixed=None, address=None, num_cpus=None, cpus_per_trial=1, grace_period=10,
                reduction_factor=2, command=None):
@@ -110,17 +110,25 @@ def run_search(model="RecGPT", dataset="ml-100k", params_file="properties/hyper/
     return SearchSummary(rows=record.rows, added=record.added, best=best, paths=paths)
 
 
-def check_search(model="RecGPT", dataset="ml-100k", params_file="properties/hyper/RecGPT.hyper", tool="hyperopt",
+def check_search(model="RecGPT", dataset="ml-100k", params_file=None, tool="hyperopt",
                  algo="exhaustive", max_evals=100, early_stop=10, config_files=(), fixed=None, cpus_per_trial=1,
                  grace_period=10, reduction_factor=2):
     """``(shared config, search space)`` of a search, every check that needs no trial done:
     the options, the space (an exhaustive search refuses ranges), the dataset's file and the
     fixed settings. ``run_hyper.py --check`` prints them."""
     _check_options(tool, algo, max_evals, early_stop, cpus_per_trial, grace_period, reduction_factor)
-    space = read_space(params_file)
+    space = read_space(params_file or default_space(model))
     if algo == "exhaustive":
         grid(space)
     return _check_before_searching(model, dataset, config_files, fixed or {}), space
+
+
+def default_space(model):
+    """The project's search space for ``model`` (``properties/hyper/<model>.hyper``)."""
+    path = properties_dir() / "hyper" / f"{model}.hyper"
+    if not path.is_file():
+        raise ConfigError(f"there is no default search space for {model}; write one and pass --params_file=FILE")
+    return str(path)
 
 
 def _check_options(tool, algo, max_evals, early_stop, cpus_per_trial, grace_period, reduction_factor):

@@ -227,10 +227,20 @@ def _write_ranked(path, rows, context):
     Path(path).write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
+def _as_given(value):
+    """A path under the current directory as a relative path (the search made it absolute for
+    Ray's trial folders), so that the rerun command works in another checkout; else ``value``."""
+    if isinstance(value, str) and os.path.isabs(value):
+        relative = os.path.relpath(value)
+        if not relative.startswith(".."):
+            return relative
+    return value
+
+
 def _write_best(path, row, context):
     metric = context["valid_metric"].lower()
-    fixed = " ".join(shlex.quote(f"--{key}={value}") for key, value in context["fixed"].items())
-    files = shlex.quote("--config_files=" + " ".join(context["config_files"] + [str(path)]))
+    fixed = " ".join(shlex.quote(f"--{key}={_as_given(value)}") for key, value in context["fixed"].items())
+    files = shlex.quote("--config_files=" + " ".join(map(_as_given, context["config_files"] + [str(path)])))
     comment = [
         f"Best of {context['n_trials']} trials of {context['model']} on {context['dataset']}: trial {row['trial']}, "
         f"valid {metric} {row['best_valid_score']:.4f} (test {metric} {row['test'].get(metric, float('nan')):.4f}).",
