@@ -38,6 +38,7 @@ def parse(argv):
     parser.add_argument("--data_path", default=None)
     parser.add_argument("--store", default="results/runs")
     parser.add_argument("--results", default="results", help="folder of comparison.csv/.md/.png")
+    parser.add_argument("--document", default="docs/results.md", help="the results document (headline and tables)")
     parser.add_argument("--variants_file", default=None)
     parser.add_argument("--threads", type=int, default=None)
     args, rest = parser.parse_known_args(argv)
@@ -138,7 +139,7 @@ def main(argv=None):
                     traceback.print_exc()
                     failed.append(f"{dataset} {name} seed {seed}: {type(error).__name__}: {error}")
                     continue
-                build_tables(args.store, args.results, variants)
+                build_tables(args.store, args.results, variants, document=args.document)
     for line in failed:
         print(f"failed: {line}", file=sys.stderr)
     return 1 if failed else 0

@@ -1,7 +1,6 @@
 """Tables and chart from the result store.
 
-    python -m benchmarks.tables            # results/runs/** -> results/comparison.{csv,md,png}
-    python -m benchmarks.tables --readme=README.md   # and the README's block of tables
+    python -m benchmarks.tables      # results/runs/** -> results/comparison.{csv,md,png}, docs/results.md
 
 ``comparison.csv`` has one row per finished run. ``comparison.md`` has, per dataset, the
 main table (mean ± std over seeds, best mean per column in bold, RecGPT's relative gain over
@@ -10,6 +9,8 @@ protocol (``group: masked``), then the ablation and experiment rows; ``experimen
 lists every experiment and masked-protocol run with its command.
 ``comparison.png`` plots test NDCG@10 and HR@10 of the main table with std error bars;
 ``ablations.png`` plots them (and validation NDCG@10) against each swept parameter (``sweep`` in variants.yaml).
+``docs/results.md`` opens with the headline (each ``headline`` variant against the baseline best
+on validation, both protocols), then the main, masked and ablation tables.
 """
 
 import argparse
@@ -24,13 +25,11 @@ CSV_COLUMNS = (
     "dataset", "model", "seed", "valid_ndcg@10", *METRICS, "epochs", "wall_s", "git", "command",
     "trainer", "parent", "threads",
 )
-README_START = "<!-- tables: python -m benchmarks.tables --readme=README.md -->"
-README_END = "<!-- end of tables -->"
 GROUPS = {
     "main": "Main comparison",
     "masked": "Same checkpoints, history items masked (eval_mask_history)",
     "ablation": "Paper ablations",
-    "experiment": "Controlled experiments (issue 7)",
+    "experiment": "Controlled experiments",
 }
 
 
@@ -172,26 +171,92 @@ def dataset_sections(records, variants, groups, level):
     return lines
 
 
+PROVENANCE = (
+    "Mean ± std over seeds; bold = best mean in the column. Every run trained to early stopping on "
+    "validation NDCG@10 (patience 10 validations, at most 200 epochs a phase), except the experiment rows "
+    "whose description names a fixed number of epochs; anything chosen was chosen on validation."
+)
+
+
 def markdown(records, variants):
     lines = [
         "# RecGPT and RecBole baselines: test set, full ranking, leave-one-out",
         "",
         "Built by `python -m benchmarks.tables` from `results/runs/` (one JSON per run: command, seed, git "
-        "revision, resolved config). Mean ± std over seeds; bold = best mean in the column. Every run "
-        "trained to early stopping on validation NDCG@10; anything chosen was chosen on validation.",
+        "revision, resolved config). " + PROVENANCE,
     ]
     return "\n".join(lines + dataset_sections(records, variants, GROUPS, 2)) + "\n"
 
 
-def update_readme(path, records, variants):
-    """Rewrite the block between :data:`README_START` and :data:`README_END` in ``path`` with
-    the main and ablation tables of every dataset; the rest of the file is left as it is."""
-    text = Path(path).read_text()
-    start, end = text.find(README_START), text.find(README_END)
-    if start < 0 or end < start:
-        raise SystemExit(f"error: {path} has no '{README_START}' ... '{README_END}' block; add both lines where the tables go")
-    block = dataset_sections(records, variants, ("main", "ablation"), 4)
-    Path(path).write_text(text[: start + len(README_START)] + "\n".join(block) + "\n\n" + text[end:])
+def headline_rows(records, variants):
+    """Per dataset and protocol (``main``, ``masked``): the baseline best on validation NDCG@10
+    against each variant marked ``headline`` in the variants file, on the seeds both have."""
+    rows = []
+    for dataset in sorted({r["dataset"] for r in records}):
+        for group in ("main", "masked"):
+            runs = by_variant(
+                [r for r in records if r["dataset"] == dataset and variants.get(r["variant"], {}).get("group") == group],
+                list(variants),
+            )
+            baselines = {n: summarise(r) for n, r in runs.items() if model_of(n, variants) not in (None, "RecGPT")}
+            if not baselines:
+                continue
+            best = max(baselines, key=lambda n: baselines[n]["mean"]["valid_ndcg@10"])
+            for name in (n for n in runs if variants[n].get("headline")):
+                seeds = sorted({r["seed"] for r in runs[name]} & {r["seed"] for r in runs[best]})
+                if seeds:
+                    ours, theirs = summarise(same_seeds(runs[name], seeds)), summarise(same_seeds(runs[best], seeds))
+                    rows.append((dataset, group, variants[name]["headline"], best, seeds, ours, theirs))
+    return rows
+
+
+def headline_table(records, variants):
+    """The results at a glance: RecGPT vs the best baseline on validation, per dataset and protocol."""
+    lines = [
+        "| dataset | history items | model | seeds | valid NDCG@10 | test NDCG@10 | test HR@10 | best baseline on validation "
+        "| its test NDCG@10 | test NDCG@10 vs it |",
+        "| --- | --- | --- | ---: | ---: | ---: | ---: | --- | ---: | ---: |",
+    ]
+    for dataset, group, label, best, seeds, ours, theirs in headline_rows(records, variants):
+        gain = 100 * (ours["mean"]["ndcg@10"] / theirs["mean"]["ndcg@10"] - 1)
+        lines.append(
+            f"| {dataset} | {'masked' if group == 'masked' else 'ranked'} | {label} | {len(seeds)} | "
+            f"{cell(ours, 'valid_ndcg@10', False)} | {cell(ours, 'ndcg@10', False)} | {cell(ours, 'hit@10', False)} | "
+            f"{variants[best].get('parent', best)} | {cell(theirs, 'ndcg@10', False)} | {gain:+.1f}% |"
+        )
+    return lines
+
+
+def results_document(records, variants):
+    """docs/results.md: the headline table, the charts, then every dataset's main, masked and
+    ablation tables."""
+    lines = [
+        "# Results",
+        "",
+        "Every number here is generated by `python -m benchmarks.tables` from the run records in "
+        "`results/runs/` (one JSON per run with its command, seed, git revision, threads, resolved "
+        "config and wall time; all runs on a 2-core CPU machine). " + PROVENANCE + " How the runs are "
+        "made: [benchmarks.md](benchmarks.md); the protocol: [protocol.md](protocol.md); what the "
+        "numbers mean: [experiments.md](experiments.md).",
+        "",
+        "## At a glance",
+        "",
+        "RecGPT (this project's defaults, `properties/model/RecGPT.yaml`) and RecGPT-paper (the paper's "
+        "configuration) against the baseline that is best on validation NDCG@10, on the seeds both have. "
+        "*ranked*: items of the user's history stay in the ranking (RecBole's sequential protocol); "
+        "*masked*: they are never ranked (`eval_mask_history: True`, the reference code's protocol), "
+        "scored from the same checkpoints. Paired per-user tests: the `results/significance-*.md` files.",
+        "",
+        *headline_table(records, variants),
+        "",
+        "![test NDCG@10 and HR@10 of the main rows](../results/comparison.png)",
+        "",
+        "Every run, one row each: [`results/comparison.csv`](../results/comparison.csv); every table, "
+        "experiments included: [`results/comparison.md`](../results/comparison.md).",
+    ]
+    lines += dataset_sections(records, variants, ("main", "masked", "ablation"), 2)
+    lines += ["", "![the ablations](../results/ablations.png)"]
+    return "\n".join(lines) + "\n"
 
 
 def chart(records, variants, path):
@@ -283,7 +348,7 @@ def experiments_markdown(dataset, records, variants):
     """Every run of the controlled experiments and of the masked protocol on one dataset,
     one row each, with the command that reproduces it."""
     lines = [
-        f"# Controlled experiments on {dataset} (issue 7)",
+        f"# Controlled experiments on {dataset}",
         "",
         "Built by `python -m benchmarks.tables` from `results/runs/`. One row per run; chosen on "
         "validation only. A row with a parent was trained from (phase 2 only) or scored from "
@@ -306,7 +371,7 @@ def experiments_markdown(dataset, records, variants):
     return "\n".join(lines) + "\n"
 
 
-def build_tables(store="results/runs", out="results", variants=None, readme=None):
+def build_tables(store="results/runs", out="results", variants=None, document=None):
     variants = variants or load_variants()
     records = load_records(store)
     out = Path(out)
@@ -320,17 +385,17 @@ def build_tables(store="results/runs", out="results", variants=None, readme=None
         (out / f"experiments-{dataset}.md").write_text(experiments_markdown(dataset, records, variants))
     chart(records, variants, out / "comparison.png")
     sweep_chart(records, variants, out / "ablations.png")
-    if readme:
-        update_readme(readme, records, variants)
+    if document:
+        Path(document).write_text(results_document(records, variants))
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--store", default="results/runs")
     parser.add_argument("--out", default="results")
-    parser.add_argument("--readme", default=None, help="also rewrite this file's block of main and ablation tables")
+    parser.add_argument("--document", default="docs/results.md", help="the results document (headline and tables)")
     args = parser.parse_args(argv)
-    build_tables(args.store, args.out, readme=args.readme)
+    build_tables(args.store, args.out, document=args.document)
 
 
 if __name__ == "__main__":

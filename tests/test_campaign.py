@@ -49,7 +49,7 @@ def tiny_campaign(tiny_data_path, tmp_path):
     def arguments(names, seeds="1"):
         return [
             "--datasets=tiny", f"--variants={names}", f"--seeds={seeds}", f"--data_path={tiny_data_path}",
-            f"--store={tmp_path / 'runs'}", f"--results={tmp_path}", f"--variants_file={variants_file}",
+            f"--store={tmp_path / 'runs'}", f"--results={tmp_path}", f"--document={tmp_path / 'results.md'}", f"--variants_file={variants_file}",
             f"--checkpoint_dir={tmp_path / 'saved'}",
         ]
 
