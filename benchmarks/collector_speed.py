@@ -1,6 +1,6 @@
 """The evaluation collector against RecBole's own, in one process on the same weights.
 
-    python -m benchmarks.collector_speed --dataset=amazon-sports --data_path=../shared/datasets
+    python -m benchmarks.collector_speed --dataset=amazon-sports
 
 Scores every validation user of a freshly initialised SASRec (whole-sequence trainer) twice
 with each collector and prints the CPU seconds of each pass and its metrics, which must agree.

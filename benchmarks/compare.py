@@ -1,6 +1,6 @@
 """Side-by-side comparison campaigns: RecGPT and RecBole baselines, several datasets and seeds.
 
-    python -m benchmarks.compare --datasets=amazon-beauty,amazon-toys --data_path=../shared/datasets \\
+    python -m benchmarks.compare --datasets=amazon-beauty,amazon-toys \\
         --variants=Pop,GRU4Rec,SASRec,RecGPT,RecGPT-pretrain-only --seeds=2020,2021,2022
 
 Variants are named in ``benchmarks/variants.yaml``. Every finished run is one JSON record
@@ -39,6 +39,7 @@ def parse(argv):
     parser.add_argument("--store", default="results/runs")
     parser.add_argument("--results", default="results", help="folder of comparison.csv/.md/.png")
     parser.add_argument("--document", default="docs/results.md", help="the results document (headline and tables)")
+    parser.add_argument("--readme", default="README.md", help="the file whose headline table is rewritten")
     parser.add_argument("--variants_file", default=None)
     parser.add_argument("--threads", type=int, default=None)
     args, rest = parser.parse_known_args(argv)
@@ -139,7 +140,7 @@ def main(argv=None):
                     traceback.print_exc()
                     failed.append(f"{dataset} {name} seed {seed}: {type(error).__name__}: {error}")
                     continue
-                build_tables(args.store, args.results, variants, document=args.document)
+                build_tables(args.store, args.results, variants, document=args.document, readme=args.readme)
     for line in failed:
         print(f"failed: {line}", file=sys.stderr)
     return 1 if failed else 0

@@ -1,6 +1,6 @@
 """What the comparison still lacks: the rows ``benchmarks/plan.yaml`` promises, against the store.
 
-    python -m benchmarks.plan --data_path=../shared/datasets
+    python -m benchmarks.plan
 
 Per dataset it prints how many planned rows are done and which are missing (no record) or
 stale (a record made with other settings, which a campaign would run again), then the

@@ -1,6 +1,6 @@
 """Where a stored run's hits come from when users repeat items (yelp does).
 
-    python -m benchmarks.repeats --dataset=yelp --variants=BERT4Rec,SASRec-BCE --data_path=../shared/datasets \\
+    python -m benchmarks.repeats --dataset=yelp --variants=BERT4Rec,SASRec-BCE \\
         --out=results/repeats-yelp.md
 
 Each validation and test target is one of three kinds: the user's last history item again,

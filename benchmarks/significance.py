@@ -1,6 +1,6 @@
 """Paired significance of two stored variants on the same test users.
 
-    python -m benchmarks.significance --dataset=amazon-beauty --data_path=../shared/datasets \\
+    python -m benchmarks.significance --dataset=amazon-beauty \\
         --variants=RecGPT-masked,SASRec-masked --seeds=2020,2021,2022 \\
         --out=results/significance-amazon-beauty-masked.md
 

@@ -1,6 +1,7 @@
 """Tables and chart from the result store.
 
-    python -m benchmarks.tables      # results/runs/** -> results/comparison.{csv,md,png}, docs/results.md
+    python -m benchmarks.tables      # results/runs/** -> results/comparison.{csv,md,png}, docs/results.md,
+                                     # and README.md's headline table
 
 ``comparison.csv`` has one row per finished run. ``comparison.md`` has, per dataset, the
 main table (mean ± std over seeds, best mean per column in bold, RecGPT's relative gain over
@@ -371,7 +372,22 @@ def experiments_markdown(dataset, records, variants):
     return "\n".join(lines) + "\n"
 
 
-def build_tables(store="results/runs", out="results", variants=None, document=None):
+README_START = "<!-- headline: python -m benchmarks.tables -->"
+README_END = "<!-- end of headline -->"
+
+
+def update_readme(path, records, variants):
+    """Rewrite the headline table between :data:`README_START` and :data:`README_END` in
+    ``path``; the rest of the file is left as it is."""
+    text = Path(path).read_text()
+    start, end = text.find(README_START), text.find(README_END)
+    if start < 0 or end < start:
+        raise SystemExit(f"error: {path} has no '{README_START}' ... '{README_END}' block; add both lines where the table goes")
+    table = "\n".join(headline_table(records, variants))
+    Path(path).write_text(f"{text[:start]}{README_START}\n{table}\n{text[end:]}")
+
+
+def build_tables(store="results/runs", out="results", variants=None, document=None, readme=None):
     variants = variants or load_variants()
     records = load_records(store)
     out = Path(out)
@@ -387,6 +403,8 @@ def build_tables(store="results/runs", out="results", variants=None, document=No
     sweep_chart(records, variants, out / "ablations.png")
     if document:
         Path(document).write_text(results_document(records, variants))
+    if readme:
+        update_readme(readme, records, variants)
 
 
 def main(argv=None):
@@ -394,8 +412,9 @@ def main(argv=None):
     parser.add_argument("--store", default="results/runs")
     parser.add_argument("--out", default="results")
     parser.add_argument("--document", default="docs/results.md", help="the results document (headline and tables)")
+    parser.add_argument("--readme", default="README.md", help="the file whose headline table is rewritten")
     args = parser.parse_args(argv)
-    build_tables(args.store, args.out, document=args.document)
+    build_tables(args.store, args.out, document=args.document, readme=args.readme)
 
 
 if __name__ == "__main__":

@@ -36,7 +36,8 @@ def tiny_campaign(tiny_data_path, tmp_path):
         "Pop": {"model": "Pop", "group": "main", "config_files": [str(settings)]},
         "SASRec": {"model": "SASRec", "group": "main", "config_files": [str(settings)],
                    "overrides": {"baseline_trainer": "whole_sequence"}},
-        "RecGPT": {"model": "RecGPT", "group": "main", "config_files": [str(settings)], "overrides": TINY_RECGPT},
+        "RecGPT": {"model": "RecGPT", "group": "main", "headline": "RecGPT", "config_files": [str(settings)],
+                   "overrides": TINY_RECGPT},
         "RecGPT-pretrain-only": {"derived_from": "RecGPT", "checkpoint": "pretrain", "group": "main",
                                  "overrides": {"prompt_tuning": False, "two_stage": False}},
         "RecGPT-single-stage": {"derived_from": "RecGPT", "group": "ablation", "overrides": {"two_stage": False}},
@@ -49,7 +50,8 @@ def tiny_campaign(tiny_data_path, tmp_path):
     def arguments(names, seeds="1"):
         return [
             "--datasets=tiny", f"--variants={names}", f"--seeds={seeds}", f"--data_path={tiny_data_path}",
-            f"--store={tmp_path / 'runs'}", f"--results={tmp_path}", f"--document={tmp_path / 'results.md'}", f"--variants_file={variants_file}",
+            f"--store={tmp_path / 'runs'}", f"--results={tmp_path}", f"--document={tmp_path / 'results.md'}",
+            "--readme=", f"--variants_file={variants_file}",
             f"--checkpoint_dir={tmp_path / 'saved'}",
         ]
 
@@ -104,6 +106,15 @@ def test_a_campaign_writes_one_record_per_run_with_what_reproduces_it(tiny_campa
     assert "## tiny: Main comparison" in table and " ± " in table and "**" in table
     assert "- RecGPT vs the best baseline on validation (SASRec), seeds 1, 2: valid NDCG@10" in table
     assert (root / "comparison.png").stat().st_size > 1000
+    # The headline: RecGPT against the baseline best on validation (Pop or SASRec), both seeds.
+    def over_seeds(variant, result, metric):
+        return sum(record(root, variant, seed)[result][metric] for seed in (1, 2))
+
+    best = max(("Pop", "SASRec"), key=lambda variant: over_seeds(variant, "best_valid_result", "ndcg@10"))
+    gain = over_seeds("RecGPT", "test_result", "ndcg@10") / over_seeds(best, "test_result", "ndcg@10") - 1
+    [headline] = [line for line in (root / "results.md").read_text().splitlines() if line.startswith("| tiny |")]
+    assert headline.startswith("| tiny | ranked | RecGPT | 2 |") and f"| {best} |" in headline
+    assert headline.endswith(f"| {100 * gain:+.1f}% |")
     # Validation curves: RecGPT's two phases one after the other.
     points = curve(record(root, "RecGPT"))
     assert [(x, phase) for x, _, phase in points] == [(1, "pretrain"), (2, "pretrain"), (3, "finetune"), (4, "finetune")]
