@@ -117,7 +117,8 @@ def run_main(argv=None):
     from recbole_recgpt.quick_start import run_recgpt
 
     parser = _parser(RUN_USAGE)
-    parser.add_argument("--result_file", default=None, help="write the results as JSON here")
+    parser.add_argument("--result_file", default=None,
+                        help="write the results as JSON here (with --resume: the resumed command's, unless given)")
     parser.add_argument("--resume", default=None, help="continue a killed run from its *-resume.pth file")
     args, overrides = _parse(parser, argv)
     from recbole_recgpt.distributed import LAUNCH_KEYS
@@ -125,7 +126,7 @@ def run_main(argv=None):
     if args.resume and (set(overrides) - set(LAUNCH_KEYS) or args.config_files):
         parser.error(
             f"--resume continues a run with its own settings; give no other parameters (but where it runs: "
-            f"{', '.join('--' + key for key in LAUNCH_KEYS)})"
+            f"{', '.join('--' + key for key in LAUNCH_KEYS)}, and --result_file)"
         )
     run_recgpt(
         model=args.model,

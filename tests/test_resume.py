@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -157,6 +158,43 @@ def test_sigkill_in_the_middle_of_prompt_tuning_then_resume(tmp_path, tiny_data_
     first = json.loads((tmp_path / "alone" / "result.json").read_text())
     second = json.loads((killed_dir / "result.json").read_text())
     assert comparable(second) == comparable(first)
+
+
+def test_a_run_resumed_from_another_folder_reads_and_writes_where_the_command_it_continues_did(settings, uninterrupted, tmp_path, monkeypatch):
+    started, elsewhere = tmp_path / "started", tmp_path / "elsewhere"
+    started.mkdir()
+    elsewhere.mkdir()
+    monkeypatch.chdir(started)
+    relative = {"data_path": os.path.relpath(settings["data_path"]), "checkpoint_dir": "saved"}
+    part = run_recgpt("RecGPT", "tiny", config_dict={**settings, **relative}, result_file="result.json", last_phase="pretrain")
+    assert part["checkpoint"].startswith("saved/")
+    (resume_file,) = glob.glob(str(started / "saved" / "*-resume.pth"))
+    monkeypatch.chdir(elsewhere)
+    resumed = run_recgpt(resume=resume_file)
+    assert comparable(json.loads((started / "result.json").read_text())) == comparable(resumed) == comparable(uninterrupted)
+    for checkpoint in (resumed["checkpoint"], resumed["phases"]["pretrain"]["checkpoint"]):
+        assert Path(checkpoint).parent == started / "saved" and Path(checkpoint).is_file()
+    assert not (elsewhere / "saved").exists() and not (elsewhere / "result.json").exists()
+
+
+def test_a_result_file_given_to_the_resumed_run_replaces_the_remembered_one(settings, uninterrupted, tmp_path):
+    run_recgpt("RecGPT", "tiny", config_dict=settings, result_file=tmp_path / "first.json", last_phase="pretrain")
+    (resume_file,) = glob.glob(os.path.join(settings["checkpoint_dir"], "*-resume.pth"))
+    run_recgpt(resume=resume_file, result_file=tmp_path / "second.json")
+    assert json.loads((tmp_path / "first.json").read_text())["test_result"] is None  # phase 1's, left as it was
+    assert comparable(json.loads((tmp_path / "second.json").read_text())) == comparable(uninterrupted)
+    assert torch.load(resume_file, weights_only=False)["outputs"] == {"result_file": str(tmp_path / "second.json")}
+
+
+def test_a_resume_file_from_before_outputs_were_kept_resumes_and_writes_no_result_file(settings, uninterrupted, tmp_path):
+    run_recgpt("RecGPT", "tiny", config_dict=settings, result_file=tmp_path / "result.json", last_phase="pretrain")
+    (resume_file,) = glob.glob(os.path.join(settings["checkpoint_dir"], "*-resume.pth"))
+    state = torch.load(resume_file, weights_only=False)
+    del state["outputs"]
+    save_atomically(state, resume_file)
+    (tmp_path / "result.json").unlink()
+    assert comparable(run_recgpt(resume=resume_file)) == comparable(uninterrupted)
+    assert not (tmp_path / "result.json").exists()
 
 
 def test_a_run_saved_before_an_option_existed_resumes_with_its_default(tiny_config):

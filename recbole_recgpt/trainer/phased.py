@@ -86,6 +86,9 @@ class PhasedTrainer:
             unused_stem(os.path.join(self.checkpoint_dir, f"{config['model']}-{config['dataset']}-{get_local_time()}"))
         )
         self.phases = {}
+        # What the run was asked to write besides checkpoints (``result_file``: an absolute
+        # path or None), kept in the resume state: ``--resume`` alone finishes the job.
+        self.outputs = {}
         # ``fit`` ends after this phase when set: a run trained part way is resumed to the end.
         self.last_phase = None
         self.phase_name = self.phase_order[0]
@@ -205,6 +208,8 @@ class PhasedTrainer:
                 "rng": process_rngs[0],
                 "process_rngs": process_rngs,
                 "world_size": len(process_rngs),
+                "outputs": self.outputs,
+                "folder": os.getcwd(),  # what its relative paths are relative to
             },
             self.resume_file,
         )
