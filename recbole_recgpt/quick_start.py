@@ -15,7 +15,7 @@ from recbole_recgpt.checks import check_dataset_files, check_pretrained_checkpoi
 from recbole_recgpt.compat import load_checkpoint
 from recbole_recgpt.config import complete_load_col, create_config, for_this_process, yaml_defaults
 from recbole_recgpt.data import HistoryMaskingEvalDataLoader
-from recbole_recgpt.errors import CheckpointError, ConfigError
+from recbole_recgpt.errors import CheckpointError, ConfigError, Interrupted
 from recbole_recgpt.trainer.whole_sequence import WholeSequenceTrainer
 from recbole_recgpt.utils import get_model, get_trainer
 
@@ -98,6 +98,8 @@ def run_recgpt(
     killed run, which then continues with its own settings (``config_dict`` may then hold
     only the keys of where it runs: ``nproc``, ``world_size``, ``ip``, ``port``, ``offset``)
     and writes the ``result_file`` the killed run was asked for, unless given another.
+    Stopped by Ctrl-C (or SIGTERM, where the caller makes it one), the run raises
+    :class:`~recbole_recgpt.errors.Interrupted` naming the resume file it saved.
 
     RecBole's ``nproc`` (processes on this machine) and ``world_size`` (on all machines) above
     one make this call start the processes (:func:`recbole_recgpt.distributed.launch`),
@@ -133,12 +135,21 @@ def run_recgpt(
         trainer.resume_from(state)
     trainer.last_phase = last_phase
     trainer.outputs = {"result_file": result_file}
+    try:
+        return train_and_test(config, trainer, (train_data, valid_data, test_data), saved, result_file, epoch_callback)
+    except KeyboardInterrupt:
+        raise Interrupted("interrupted", trainer.saved_resume_file)  # chained: --debug shows where
 
+
+def train_and_test(config, trainer, loaders, saved, result_file, epoch_callback):
+    """:func:`run_recgpt` from a built trainer on: train, test, write and return the result."""
+    logger = getLogger()
+    train_data, valid_data, test_data = loaders
     best_valid_score, best_valid_result = trainer.fit(
         train_data, valid_data, saved=saved, show_progress=config["show_progress"], callback_fn=epoch_callback
     )
     test_result = None
-    if last_phase is None:
+    if trainer.last_phase is None:
         test_result = trainer.evaluate(test_data, load_best_model=saved, show_progress=config["show_progress"])
     logger.info(f"best valid: {best_valid_result}")
     logger.info(f"test result: {test_result}")
