@@ -250,6 +250,7 @@ def test_sigterm_before_the_first_resume_file_says_so_and_gives_the_command_to_s
     monkeypatch.setattr(quick_start, "build", terminated)
     monkeypatch.setattr(sys, "argv", ["run_recgpt.py"])
     monkeypatch.setenv("PATH", os.path.dirname(sys.executable))
+    before = signal.getsignal(signal.SIGTERM)
     with pytest.raises(SystemExit) as exit_info:
         run_main(tiny_args)
     assert exit_info.value.code == 2
@@ -257,7 +258,7 @@ def test_sigterm_before_the_first_resume_file_says_so_and_gives_the_command_to_s
         "interrupted; nothing to resume from yet; start again with: "
         + shlex.join([os.path.basename(sys.executable), "run_recgpt.py", *tiny_args])
     )
-    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the command's handler is gone with it
+    assert signal.getsignal(signal.SIGTERM) is before  # the command's handler is gone with it
 
 
 RESUME = "saved/RecGPT-tiny-Jan-02-2026_10-11-12-resume.pth"
