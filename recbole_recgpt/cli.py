@@ -4,6 +4,7 @@ import argparse
 import functools
 import os
 import shlex
+import shutil
 import sys
 from pathlib import Path
 
@@ -62,7 +63,8 @@ def _parser(usage):
 
 
 def _one_line_errors(main):
-    """Print errors as one line on stderr and exit with status 2 (``--debug``: traceback)."""
+    """Print errors as one line on stderr and exit with status 2 (``--debug``: traceback); a
+    stopped run's line ends with the command that finishes it (its ``next_step``)."""
 
     @functools.wraps(main)
     def wrapped(argv=None):
@@ -73,10 +75,10 @@ def _one_line_errors(main):
 
         try:
             return main(argv)
-        except KeyboardInterrupt:
-            message = "interrupted; continue with --resume=<checkpoint_dir>/<run>-resume.pth"
+        except KeyboardInterrupt as stopped:
+            message = "; ".join(filter(None, ["interrupted", getattr(stopped, "next_step", None)]))
         except Exception as error:  # anything unforeseen still gets one line, not a traceback
-            message = f"error: {one_line(error)}"
+            message = "; ".join(filter(None, [f"error: {one_line(error)}", getattr(error, "next_step", None)]))
         if _process_rank():
             message = f"process {_process_rank()}: {message}"  # under torchrun, every process reports
         print(message.replace("\n", " "), file=sys.stderr)
@@ -120,7 +122,8 @@ def main(argv=None):
 def parse_run(argv):
     """``(args, overrides)`` of a ``run_recgpt.py`` command line (argparse's errors exit)."""
     parser = _parser(RUN_USAGE)
-    parser.add_argument("--result_file", default=None, help="write the results as JSON here")
+    parser.add_argument("--result_file", default=None,
+                        help="write the results as JSON here (with --resume: the resumed command's, unless given)")
     parser.add_argument("--resume", default=None, help="continue a killed run from its *-resume.pth file")
     parser.add_argument("--check", action="store_true",
                         help="resolve and validate the configuration, print it and stop (no data loaded, nothing trained)")
@@ -130,13 +133,15 @@ def parse_run(argv):
     if args.resume and (set(overrides) - set(LAUNCH_KEYS) or args.config_files):
         parser.error(
             f"--resume continues a run with its own settings; give no other parameters (but where it runs: "
-            f"{', '.join('--' + key for key in LAUNCH_KEYS)})"
+            f"{', '.join('--' + key for key in LAUNCH_KEYS)}, and --result_file)"
         )
     return args, overrides
 
 
 @_one_line_errors
 def run_main(argv=None):
+    from recbole_recgpt.distributed import sigterm_interrupts
+    from recbole_recgpt.errors import ProcessKilled
     from recbole_recgpt.quick_start import check_run, run_recgpt
 
     args, overrides = parse_run(argv)
@@ -144,14 +149,67 @@ def run_main(argv=None):
         config = check_run(args.model, args.dataset, args.config_files.split(), overrides, resume=args.resume)
         print(describe_config(config))
         return config
-    run_recgpt(
-        model=args.model,
-        dataset=args.dataset,
-        config_files=args.config_files.split(),
-        config_dict=overrides,
-        result_file=args.result_file,
-        resume=args.resume,
-    )
+    try:
+        with sigterm_interrupts():
+            run_recgpt(
+                model=args.model,
+                dataset=args.dataset,
+                config_files=args.config_files.split(),
+                config_dict=overrides,
+                result_file=args.result_file,
+                resume=args.resume,
+            )
+    except (KeyboardInterrupt, ProcessKilled) as stopped:
+        stopped.next_step = next_step(stopped, argv, resumed=bool(args.resume))
+        raise
+
+
+def next_step(stopped, argv, resumed=False):
+    """What finishes a run stopped from outside, as a command to copy: ``--resume`` from the
+    resume state it saved, where it ran (the launcher's ``--nproc``, ``--offset``; torchrun's
+    form), which also writes the outputs it was asked for; or, stopped before it saved one,
+    the command it was started with (``argv``: its arguments) again."""
+    from recbole_recgpt.quick_start import seen_from_here
+
+    resume_file = getattr(stopped, "resume_file", None)
+    if resume_file is None:
+        # A resumed run stopped this early left the resume file it was given as it was.
+        again = "continue with" if resumed else "nothing to resume from yet; start again with"
+        return f"{again}: {shlex.join([*_entry(), *argv])}"
+    words = [*_entry(), f"--resume={seen_from_here(resume_file)}"]
+    if getattr(stopped, "nproc", None) is not None:
+        words.append(f"--nproc={stopped.nproc}")
+    if getattr(stopped, "offset", 0):
+        words.append(f"--offset={stopped.offset}")
+    return f"continue with: {shlex.join(words)}"
+
+
+def _entry():
+    """The words that started this program, as the user would type them: ``python
+    run_recgpt.py``, ``recbole-recgpt`` (the installed command), or, in a process torchrun
+    started, torchrun's (``--nproc-per-node``; on several machines their count, this one's
+    rank and process 0's address)."""
+    from recbole_recgpt.distributed import launched_env
+
+    script = sys.argv[0]
+    env = launched_env()
+    if env is not None:
+        words = ["torchrun", f"--nproc-per-node={env['local_world_size']}"]
+        if env["world_size"] > env["local_world_size"]:
+            words += [f"--nnodes={env['world_size'] // env['local_world_size']}",
+                      f"--node-rank={(env['rank'] - env['local_rank']) // env['local_world_size']}",
+                      f"--master-addr={env['ip']}", f"--master-port={env['port']}"]
+        return [*words, script]
+    if script.endswith(".py"):
+        return [_as_typed(sys.executable), script]
+    return [_as_typed(script)]
+
+
+def _as_typed(path):
+    """An executable by its name where the shell finds this very one by it, else its path."""
+    name = os.path.basename(path)
+    found = shutil.which(name)
+    return name if found and os.path.abspath(found) == os.path.abspath(path) else path
 
 
 def recommend_parser():

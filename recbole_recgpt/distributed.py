@@ -33,13 +33,15 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 from recbole_recgpt.collector import TopkCollector
-from recbole_recgpt.errors import ConfigError, ProcessGroupError, one_line
+from recbole_recgpt.errors import ConfigError, Interrupted, ProcessGroupError, ProcessKilled, one_line
 
 # RecBole's keys for where a run's processes run: processes on this machine, in all, the
 # address and port of process 0, and the rank of this machine's first process.
 LAUNCH_KEYS = ("nproc", "world_size", "ip", "port", "offset")
 # Seconds a stopped process is given to exit on SIGTERM before it is killed.
 STOP_SECONDS = 10
+# In a process :func:`launch` started: its end of the pipe to the launcher (None elsewhere).
+_launcher = None
 
 
 # --- this process ------------------------------------------------------------------------
@@ -195,6 +197,14 @@ def share(count, of_rank=None, of_world_size=None):
     return range(r * count // size, (r + 1) * count // size)
 
 
+def tell_launcher(**facts):
+    """Let the launcher of this process know ``facts`` (``resume_file``: the resume state the
+    run has saved), so that it can tell the user how to continue should this process die; a
+    no-op in a process it did not start."""
+    if _launcher is not None:
+        _launcher.send(("facts", facts, None))
+
+
 def finish():
     """End this process's part of the run: wait for the others (process 0 has written the
     result), then leave the group."""
@@ -310,13 +320,16 @@ def launch(config, target, kwargs):
     Process ``offset + i`` runs ``target(**kwargs)`` with the environment torchrun would give
     it (and ``OMP_NUM_THREADS``: this machine's cores shared out, unless set). Returns what
     this machine's first process returned. The first process to fail stops the others; its
-    error (or how it died) is raised as one :class:`ProcessGroupError`.
+    error is raised as one :class:`ProcessGroupError`, or, where it died without one,
+    :class:`ProcessKilled`. Ctrl-C or SIGTERM stops them all with :class:`Interrupted`. Both
+    name the resume file the processes told of (:func:`tell_launcher`), for the hint.
     """
     nproc, world_size, offset, ip, port = check_launch(config)
     threads = os.environ.get("OMP_NUM_THREADS") or str(max(1, available_cores() // nproc))
     context = multiprocessing.get_context("spawn")
     processes, readers = [], []
-    with _sigterm_interrupts():
+    facts = {}  # what the processes told on the way
+    with sigterm_interrupts():
         try:
             for local_rank in range(nproc):
                 env = {
@@ -332,12 +345,21 @@ def launch(config, target, kwargs):
                 writer.close()
                 processes.append(process)
                 readers.append(reader)
-            return _wait(processes, readers, offset, world_size)
+            return _wait(processes, readers, facts, nproc, offset, world_size)
+        except KeyboardInterrupt:
+            for reader in readers:  # a resume file saved just before is told of, unread
+                try:
+                    _receive(reader, facts)
+                except EOFError:
+                    pass
+            raise Interrupted("interrupted", facts.get("resume_file"), nproc, offset)
         finally:
             _stop(processes)
 
 
 def _run_process(target, kwargs, env, writer):
+    global _launcher
+    _launcher = writer
     os.environ.update(env)
     # Started by "spawn", this process would make its own helpers (tqdm's lock, loader
     # workers) the spawn way too, registering semaphores with the launcher's resource
@@ -357,9 +379,9 @@ class _RemoteTraceback(Exception):
     """A failed process's traceback, chained under the launcher's error (``--debug`` shows it)."""
 
 
-def _wait(processes, readers, offset, world_size):
-    messages = {}  # local rank -> (kind, payload, traceback)
-    arrival = {}  # local rank -> order in which its message came
+def _wait(processes, readers, facts, nproc, offset, world_size):
+    messages = {}  # local rank -> (kind, payload, traceback): its last message
+    arrival = {}  # local rank -> order in which its last message came
     waiting = {reader: local_rank for local_rank, reader in enumerate(readers)}
     running = dict(enumerate(processes))
     while running:
@@ -367,11 +389,14 @@ def _wait(processes, readers, offset, world_size):
         for reader in [r for r in ready if r in waiting]:
             local_rank = waiting[reader]
             try:
-                messages[local_rank] = reader.recv()
+                message = _receive(reader, facts)
+            except EOFError:  # it ended without a last message
+                del waiting[reader]
+                continue
+            if message is not None:
+                messages[local_rank] = message
                 arrival[local_rank] = len(arrival)
-            except EOFError:
-                pass
-            del waiting[reader]
+                del waiting[reader]
         ended = {r: p for r, p in running.items() if not p.is_alive()}
         for local_rank, process in ended.items():
             process.join()
@@ -381,21 +406,30 @@ def _wait(processes, readers, offset, world_size):
             # A process killed by a signal caused the others' errors, never the reverse;
             # otherwise the first error to arrive is the cause.
             first = min(failed, key=lambda r: (ended[r].exitcode > 0, arrival.get(r, len(processes))))
-            raise _failure(first, ended[first].exitcode, messages.get(first), offset, world_size)
+            raise _failure(first, ended[first].exitcode, messages.get(first), facts, nproc, offset, world_size)
     kind, result, _ = messages.get(0, (None, None, None))
     return result if kind == "result" else None
 
 
-def _failure(local_rank, exitcode, message, offset, world_size):
+def _receive(reader, facts):
+    """A process's last message (its result or error) once it has come, else None; the facts
+    it tells on the way go into ``facts``. EOFError: it ended without a last message."""
+    while reader.poll():  # every message that has come: a process may end right after its last
+        message = reader.recv()
+        if message[0] != "facts":
+            return message
+        facts.update(message[1])
+    return None
+
+
+def _failure(local_rank, exitcode, message, facts, nproc, offset, world_size):
     name = f"process {offset + local_rank} of {world_size}"
     if message and message[0] == "error":
         error = ProcessGroupError(f"{name}: {message[1]}; the other processes were stopped")
         error.__cause__ = _RemoteTraceback(message[2])
         return error
     how = f"was killed ({signal.Signals(-exitcode).name})" if exitcode < 0 else f"exited with status {exitcode}"
-    return ProcessGroupError(
-        f"{name} {how}; the other processes were stopped; continue with --resume=<checkpoint_dir>/<run>-resume.pth"
-    )
+    return ProcessKilled(f"{name} {how}; the other processes were stopped", facts.get("resume_file"), nproc, offset)
 
 
 def _stop(processes):
@@ -410,9 +444,10 @@ def _stop(processes):
 
 
 @contextmanager
-def _sigterm_interrupts():
-    """While this launcher waits, SIGTERM stops it as Ctrl-C does, so that its processes are
-    stopped too rather than left running."""
+def sigterm_interrupts():
+    """Within, SIGTERM (a scheduler's or ``kill``'s stop) stops the run as Ctrl-C does: a
+    launcher stops its processes rather than leaving them running, and the user is told how
+    to continue. (Processes the launcher starts keep the default: it stops them at once.)"""
     if threading.current_thread() is not threading.main_thread():
         yield
         return

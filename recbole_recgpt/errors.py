@@ -27,6 +27,26 @@ class ProcessGroupError(RecGPTError):
     processes for the machine, a process that failed or died)."""
 
 
+class Stopped:
+    """Mixin of a run stopped from outside, with what continues it: ``resume_file``, the resume
+    state the run saved (None: stopped before the first), and where its processes ran, which
+    the resumed run needs too: ``nproc`` (None: not started by the launcher) and ``offset``
+    (the rank of this machine's first process)."""
+
+    def __init__(self, message, resume_file=None, nproc=None, offset=0):
+        super().__init__(message)
+        self.resume_file, self.nproc, self.offset = resume_file, nproc, offset
+
+
+class Interrupted(Stopped, KeyboardInterrupt):
+    """Ctrl-C or SIGTERM stopped a run (a ``KeyboardInterrupt``, as Ctrl-C is elsewhere)."""
+
+
+class ProcessKilled(Stopped, ProcessGroupError):
+    """A process of several died without an error of its own (a signal, the out-of-memory
+    killer, an exit status); the others were stopped."""
+
+
 def one_line(error):
     """An exception as the one line the command line prints after ``error: ``."""
     if isinstance(error, RecGPTError):

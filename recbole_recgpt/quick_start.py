@@ -15,7 +15,7 @@ from recbole_recgpt.checks import check_dataset_files, check_pretrained_checkpoi
 from recbole_recgpt.compat import load_checkpoint
 from recbole_recgpt.config import complete_load_col, create_config, for_this_process, yaml_defaults
 from recbole_recgpt.data import HistoryMaskingEvalDataLoader
-from recbole_recgpt.errors import CheckpointError, ConfigError
+from recbole_recgpt.errors import CheckpointError, ConfigError, Interrupted
 from recbole_recgpt.trainer.whole_sequence import WholeSequenceTrainer
 from recbole_recgpt.utils import get_model, get_trainer
 
@@ -97,7 +97,10 @@ def run_recgpt(
     ``ndcg@10``), per-phase ``epochs`` and seconds, the number of processes that trained
     (``world_size``) and the resolved config. ``resume`` is the ``*-resume.pth`` file of a
     killed run, which then continues with its own settings (``config_dict`` may then hold
-    only the keys of where it runs: ``nproc``, ``world_size``, ``ip``, ``port``, ``offset``).
+    only the keys of where it runs: ``nproc``, ``world_size``, ``ip``, ``port``, ``offset``)
+    and writes the ``result_file`` the killed run was asked for, unless given another.
+    Stopped by Ctrl-C (or SIGTERM, where the caller makes it one), the run raises
+    :class:`~recbole_recgpt.errors.Interrupted` naming the resume file it saved.
 
     RecBole's ``nproc`` (processes on this machine) and ``world_size`` (on all machines) above
     one make this call start the processes (:func:`recbole_recgpt.distributed.launch`),
@@ -108,9 +111,13 @@ def run_recgpt(
     ``last_phase`` (a phase of the trainer, e.g. ``pretrain``) ends training after that phase,
     with no test evaluation (``test_result`` None); the run's resume file continues it later.
     """
+    state, config = resolve_run(model, dataset, config_files, config_dict, resume, last_phase)
+    if state and result_file is None:  # resume files from before outputs were kept have none
+        result_file = (state.get("outputs") or {}).get("result_file")
+    # Absolute, as the resume state keeps it: a run resumed from any folder writes this file.
+    result_file = os.path.abspath(result_file) if result_file else None
     kwargs = dict(model=model, dataset=dataset, config_files=config_files, config_dict=config_dict, saved=saved,
                   result_file=result_file, resume=resume, last_phase=last_phase)
-    state, config = resolve_run(model, dataset, config_files, config_dict, resume, last_phase)
     if distributed.needs_launch(config):
         return distributed.launch(config, run_recgpt, kwargs)
     if state and state.get("world_size", 1) != distributed.world_size():
@@ -126,12 +133,22 @@ def run_recgpt(
     if state:
         trainer.resume_from(state)
     trainer.last_phase = last_phase
+    trainer.outputs = {"result_file": result_file}
+    try:
+        return train_and_test(config, trainer, (train_data, valid_data, test_data), saved, result_file, epoch_callback)
+    except KeyboardInterrupt:
+        raise Interrupted("interrupted", trainer.saved_resume_file)  # chained: --debug shows where
 
+
+def train_and_test(config, trainer, loaders, saved, result_file, epoch_callback):
+    """:func:`run_recgpt` from a built trainer on: train, test, write and return the result."""
+    logger = getLogger()
+    train_data, valid_data, test_data = loaders
     best_valid_score, best_valid_result = trainer.fit(
         train_data, valid_data, saved=saved, show_progress=config["show_progress"], callback_fn=epoch_callback
     )
     test_result = None
-    if last_phase is None:
+    if trainer.last_phase is None:
         test_result = trainer.evaluate(test_data, load_best_model=saved, show_progress=config["show_progress"])
     logger.info(f"best valid: {best_valid_result}")
     logger.info(f"test result: {test_result}")
@@ -227,7 +244,39 @@ def load_resume_state(path):
         raise CheckpointError(f"resume file {path} cannot be read ({type(error).__name__}); is it a *-resume.pth file?") from None
     if not isinstance(state, dict) or "phase_done" not in state:
         raise CheckpointError(f"{path} is not a resume file; give the *-resume.pth file the run wrote beside its checkpoints")
+    return relocate(state)
+
+
+# The paths of a resume state's config: what the run read and where it wrote.
+STATE_PATH_KEYS = ("data_path", "checkpoint_dir", "pretrained_checkpoint")
+
+
+def relocate(state):
+    """A resume state with its relative paths (checkpoints, :data:`STATE_PATH_KEYS`) relative
+    to this folder, so that a run resumed from any folder reads and writes where the one it
+    continues did. A state keeps them as given, with the folder they are relative to
+    (``folder``); one saved before it did, or in this folder, is left as it is."""
+    folder = state.get("folder")
+    if folder is None or os.path.realpath(folder) == os.path.realpath(os.curdir):
+        return state
+
+    def moved(path):
+        return seen_from_here(os.path.join(folder, path))
+
+    state["checkpoint_stem"] = moved(state["checkpoint_stem"])
+    for record in state["phases"].values():
+        if record.get("checkpoint"):
+            record["checkpoint"] = moved(record["checkpoint"])
+    for key in STATE_PATH_KEYS:
+        if state["config"][key]:
+            state["config"][key] = moved(state["config"][key])
     return state
+
+
+def seen_from_here(path):
+    """A path relative to this folder where it lies inside it (as given: shorter), else absolute."""
+    relative = os.path.relpath(path)
+    return os.path.abspath(path) if relative == os.pardir or relative.startswith(os.pardir + os.sep) else relative
 
 
 def resumed_config(state, launch_settings=None):

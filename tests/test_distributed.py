@@ -1,15 +1,14 @@
 """Several processes (``--nproc`` / torchrun, DDP with gloo on CPU): shares of the work, one
-writer, evaluation equal to one process's, one-line errors and no processes left behind."""
+writer, evaluation equal to one process's and one-line errors (a process killed mid-run, and
+no processes left behind: tests/test_resume.py)."""
 
 import glob
 import json
 import math
 import os
-import signal
 import socket
 import subprocess
 import sys
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -22,7 +21,7 @@ from recbole_recgpt.config import for_this_process
 from recbole_recgpt.data import UserSequenceDataLoader
 from recbole_recgpt.quick_start import build, load_data_and_model
 from recbole_recgpt.trainer import RecGPTTrainer
-from tests.conftest import REPO, TINY_CONFIG
+from tests.conftest import REPO
 from tests.distributed_evaluation import main as evaluate_alone
 from tests.test_end_to_end import SMALL, beauty_slice  # noqa: F401  (the fixture)
 from tests.test_errors import fails_with, tiny_args  # noqa: F401  (the fixture)
@@ -203,49 +202,3 @@ def test_two_processes_evaluate_exactly_as_one(two_process_run):
     assert sum(two["users_scored"]) == two["users"] and min(two["users_scored"]) > 0  # each user once
     assert two["test"] == one["test"] and two["valid"] == one["valid"]
     assert one["test"] == result["test_result"]  # what the training run reported
-
-
-def worker_pids(launcher_pid):
-    children = Path(f"/proc/{launcher_pid}/task/{launcher_pid}/children").read_text().split()
-    return sorted(int(pid) for pid in children if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes())
-
-
-def alive(pid):
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
-    except FileNotFoundError:
-        return False
-
-
-@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="finds the processes through Linux's /proc")
-def test_a_process_that_dies_stops_the_run_in_one_line_and_the_run_resumes(tiny_data_path, tmp_path):
-    checkpoint_dir = tmp_path / "saved"
-    settings = {**TINY_CONFIG, "epochs": 6, "finetune_epochs": 6, "stopping_step": 10}
-    args = [str(REPO / "run_recgpt.py"), "--dataset=tiny", f"--data_path={tiny_data_path}", "--nproc=2",
-            f"--checkpoint_dir={checkpoint_dir}", *[f"--{k}={v}" for k, v in settings.items()]]
-    launcher = subprocess.Popen([sys.executable, *args, f"--port={free_port()}"], cwd=tmp_path, env=ENV,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.time() + 300
-        while not glob.glob(str(checkpoint_dir / "*-resume.pth")):  # both processes are in the group
-            assert launcher.poll() is None and time.time() < deadline, launcher.stderr.read()[-3000:]
-            time.sleep(0.05)
-        workers = worker_pids(launcher.pid)
-        assert len(workers) == 2
-        os.kill(workers[1], signal.SIGKILL)
-        _, err = launcher.communicate(timeout=120)
-    finally:
-        launcher.kill()
-    lines = err.strip().splitlines()
-    assert launcher.returncode == 2
-    assert lines[-1].startswith("error: process 1 of 2 was killed (SIGKILL); the other processes were stopped"), err[-3000:]
-    assert not any(alive(pid) for pid in workers)
-
-    (resume_file,) = glob.glob(str(checkpoint_dir / "*-resume.pth"))
-    result_file = tmp_path / "resumed.json"
-    run(str(REPO / "run_recgpt.py"), f"--resume={resume_file}", f"--port={free_port()}",
-        f"--result_file={result_file}", cwd=tmp_path)
-    resumed = json.loads(result_file.read_text())
-    assert resumed["world_size"] == 2
-    assert [resumed["phases"][p]["epochs"] for p in ("pretrain", "finetune")] == [6, 6]
-    assert all(math.isfinite(v) for v in resumed["test_result"].values())

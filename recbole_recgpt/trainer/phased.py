@@ -86,6 +86,12 @@ class PhasedTrainer:
             unused_stem(os.path.join(self.checkpoint_dir, f"{config['model']}-{config['dataset']}-{get_local_time()}"))
         )
         self.phases = {}
+        # What the run was asked to write besides checkpoints (``result_file``: an absolute
+        # path or None), kept in the resume state: ``--resume`` alone finishes the job.
+        self.outputs = {}
+        # The resume state this run continues from should it stop, once there is one (None
+        # before): the command that continues a stopped run names it.
+        self.saved_resume_file = None
         # ``fit`` ends after this phase when set: a run trained part way is resumed to the end.
         self.last_phase = None
         self.phase_name = self.phase_order[0]
@@ -105,6 +111,8 @@ class PhasedTrainer:
         self.resume_state = state
         self.checkpoint_stem = state["checkpoint_stem"]
         self.phases = state["phases"]
+        if os.path.exists(self.resume_file):  # else (moved?) the command given continues it
+            self._saved_resume(self.resume_file)
 
     def resumes_past(self, name):
         """Whether a resumed run has already finished phase ``name``."""
@@ -185,9 +193,12 @@ class PhasedTrainer:
         return self.resume_state is not None and self.resume_state["phase"] == name
 
     def save_resume_state(self, epoch_idx, phase_done):
-        # Each process's generators (its negatives, dropout, shuffling), for an exact resume.
-        process_rngs = distributed.all_gather_object(rng_state())
+        # Each process's generators (its negatives, dropout, shuffling), for an exact resume;
+        # and the resume file process 0 has saved, which the others learn of here.
+        gathered = distributed.all_gather_object((rng_state(), self.saved_resume_file))
+        process_rngs = [rngs for rngs, _ in gathered]
         if not distributed.is_main():
+            self._saved_resume(gathered[0][1])
             return
         save_atomically(
             {
@@ -205,9 +216,17 @@ class PhasedTrainer:
                 "rng": process_rngs[0],
                 "process_rngs": process_rngs,
                 "world_size": len(process_rngs),
+                "outputs": self.outputs,
+                "folder": os.getcwd(),  # what its relative paths are relative to
             },
             self.resume_file,
         )
+        self._saved_resume(self.resume_file)
+
+    def _saved_resume(self, path):
+        if path is not None and path != self.saved_resume_file:
+            self.saved_resume_file = path
+            distributed.tell_launcher(resume_file=path)  # it outlives this process to tell the user
 
     def _restore(self, state):
         self.model.load_state_dict(state["state_dict"])
