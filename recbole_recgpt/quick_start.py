@@ -2,9 +2,7 @@
 
 import json
 import logging
-import os
 from logging import getLogger
-from pathlib import Path
 
 from recbole.data import create_dataset, data_preparation
 from recbole.data.utils import get_dataloader
@@ -16,6 +14,7 @@ from recbole_recgpt.compat import load_checkpoint
 from recbole_recgpt.config import complete_load_col, create_config, for_this_process, yaml_defaults
 from recbole_recgpt.data import HistoryMaskingEvalDataLoader
 from recbole_recgpt.errors import CheckpointError, ConfigError
+from recbole_recgpt.files import write_text_atomically
 from recbole_recgpt.trainer.whole_sequence import WholeSequenceTrainer
 from recbole_recgpt.utils import get_model, get_trainer
 
@@ -168,11 +167,8 @@ def check_run(model="RecGPT", dataset="ml-100k", config_files=None, config_dict=
 
 
 def write_result(result, path):
-    """The result as JSON, written to a temporary file and then renamed (never half a file)."""
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    temporary = f"{path}.tmp"
-    Path(temporary).write_text(json.dumps(result, indent=2, sort_keys=False) + "\n")
-    os.replace(temporary, path)
+    """The result as JSON, a whole file or none."""
+    write_text_atomically(path, json.dumps(result, indent=2, sort_keys=False) + "\n")
 
 
 def objective_function(config_dict=None, config_file_list=None, saved=False, model=None, dataset=None, base_config=None):

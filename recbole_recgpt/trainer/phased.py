@@ -28,13 +28,13 @@ from recbole_recgpt import distributed
 from recbole_recgpt.collector import TopkCollector
 from recbole_recgpt.compat import load_checkpoint
 from recbole_recgpt.errors import TrainingError
+from recbole_recgpt.files import replace_atomically
 
 
 def save_atomically(state, path):
-    """``torch.save`` to a temporary file, then rename: a kill never leaves half a file."""
-    temporary = f"{path}.tmp"
-    torch.save(state, temporary, pickle_protocol=4)
-    os.replace(temporary, path)
+    """``torch.save`` a whole file or none (:func:`replace_atomically`)."""
+    with replace_atomically(path) as temporary:
+        torch.save(state, temporary, pickle_protocol=4)
 
 
 def unused_stem(stem):
@@ -223,8 +223,8 @@ class PhasedTrainer:
         if not distributed.is_main():  # RecBole checks the local rank: one writer per machine
             return
         target = kwargs.pop("saved_model_file", self.saved_model_file)
-        super()._save_checkpoint(epoch, verbose=False, saved_model_file=f"{target}.tmp", **kwargs)
-        os.replace(f"{target}.tmp", target)
+        with replace_atomically(target) as temporary:
+            super()._save_checkpoint(epoch, verbose=False, saved_model_file=str(temporary), **kwargs)
         if verbose:
             self.logger.info(f"Saving current: {target}")
 
