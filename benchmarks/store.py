@@ -22,7 +22,7 @@ import filelock
 import torch
 import yaml
 
-from recbole_recgpt.compat import load_checkpoint
+from recbole_recgpt.checkpoints import load_weights, read_checkpoint
 from recbole_recgpt.config import create_config, yaml_defaults
 from recbole_recgpt.errors import ConfigError
 from recbole_recgpt.files import write_text_atomically
@@ -319,7 +319,7 @@ class Run:
     def _resumable(self, config):
         """The resume file a killed attempt with the same settings left, if any."""
         for path in sorted(self.checkpoint_dir.glob("*-resume.pth")):
-            state = load_checkpoint(path)
+            state = read_checkpoint(path, "resume")
             if not settings_differ(jsonable_config(state["config"]), config, self.config_files):
                 return str(path)
         return None
@@ -393,18 +393,9 @@ def parent_path(run, parent):
 def scorer(config, checkpoint):
     """``(trainer, valid_data, test_data)`` that score ``checkpoint`` with ``config`` (no training)."""
     _, (_, valid_data, test_data), model, trainer = build(config)
-    load_network(model, load_checkpoint(checkpoint, config["device"])["state_dict"])
+    # A phase-1 checkpoint holds a prompt writer a pre-training-only model lacks.
+    load_weights(model, read_checkpoint(checkpoint, "model", config["device"])["state_dict"], strict=False)
     return trainer, valid_data, test_data
-
-
-def load_network(model, state_dict):
-    """Load the tensors of ``state_dict`` that ``model`` has (a phase-1 checkpoint holds a
-    prompt writer a pre-training-only model lacks); every tensor the model needs must be there."""
-    own = model.state_dict()
-    missing = [key for key in own if key not in state_dict]
-    if missing:
-        raise ValueError(f"checkpoint lacks {', '.join(missing)}")
-    model.load_state_dict({key: state_dict[key] for key in own})
 
 
 def cpu_seconds(record):

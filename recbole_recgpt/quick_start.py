@@ -10,10 +10,10 @@ from recbole.utils import ModelType, init_logger, init_seed
 
 from recbole_recgpt import distributed
 from recbole_recgpt.checks import check_dataset_files, check_pretrained_checkpoint, inter_columns, read_config_file
-from recbole_recgpt.compat import load_checkpoint
+from recbole_recgpt.checkpoints import load_weights, read_checkpoint
 from recbole_recgpt.config import complete_load_col, create_config, for_this_process, yaml_defaults
 from recbole_recgpt.data import HistoryMaskingEvalDataLoader
-from recbole_recgpt.errors import CheckpointError, ConfigError
+from recbole_recgpt.errors import ConfigError
 from recbole_recgpt.files import write_text_atomically
 from recbole_recgpt.trainer.whole_sequence import WholeSequenceTrainer
 from recbole_recgpt.utils import get_model, get_trainer
@@ -203,27 +203,19 @@ def objective_function(config_dict=None, config_file_list=None, saved=False, mod
 def load_data_and_model(model_file):
     """RecBole's ``load_data_and_model`` for plugin models: config, model (weights loaded),
     dataset and the three loaders, rebuilt from a checkpoint."""
-    checkpoint = load_checkpoint(model_file)
+    checkpoint = read_checkpoint(model_file, "model")
     config = for_this_process(checkpoint["config"])
     check_dataset_files(config)
     init_logger(config)
     dataset, loaders, model, _ = build(config)
-    model.load_state_dict(distributed.plain_state_dict(checkpoint["state_dict"]))
+    load_weights(model, checkpoint["state_dict"])
     model.load_other_parameter(checkpoint.get("other_parameter"))
     return (config, model, dataset, *loaders)
 
 
 def load_resume_state(path):
     """The resume state a run saves after every epoch (``<checkpoint>-resume.pth``)."""
-    try:
-        state = load_checkpoint(path)
-    except FileNotFoundError:
-        raise CheckpointError(f"resume file {path} does not exist; give the *-resume.pth file of the run") from None
-    except Exception as error:
-        raise CheckpointError(f"resume file {path} cannot be read ({type(error).__name__}); is it a *-resume.pth file?") from None
-    if not isinstance(state, dict) or "phase_done" not in state:
-        raise CheckpointError(f"{path} is not a resume file; give the *-resume.pth file the run wrote beside its checkpoints")
-    return state
+    return read_checkpoint(path, "resume")
 
 
 def resumed_config(state, launch_settings=None):

@@ -22,10 +22,9 @@ from recbole.data import create_dataset
 from recbole.data.interaction import Interaction
 from recbole.model.abstract_recommender import SequentialRecommender
 
+from recbole_recgpt.checkpoints import read_checkpoint, rebuild
 from recbole_recgpt.checks import check_dataset_files
-from recbole_recgpt.compat import load_checkpoint
 from recbole_recgpt.config import for_this_process
-from recbole_recgpt.distributed import plain_state_dict
 from recbole_recgpt.errors import CheckpointError, ConfigError, DataError
 from recbole_recgpt.model.recall import without
 from recbole_recgpt.utils import get_model
@@ -55,14 +54,7 @@ class Recommender:
     def from_checkpoint(cls, path, data_path=None):
         """Rebuild the model of a checkpoint and its dataset (``data_path`` overrides the
         folder the run read its data from)."""
-        if not os.path.isfile(path):
-            raise CheckpointError(f"checkpoint {path} does not exist; give a *-finetune.pth / *-pretrain.pth / *-train.pth file")
-        try:
-            checkpoint = load_checkpoint(path, "cpu")
-        except Exception as error:
-            raise CheckpointError(f"checkpoint {path} cannot be read ({type(error).__name__}); is it a saved model?") from None
-        if not isinstance(checkpoint, dict) or not {"config", "state_dict"} <= set(checkpoint):
-            raise CheckpointError(f"{path} is not a model checkpoint; give a *-finetune.pth / *-pretrain.pth / *-train.pth file")
+        checkpoint = read_checkpoint(path, "model")
         config = checkpoint["config"]
         if data_path is not None:
             config["data_path"] = os.path.join(data_path, config["dataset"])
@@ -75,10 +67,7 @@ class Recommender:
             )
         check_dataset_files(config)
         dataset = create_dataset(config)
-        model = model_class(config, dataset).to(config["device"])
-        model.load_state_dict(plain_state_dict(checkpoint["state_dict"]))
-        model.load_other_parameter(checkpoint.get("other_parameter"))
-        return cls(config, model.eval(), dataset)
+        return cls(config, rebuild(checkpoint, dataset).eval(), dataset)
 
     def for_users(self, users, k=10):
         """``[{"user": token, "items": [k item tokens, best first]}]`` for user tokens."""

@@ -26,7 +26,7 @@ from recbole.utils import get_local_time
 
 from recbole_recgpt import distributed
 from recbole_recgpt.collector import TopkCollector
-from recbole_recgpt.compat import load_checkpoint
+from recbole_recgpt.checkpoints import read_checkpoint
 from recbole_recgpt.errors import TrainingError
 from recbole_recgpt.files import replace_atomically
 
@@ -164,7 +164,7 @@ class PhasedTrainer:
             )
         distributed.barrier()  # process 0 has written the phase's best checkpoint
         if saved and os.path.exists(self.saved_model_file):
-            self.model.load_state_dict(load_checkpoint(self.saved_model_file, self.device)["state_dict"])
+            self.model.load_state_dict(read_checkpoint(self.saved_model_file, "model", self.device)["state_dict"])
         self.save_resume_state(self.epochs - 1, phase_done=True)
         return result
 
