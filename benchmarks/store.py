@@ -26,7 +26,7 @@ from recbole_recgpt.checkpoints import load_weights, read_checkpoint
 from recbole_recgpt.config import create_config, yaml_defaults
 from recbole_recgpt.errors import ConfigError
 from recbole_recgpt.files import write_text_atomically
-from recbole_recgpt.quick_start import build, jsonable, jsonable_config, plain_metrics, run_recgpt
+from recbole_recgpt.quick_start import build, jsonable, jsonable_config, plain_metrics, run_recgpt, trainer_class
 
 VARIANTS_FILE = Path(__file__).resolve().parent / "variants.yaml"
 METRICS = ("hit@5", "hit@10", "hit@20", "ndcg@5", "ndcg@10", "ndcg@20")
@@ -407,9 +407,7 @@ def cpu_seconds(record):
 
 
 def trainer_name(config):
-    if config["model"] == "RecGPT":
-        return "RecGPTTrainer"
-    return "whole-sequence" if config["baseline_trainer"] == "whole_sequence" else "RecBole Trainer"
+    return trainer_class(config).display_name
 
 
 @contextlib.contextmanager

@@ -68,10 +68,27 @@ def set_rng_state(state):
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def global_curve(phases):
+    """``[(global epoch, valid score, phase)]`` of a run's ``phases`` (its result's), the
+    phases one after the other: epochs count 1, 2, ... across them."""
+    points, offset = [], 0
+    for name, phase in phases.items():
+        points += [(offset + epoch + 1, score, name) for epoch, score in phase.get("valid_curve", [])]
+        offset += phase["epochs"]
+    return points
+
+
 class PhasedTrainer:
     """Mixin for a RecBole ``Trainer``: resumable, timed training phases."""
 
     phase_order = ("train",)
+    display_name = "RecBole Trainer"  # the trainer column of the comparison tables
+
+    @classmethod
+    def epoch_budget(cls, settings):
+        """The most epochs a run with ``settings`` (a config, or a mapping over one) trains,
+        all phases together."""
+        return int(settings["epochs"])
 
     def __init__(self, config, model):
         with distributed.as_one_process(config):  # RecBole's own DDP wrapper takes CUDA devices only

@@ -23,6 +23,11 @@ class RecGPTTrainer(PhasedTrainer, Trainer):
     """
 
     phase_order = ("pretrain", "finetune")
+    display_name = "RecGPTTrainer"
+
+    @classmethod
+    def epoch_budget(cls, settings):
+        return int(settings["epochs"]) + (int(settings["finetune_epochs"]) if settings["prompt_tuning"] else 0)
 
     def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
         config, dataset = self.config, train_data.dataset
