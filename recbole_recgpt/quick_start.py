@@ -5,16 +5,15 @@ import logging
 from logging import getLogger
 
 from recbole.data import create_dataset, data_preparation
-from recbole.data.utils import get_dataloader
 from recbole.utils import ModelType, init_logger, init_seed
 
 from recbole_recgpt import distributed
 from recbole_recgpt.checks import check_dataset_files, check_pretrained_checkpoint, inter_columns, read_config_file
 from recbole_recgpt.checkpoints import load_weights, read_checkpoint
 from recbole_recgpt.config import complete_load_col, create_config, for_this_process, yaml_defaults
-from recbole_recgpt.data import HistoryMaskingEvalDataLoader
 from recbole_recgpt.errors import ConfigError
 from recbole_recgpt.files import write_text_atomically
+from recbole_recgpt.protocol import EvaluationProtocol
 from recbole_recgpt.trainer.whole_sequence import WholeSequenceTrainer
 from recbole_recgpt.utils import get_model, get_trainer
 
@@ -34,10 +33,11 @@ def build(config):
     init_seed(config["seed"], config["reproducibility"])
     dataset = create_dataset(config)
     train_data, valid_data, test_data = data_preparation(config, dataset)
-    if config["eval_mask_history"] or not config["single_spec"]:
+    protocol = EvaluationProtocol.from_config(config)
+    if protocol.mask_history or not config["single_spec"]:
         with distributed.as_one_process(config):
             valid_data, test_data = (
-                evaluation_loader_class(config, phase)(config, loader.dataset, loader._sampler, shuffle=False)
+                protocol.evaluation_loader_class(config, phase)(config, loader.dataset, loader._sampler, shuffle=False)
                 for phase, loader in (("valid", valid_data), ("test", test_data))
             )
     init_seed(config["seed"], config["reproducibility"])
@@ -46,11 +46,6 @@ def build(config):
         init_seed(config["seed"] + distributed.rank(), config["reproducibility"])
     trainer = trainer_class(config)(config, model)
     return dataset, (train_data, valid_data, test_data), model, trainer
-
-
-def evaluation_loader_class(config, phase):
-    """RecBole's evaluation loader class, or the one that masks history items."""
-    return HistoryMaskingEvalDataLoader if config["eval_mask_history"] else get_dataloader(config, phase)
 
 
 def trainer_class(config):

@@ -27,6 +27,7 @@ from recbole_recgpt.checks import check_dataset_files
 from recbole_recgpt.config import for_this_process
 from recbole_recgpt.errors import CheckpointError, ConfigError, DataError
 from recbole_recgpt.model.recall import without
+from recbole_recgpt.protocol import EvaluationProtocol
 from recbole_recgpt.utils import get_model
 
 FORMATS = ("csv", "json")
@@ -43,6 +44,7 @@ class Recommender:
         self.config, self.model, self.dataset = config, model, dataset
         self.uid_field, self.iid_field = dataset.uid_field, dataset.iid_field
         self.max_length = config["MAX_ITEM_LIST_LENGTH"]
+        self.protocol = EvaluationProtocol.from_config(config)
         self.batch_size = config["eval_batch_size"]
         self.catalogue_size = dataset.item_num - 1  # ids 1..item_num-1; 0 is padding
         feat = dataset.inter_feat.sort_values([self.uid_field, dataset.time_field], kind="stable")
@@ -125,7 +127,7 @@ class Recommender:
                 model.USER_ID: torch.tensor(user_ids[start: start + self.batch_size]),
             }).to(self.config["device"])
             # As evaluation ranks: never the padding item, nor the history when it is masked.
-            excluded = interaction[model.ITEM_SEQ] if self.config["eval_mask_history"] else None
+            excluded = self.protocol.excluded(interaction[model.ITEM_SEQ])
             scores = without(model.full_sort_predict(interaction).view(len(batch), -1), excluded)
             ranked.append(scores.topk(k, dim=1).indices.cpu())
         top = torch.cat(ranked).numpy() if ranked else np.zeros((0, k), dtype=np.int64)

@@ -25,6 +25,7 @@ from recbole_recgpt.model.prompts import (
     PROMPT_MODES, REAL_SEGMENT, PromptBuilder, history_so_far, top_items, with_tail_slots,
 )
 from recbole_recgpt.model.recall import TwoStageRecall, without
+from recbole_recgpt.protocol import EvaluationProtocol
 
 PROMPT_GENERATORS = ("pretrained", "current")
 PRETRAIN_LOSSES = ("bce", "ce")
@@ -138,7 +139,7 @@ class RecGPT(SequentialRecommender):
         self.stage1_n = config["stage1_n"]
         # The evaluator masks history items under this protocol; two-stage recall must then
         # fill its N stage-1 slots with items that can count.
-        self.mask_history = config["eval_mask_history"]
+        self.protocol = EvaluationProtocol.from_config(config)
         self.prompt_positions = config["prompt_positions"]
         self.n_positions = config["n_positions"] or required_positions(
             self.max_seq_length, self.prompt_length, self.prompt_mode, self.prompt_positions
@@ -335,7 +336,7 @@ class RecGPT(SequentialRecommender):
         else:
             batch = with_tail_slots(item_seq, item_seq_len, self.prompt_length)
         score_at = self._scores_at(user_ids)
-        excluded = item_seq if self.mask_history else None
+        excluded = self.protocol.excluded(item_seq)
         if self.two_stage and self.final_inference:
             return self.two_stage_recall(score_at, batch, excluded)
         return without(score_at(batch.item_seq, batch.segment_ids, batch.last_item_index), excluded)
