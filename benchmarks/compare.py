@@ -7,7 +7,7 @@ Variants are named in ``benchmarks/variants.yaml``. Every finished run is one JS
 under ``results/runs/`` (``benchmarks/store.py``); a record with the same settings is reused,
 so a killed campaign resumes (a killed RecGPT or whole-sequence run continues from its last
 epoch) and campaigns made on different days add up. Several campaign processes may share a
-queue: each claims a run with a lock file. Derived variants (a stage of another run) are
+queue: each claims a run with a lock file (released when its process ends). Derived variants (a stage of another run) are
 scored from the parent's checkpoints right after it, never retrained; a parent whose checkpoints
 this checkout lacks is trained again first (same settings and seed; its record says whether it
 reproduced the stored numbers, and children of a reproduced run stay current). After each run the
@@ -26,7 +26,7 @@ import torch
 if not __package__:  # run as `python benchmarks/compare.py`: the repository root holds `benchmarks`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.store import Lock, Run, load_variants
+from benchmarks.store import Run, claim, load_variants
 from benchmarks.tables import build_tables
 
 
@@ -73,8 +73,8 @@ def run_one(run, parent_record, command):
     if record:
         print(f"{run.dataset} {run.variant} seed {run.seed}: kept ({run.path})", flush=True)
         return record
-    with Lock(run.path) as lock:
-        if lock is None:
+    with claim(run.path) as mine:
+        if not mine:
             print(f"{run.dataset} {run.variant} seed {run.seed}: another campaign is running it", flush=True)
             return None
         if "derived_from" in run.spec:
@@ -96,8 +96,8 @@ def remake(run, record, kind, command):
     how_far = "" if kind == "final" else f" through its {kind} phase"
     print(f"{run.dataset} {run.variant} seed {run.seed}: trained again{how_far}, its checkpoints are not in this "
           "checkout", flush=True)
-    with Lock(run.path) as lock:
-        if lock is None:
+    with claim(run.path) as mine:
+        if not mine:
             raise RuntimeError(f"another campaign is training {run.variant} seed {run.seed} again; run this one after it")
         remade = run.remake(record, command, kind)
     phases = remade["remade"].get("phases")

@@ -11,16 +11,12 @@ import argparse
 from pathlib import Path
 
 from benchmarks.store import read_record, record_path
+from recbole_recgpt.trainer.phased import global_curve
 
 
 def curve(record):
     """``[(global epoch, score, phase)]`` over the record's phases in order."""
-    points, offset = [], 0
-    for name, phase in record["phases"].items():
-        for epoch, score in phase.get("valid_curve", []):
-            points.append((offset + epoch + 1, score, name))
-        offset += phase["epochs"]
-    return points
+    return global_curve(record["phases"])
 
 
 def plot(records, out, title):

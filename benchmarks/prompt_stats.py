@@ -116,7 +116,7 @@ def main(argv=None):
         "config": {key: config[key] for key in ("pretrain_loss", "hidden_dropout_prob", "attn_dropout_prob", "seed")},
         "validation_ranking": ranking_pairs(model, valid_data, args.k),
     }
-    if config["model"] == "RecGPT":
+    if hasattr(model, "prompted_training_batch"):  # a model that writes prompts
         report["training_pairs"] = training_pairs(model, config, train_data.dataset, args.k)
         report["validation_pairs"] = evaluation_pairs(model, valid_data, args.k)
     report.update(git=git_revision(), command=shlex.join(["python", "-m", "benchmarks.prompt_stats", *argv]))

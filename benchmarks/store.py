@@ -9,22 +9,24 @@ with the run's, paths and devices aside (:func:`settings_differ`), and reruns a 
 ``settings_hash`` fingerprints those settings so a child row can name its parent's.
 """
 
+import contextlib
 import copy
 import hashlib
 import json
-import os
 import shlex
 import subprocess
 import time
 from pathlib import Path
 
+import filelock
 import torch
 import yaml
 
-from recbole_recgpt.compat import load_checkpoint
+from recbole_recgpt.checkpoints import load_weights, read_checkpoint
 from recbole_recgpt.config import create_config, yaml_defaults
 from recbole_recgpt.errors import ConfigError
-from recbole_recgpt.quick_start import build, jsonable, jsonable_config, plain_metrics, run_recgpt
+from recbole_recgpt.files import write_text_atomically
+from recbole_recgpt.quick_start import build, jsonable, jsonable_config, plain_metrics, run_recgpt, trainer_class
 
 VARIANTS_FILE = Path(__file__).resolve().parent / "variants.yaml"
 METRICS = ("hit@5", "hit@10", "hit@20", "ndcg@5", "ndcg@10", "ndcg@20")
@@ -113,11 +115,7 @@ def read_record(path):
 
 
 def write_record(path, record):
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_suffix(".tmp")
-    temporary.write_text(json.dumps(record, indent=1) + "\n")
-    os.replace(temporary, path)
+    write_text_atomically(path, json.dumps(record, indent=1) + "\n")
 
 
 def run_command(model, dataset, overrides, config_files=()):
@@ -321,7 +319,7 @@ class Run:
     def _resumable(self, config):
         """The resume file a killed attempt with the same settings left, if any."""
         for path in sorted(self.checkpoint_dir.glob("*-resume.pth")):
-            state = load_checkpoint(path)
+            state = read_checkpoint(path, "resume")
             if not settings_differ(jsonable_config(state["config"]), config, self.config_files):
                 return str(path)
         return None
@@ -395,18 +393,9 @@ def parent_path(run, parent):
 def scorer(config, checkpoint):
     """``(trainer, valid_data, test_data)`` that score ``checkpoint`` with ``config`` (no training)."""
     _, (_, valid_data, test_data), model, trainer = build(config)
-    load_network(model, load_checkpoint(checkpoint, config["device"])["state_dict"])
+    # A phase-1 checkpoint holds a prompt writer a pre-training-only model lacks.
+    load_weights(model, read_checkpoint(checkpoint, "model", config["device"])["state_dict"], strict=False)
     return trainer, valid_data, test_data
-
-
-def load_network(model, state_dict):
-    """Load the tensors of ``state_dict`` that ``model`` has (a phase-1 checkpoint holds a
-    prompt writer a pre-training-only model lacks); every tensor the model needs must be there."""
-    own = model.state_dict()
-    missing = [key for key in own if key not in state_dict]
-    if missing:
-        raise ValueError(f"checkpoint lacks {', '.join(missing)}")
-    model.load_state_dict({key: state_dict[key] for key in own})
 
 
 def cpu_seconds(record):
@@ -418,49 +407,21 @@ def cpu_seconds(record):
 
 
 def trainer_name(config):
-    if config["model"] == "RecGPT":
-        return "RecGPTTrainer"
-    return "whole-sequence" if config["baseline_trainer"] == "whole_sequence" else "RecBole Trainer"
+    return trainer_class(config).display_name
 
 
-class Lock:
-    """An exclusive claim on a run, so several campaign processes can share one queue.
-    A lock whose process is gone is taken over."""
-
-    def __init__(self, path):
-        self.path = Path(f"{path}.lock")
-        self.held = False
-
-    def __enter__(self):
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        for _ in range(2):
-            try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-            except FileExistsError:
-                if _alive(int(self.path.read_text() or 0)):
-                    return None
-                self.path.unlink(missing_ok=True)
-                continue
-            os.write(fd, str(os.getpid()).encode())
-            os.close(fd)
-            self.held = True
-            return self
-        return None
-
-    def __exit__(self, *exc):
-        # A process that found the run claimed must leave the other's claim in place.
-        if self.held:
-            self.path.unlink(missing_ok=True)
-            self.held = False
-
-
-def _alive(pid):
-    if pid <= 0:
-        return False
+@contextlib.contextmanager
+def claim(path):
+    """An exclusive claim on a run, so several campaign processes can share one queue: yields
+    True when this process holds it, False when another does. The operating system releases
+    the claim (a ``flock`` through ``filelock``) when its process ends, however it ends."""
+    lock = filelock.FileLock(f"{path}.lock")
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+        lock.acquire(timeout=0)
+    except filelock.Timeout:
+        yield False
+        return
+    try:
+        yield True
+    finally:
+        lock.release()

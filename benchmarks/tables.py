@@ -21,6 +21,7 @@ import statistics
 from pathlib import Path
 
 from benchmarks.store import METRICS, load_variants
+from recbole_recgpt.utils import MODELS as PLUGIN_MODELS
 
 CSV_COLUMNS = (
     "dataset", "model", "seed", "valid_ndcg@10", *METRICS, "epochs", "wall_s", "git", "command",
@@ -106,12 +107,16 @@ def model_of(name, variants):
     return spec.get("model") or variants.get(spec.get("parent"), {}).get("model")
 
 
+def is_baseline(name, variants):
+    """Whether a variant is of a RecBole model (not of a model of this plugin's registry)."""
+    return model_of(name, variants) not in (None, *PLUGIN_MODELS)
+
+
 def gain_lines(summaries, variants):
     """Each RecGPT row's relative gain over the baseline that is best on validation NDCG@10
     (a derived row is of its parent's model), on the seeds both rows have."""
-    kinds = {n: model_of(n, variants) for n in summaries}
-    baselines = {n: s for n, s in summaries.items() if kinds[n] not in (None, "RecGPT")}
-    ours = [n for n in summaries if kinds[n] == "RecGPT"]
+    baselines = {n: s for n, s in summaries.items() if is_baseline(n, variants)}
+    ours = [n for n in summaries if model_of(n, variants) in PLUGIN_MODELS]
     if not ours or not baselines:
         return ["RecGPT's gain: needs a trained RecGPT row and a baseline row."]
     best = max(baselines, key=lambda n: baselines[n]["mean"]["valid_ndcg@10"])
@@ -199,7 +204,7 @@ def headline_rows(records, variants):
                 [r for r in records if r["dataset"] == dataset and variants.get(r["variant"], {}).get("group") == group],
                 list(variants),
             )
-            baselines = {n: summarise(r) for n, r in runs.items() if model_of(n, variants) not in (None, "RecGPT")}
+            baselines = {n: summarise(r) for n, r in runs.items() if is_baseline(n, variants)}
             if not baselines:
                 continue
             best = max(baselines, key=lambda n: baselines[n]["mean"]["valid_ndcg@10"])

@@ -10,7 +10,7 @@ import yaml
 import recbole
 from recbole.utils.argument_list import dataset_arguments, evaluation_arguments, general_arguments, training_arguments
 
-from recbole_recgpt.compat import load_checkpoint
+from recbole_recgpt.checkpoints import read_checkpoint
 from recbole_recgpt.errors import CheckpointError, ConfigError, DataError
 
 RECBOLE_PROPERTIES = Path(recbole.__file__).resolve().parent / "properties"
@@ -127,16 +127,7 @@ def check_pretrained_checkpoint(path, config, map_location="cpu"):
     """The ``pretrained_checkpoint`` of a run, loaded; :class:`CheckpointError` when it is
     missing, not a checkpoint, or of another model or dataset. (Whether its tensors fit the
     model is checked when the network is loaded.)"""
-    if not os.path.isfile(path):
-        raise CheckpointError(f"pretrained_checkpoint {path} does not exist; give the path of a saved RecGPT checkpoint")
-    try:
-        checkpoint = load_checkpoint(path, map_location)
-    except Exception as error:
-        raise CheckpointError(
-            f"pretrained_checkpoint {path} cannot be read ({type(error).__name__}); give a saved RecGPT checkpoint"
-        ) from None
-    if not isinstance(checkpoint, dict) or not {"config", "state_dict"} <= set(checkpoint):
-        raise CheckpointError(f"pretrained_checkpoint {path} is not a model checkpoint; give a saved RecGPT checkpoint")
+    checkpoint = read_checkpoint(path, "pretrained", map_location)
     saved = checkpoint["config"]
     if (saved["model"], saved["dataset"]) != (config["model"], config["dataset"]):
         raise CheckpointError(

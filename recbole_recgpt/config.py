@@ -9,6 +9,7 @@ from recbole.config import Config
 from recbole_recgpt.checks import check_parameter_names, known_parameters, read_config_file
 from recbole_recgpt.distributed import configure_processes, several_processes
 from recbole_recgpt.errors import ConfigError
+from recbole_recgpt.protocol import EvaluationProtocol
 from recbole_recgpt.utils import get_model, resolve_baseline_trainer
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -87,26 +88,12 @@ def create_config(model="RecGPT", dataset="ml-100k", config_files=None, config_d
             config_file_list=project_files + list(config_files or []),
             config_dict=config_dict,
         )
-    check_protocol(config)
+    EvaluationProtocol.from_config(config)  # refuses settings it cannot honour
     resolve_baseline_trainer(config)
     check_model_config = getattr(model_class, "check_config", None)
     if check_model_config is not None:
         check_model_config(config)
     return for_this_process(config)
-
-
-def check_protocol(config):
-    """Evaluation settings of this project (RecBole checks its own)."""
-    mask = config["eval_mask_history"]
-    if not isinstance(mask, bool):
-        raise ConfigError(f"eval_mask_history={mask!r} must be True or False")
-    modes = config["eval_args"]["mode"]
-    modes = modes.values() if isinstance(modes, dict) else [modes]
-    if mask and any(mode != "full" for mode in modes):
-        raise ConfigError(
-            "eval_mask_history masks history items in full-sort ranking; sampled evaluation (eval_args mode "
-            f"{', '.join(sorted(set(modes)))}) has no such ranking: set eval_args mode to full or drop eval_mask_history"
-        )
 
 
 def for_this_process(config):

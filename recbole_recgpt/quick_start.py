@@ -4,18 +4,17 @@ import json
 import logging
 import os
 from logging import getLogger
-from pathlib import Path
 
 from recbole.data import create_dataset, data_preparation
-from recbole.data.utils import get_dataloader
 from recbole.utils import ModelType, init_logger, init_seed
 
 from recbole_recgpt import distributed
 from recbole_recgpt.checks import check_dataset_files, check_pretrained_checkpoint, inter_columns, read_config_file
-from recbole_recgpt.compat import load_checkpoint
+from recbole_recgpt.checkpoints import load_weights, read_checkpoint
 from recbole_recgpt.config import complete_load_col, create_config, for_this_process, yaml_defaults
-from recbole_recgpt.data import HistoryMaskingEvalDataLoader
-from recbole_recgpt.errors import CheckpointError, ConfigError, Interrupted
+from recbole_recgpt.errors import ConfigError, Interrupted
+from recbole_recgpt.files import write_text_atomically
+from recbole_recgpt.protocol import EvaluationProtocol
 from recbole_recgpt.trainer.whole_sequence import WholeSequenceTrainer
 from recbole_recgpt.utils import get_model, get_trainer
 
@@ -35,10 +34,11 @@ def build(config):
     init_seed(config["seed"], config["reproducibility"])
     dataset = create_dataset(config)
     train_data, valid_data, test_data = data_preparation(config, dataset)
-    if config["eval_mask_history"] or not config["single_spec"]:
+    protocol = EvaluationProtocol.from_config(config)
+    if protocol.mask_history or not config["single_spec"]:
         with distributed.as_one_process(config):
             valid_data, test_data = (
-                evaluation_loader_class(config, phase)(config, loader.dataset, loader._sampler, shuffle=False)
+                protocol.evaluation_loader_class(config, phase)(config, loader.dataset, loader._sampler, shuffle=False)
                 for phase, loader in (("valid", valid_data), ("test", test_data))
             )
     init_seed(config["seed"], config["reproducibility"])
@@ -47,11 +47,6 @@ def build(config):
         init_seed(config["seed"] + distributed.rank(), config["reproducibility"])
     trainer = trainer_class(config)(config, model)
     return dataset, (train_data, valid_data, test_data), model, trainer
-
-
-def evaluation_loader_class(config, phase):
-    """RecBole's evaluation loader class, or the one that masks history items."""
-    return HistoryMaskingEvalDataLoader if config["eval_mask_history"] else get_dataloader(config, phase)
 
 
 def trainer_class(config):
@@ -185,11 +180,8 @@ def check_run(model="RecGPT", dataset="ml-100k", config_files=None, config_dict=
 
 
 def write_result(result, path):
-    """The result as JSON, written to a temporary file and then renamed (never half a file)."""
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    temporary = f"{path}.tmp"
-    Path(temporary).write_text(json.dumps(result, indent=2, sort_keys=False) + "\n")
-    os.replace(temporary, path)
+    """The result as JSON, a whole file or none."""
+    write_text_atomically(path, json.dumps(result, indent=2, sort_keys=False) + "\n")
 
 
 def objective_function(config_dict=None, config_file_list=None, saved=False, model=None, dataset=None, base_config=None):
@@ -224,27 +216,19 @@ def objective_function(config_dict=None, config_file_list=None, saved=False, mod
 def load_data_and_model(model_file):
     """RecBole's ``load_data_and_model`` for plugin models: config, model (weights loaded),
     dataset and the three loaders, rebuilt from a checkpoint."""
-    checkpoint = load_checkpoint(model_file)
+    checkpoint = read_checkpoint(model_file, "model")
     config = for_this_process(checkpoint["config"])
     check_dataset_files(config)
     init_logger(config)
     dataset, loaders, model, _ = build(config)
-    model.load_state_dict(distributed.plain_state_dict(checkpoint["state_dict"]))
+    load_weights(model, checkpoint["state_dict"])
     model.load_other_parameter(checkpoint.get("other_parameter"))
     return (config, model, dataset, *loaders)
 
 
 def load_resume_state(path):
     """The resume state a run saves after every epoch (``<checkpoint>-resume.pth``)."""
-    try:
-        state = load_checkpoint(path)
-    except FileNotFoundError:
-        raise CheckpointError(f"resume file {path} does not exist; give the *-resume.pth file of the run") from None
-    except Exception as error:
-        raise CheckpointError(f"resume file {path} cannot be read ({type(error).__name__}); is it a *-resume.pth file?") from None
-    if not isinstance(state, dict) or "phase_done" not in state:
-        raise CheckpointError(f"{path} is not a resume file; give the *-resume.pth file the run wrote beside its checkpoints")
-    return relocate(state)
+    return relocate(read_checkpoint(path, "resume"))
 
 
 # The paths of a resume state's config: what the run read and where it wrote.

@@ -22,12 +22,12 @@ from recbole.data import create_dataset
 from recbole.data.interaction import Interaction
 from recbole.model.abstract_recommender import SequentialRecommender
 
+from recbole_recgpt.checkpoints import read_checkpoint, rebuild
 from recbole_recgpt.checks import check_dataset_files
-from recbole_recgpt.compat import load_checkpoint
 from recbole_recgpt.config import for_this_process
-from recbole_recgpt.distributed import plain_state_dict
 from recbole_recgpt.errors import CheckpointError, ConfigError, DataError
 from recbole_recgpt.model.recall import without
+from recbole_recgpt.protocol import EvaluationProtocol
 from recbole_recgpt.utils import get_model
 
 FORMATS = ("csv", "json")
@@ -44,6 +44,7 @@ class Recommender:
         self.config, self.model, self.dataset = config, model, dataset
         self.uid_field, self.iid_field = dataset.uid_field, dataset.iid_field
         self.max_length = config["MAX_ITEM_LIST_LENGTH"]
+        self.protocol = EvaluationProtocol.from_config(config)
         self.batch_size = config["eval_batch_size"]
         self.catalogue_size = dataset.item_num - 1  # ids 1..item_num-1; 0 is padding
         feat = dataset.inter_feat.sort_values([self.uid_field, dataset.time_field], kind="stable")
@@ -55,14 +56,7 @@ class Recommender:
     def from_checkpoint(cls, path, data_path=None):
         """Rebuild the model of a checkpoint and its dataset (``data_path`` overrides the
         folder the run read its data from)."""
-        if not os.path.isfile(path):
-            raise CheckpointError(f"checkpoint {path} does not exist; give a *-finetune.pth / *-pretrain.pth / *-train.pth file")
-        try:
-            checkpoint = load_checkpoint(path, "cpu")
-        except Exception as error:
-            raise CheckpointError(f"checkpoint {path} cannot be read ({type(error).__name__}); is it a saved model?") from None
-        if not isinstance(checkpoint, dict) or not {"config", "state_dict"} <= set(checkpoint):
-            raise CheckpointError(f"{path} is not a model checkpoint; give a *-finetune.pth / *-pretrain.pth / *-train.pth file")
+        checkpoint = read_checkpoint(path, "model")
         config = checkpoint["config"]
         if data_path is not None:
             config["data_path"] = os.path.join(data_path, config["dataset"])
@@ -75,10 +69,7 @@ class Recommender:
             )
         check_dataset_files(config)
         dataset = create_dataset(config)
-        model = model_class(config, dataset).to(config["device"])
-        model.load_state_dict(plain_state_dict(checkpoint["state_dict"]))
-        model.load_other_parameter(checkpoint.get("other_parameter"))
-        return cls(config, model.eval(), dataset)
+        return cls(config, rebuild(checkpoint, dataset).eval(), dataset)
 
     def for_users(self, users, k=10):
         """``[{"user": token, "items": [k item tokens, best first]}]`` for user tokens."""
@@ -136,7 +127,7 @@ class Recommender:
                 model.USER_ID: torch.tensor(user_ids[start: start + self.batch_size]),
             }).to(self.config["device"])
             # As evaluation ranks: never the padding item, nor the history when it is masked.
-            excluded = interaction[model.ITEM_SEQ] if self.config["eval_mask_history"] else None
+            excluded = self.protocol.excluded(interaction[model.ITEM_SEQ])
             scores = without(model.full_sort_predict(interaction).view(len(batch), -1), excluded)
             ranked.append(scores.topk(k, dim=1).indices.cpu())
         top = torch.cat(ranked).numpy() if ranked else np.zeros((0, k), dtype=np.int64)

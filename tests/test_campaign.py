@@ -20,7 +20,7 @@ from benchmarks.plan import main as plan_main, planned_runs
 from benchmarks.repeats import KINDS, breakdown, main as repeats, target_kinds
 from benchmarks.significance import main as significance
 from benchmarks.tables import README_END, README_START, dataset_sections, gain_lines, summarise, sweep_panels, update_readme
-from benchmarks.store import Lock, Run, adopt, cpu_seconds, git_revision, load_variants, record_path
+from benchmarks.store import Run, adopt, claim, cpu_seconds, git_revision, load_variants, record_path
 from recbole_recgpt.errors import ConfigError
 from recbole_recgpt.quick_start import run_recgpt
 from recbole_recgpt.trainer import RecGPTTrainer
@@ -151,14 +151,30 @@ def test_the_script_form_rebuilds_the_three_outputs_from_the_store_without_train
 
 def test_a_campaign_that_finds_a_run_claimed_leaves_the_claim_in_place(tmp_path):
     path = tmp_path / "seed1.json"
-    with Lock(path) as first:
-        assert first is not None
-        with Lock(path) as second:
-            assert second is None
-        with Lock(path) as third:  # the first process still holds the run
-            assert third is None
-    with Lock(path) as after:
-        assert after is not None
+    with claim(path) as first:
+        assert first
+        with claim(path) as second:
+            assert not second
+        with claim(path) as third:  # the first claim still holds the run
+            assert not third
+    with claim(path) as after:
+        assert after
+
+
+def test_a_claim_ends_with_the_process_that_held_it_however_it_ends(tmp_path):
+    path = tmp_path / "seed1.json"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from benchmarks.store import claim\n"
+         f"with claim({str(path)!r}) as mine:\n    print(mine, flush=True); time.sleep(60)"],
+        cwd=REPO, stdout=subprocess.PIPE, text=True,
+    )
+    assert holder.stdout.readline().strip() == "True"
+    with claim(path) as mine:
+        assert not mine  # held by the other process
+    holder.kill()
+    holder.wait()
+    with claim(path) as mine:
+        assert mine  # SIGKILL left a lock file, but no claim
 
 
 def test_a_record_made_before_an_option_existed_is_kept(tiny_campaign, capsys):

@@ -130,3 +130,16 @@ def test_unmasked_evaluation_is_recboles(tiny_config):
     _, (_, valid_data, _), _, _ = build(config)
     assert type(valid_data).__name__ == "FullSortEvalDataLoader"
     assert next(iter(valid_data))[1] is None
+
+
+def test_one_protocol_object_decides_what_evaluation_and_recommendation_skip(tiny_config):
+    from recbole_recgpt.data import HistoryMaskingEvalDataLoader
+    from recbole_recgpt.protocol import EvaluationProtocol
+
+    history = torch.tensor([[3, 5, 0]])
+    masked = EvaluationProtocol.from_config(tiny_config("SASRec", eval_mask_history=True))
+    assert masked == EvaluationProtocol(mask_history=True) and torch.equal(masked.excluded(history), history)
+    assert masked.evaluation_loader_class(tiny_config("SASRec", eval_mask_history=True), "valid") is HistoryMaskingEvalDataLoader
+    plain = EvaluationProtocol.from_config(tiny_config("SASRec"))
+    assert plain.excluded(history) is None
+    assert plain.evaluation_loader_class(tiny_config("SASRec"), "valid") is not HistoryMaskingEvalDataLoader

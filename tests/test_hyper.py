@@ -249,3 +249,13 @@ def test_ray_resumes_with_asha_judging_against_the_finished_trials(tiny_data_pat
     assert stopped["best_valid_score"] < good["valid_curve"][0][1]
     assert second.rows[:2] == first.rows and second.best == good
     assert second.added[1]["error"].startswith("prompt_length=4 exceeds stage1_n=3")
+
+
+def test_a_trials_epoch_budget_is_its_trainers_answer_for_its_parameters(tiny_config):
+    from recbole_recgpt.hyper import _epoch_budget
+
+    recgpt = tiny_config("RecGPT", epochs=3, finetune_epochs=4)
+    assert _epoch_budget(recgpt, {}) == 7  # both phases
+    assert _epoch_budget(recgpt, {"finetune_epochs": 10}) == 13
+    assert _epoch_budget(recgpt, {"prompt_tuning": False}) == 3  # pre-training only
+    assert _epoch_budget(tiny_config("SASRec", epochs=5), {"finetune_epochs": 10}) == 5  # one phase

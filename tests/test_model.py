@@ -7,6 +7,7 @@ from recbole.data.interaction import Interaction
 
 from recbole_recgpt.data import UserSequenceDataLoader
 from recbole_recgpt.model.recgpt import item_positions, required_positions
+from recbole_recgpt.protocol import EvaluationProtocol
 from recbole_recgpt.quick_start import build, load_data_and_model, run_recgpt
 from tests.conftest import TINY_CONFIG
 
@@ -168,7 +169,7 @@ def test_masked_history_is_never_ranked_and_stage1_fills_n_other_items(tiny, two
     ranked = scores.topk(model.stage1_n, dim=1).indices
     assert not (ranked.unsqueeze(2) == seq.unsqueeze(1)).any()
     if not two_stage:  # single-stage: the unmasked scores, history items aside
-        model.mask_history = False
+        model.protocol = EvaluationProtocol(mask_history=False)
         unmasked = model.full_sort_predict(interaction)
         unmasked.scatter_(1, seq, -torch.inf)
         torch.testing.assert_close(scores, unmasked, rtol=0, atol=0)

@@ -13,6 +13,7 @@ CSV record, which a rerun of the same command reads to skip the finished trials
 """
 
 import subprocess
+from collections import ChainMap
 from dataclasses import dataclass
 from pathlib import Path
 from time import time
@@ -25,6 +26,7 @@ from recbole_recgpt.errors import ConfigError
 from recbole_recgpt.hyper.output import SearchRecord, output_paths, write_outputs
 from recbole_recgpt.hyper.space import grid, params_text, read_space, sample
 from recbole_recgpt.hyper.trial import SearchSettings, run_trial
+from recbole_recgpt.quick_start import trainer_class
 
 TOOLS = ("hyperopt", "ray")
 ALGOS = {"hyperopt": ("exhaustive", "random", "bayes"), "ray": ("exhaustive", "random")}
@@ -153,12 +155,9 @@ def _check_before_searching(model, dataset, config_files, fixed):
 
 
 def _epoch_budget(config, params):
-    """Most epochs a trial can train, all phases together (ASHA's ``max_t`` minus one)."""
-    value = {**{key: config[key] for key in ("epochs", "finetune_epochs", "prompt_tuning") if key in config}, **params}
-    budget = int(value["epochs"])
-    if config["model"] == "RecGPT" and value.get("prompt_tuning"):
-        budget += int(value["finetune_epochs"])
-    return budget
+    """Most epochs a trial can train, all phases together (ASHA's ``max_t`` minus one): its
+    trainer's answer for the trial's settings."""
+    return trainer_class(config).epoch_budget(ChainMap(params, config))
 
 
 def _print_summary(best, paths):

@@ -21,6 +21,7 @@ from time import time
 import yaml
 from recbole.utils.utils import dict2str
 
+from recbole_recgpt.files import replace_atomically
 from recbole_recgpt.hyper.space import params_key, params_text, plain
 from recbole_recgpt.hyper.trial import FINAL, OK, STOPPED
 
@@ -94,13 +95,10 @@ class SearchRecord:
             name for row in self.rows for name in row["params"] if name not in self.parameter_names
         ]
         columns = HEAD + list(dict.fromkeys(names)) + sorted(metrics, key=lambda m: not m.startswith("valid")) + TAIL
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = self.path.with_name(self.path.name + ".tmp")
-        with open(temporary, "w", newline="", encoding="utf-8") as out:
+        with replace_atomically(self.path) as temporary, open(temporary, "w", newline="", encoding="utf-8") as out:
             writer = csv.DictWriter(out, columns)
             writer.writeheader()
             writer.writerows(_to_csv(row) for row in self.rows)
-        os.replace(temporary, self.path)
 
 
 def _to_csv(row):

@@ -10,6 +10,7 @@ from time import time
 
 from recbole_recgpt.errors import RecGPTError
 from recbole_recgpt.quick_start import run_recgpt
+from recbole_recgpt.trainer.phased import global_curve
 
 # A trial ends in one of these states. ``ok``, ``stopped`` and ``failed`` are final: a rerun
 # of the search skips them. ``error`` (anything unforeseen: a crash, out of memory) is
@@ -50,21 +51,17 @@ def run_trial(params, settings, epoch_callback=None):
         return trial_row(params, FAILED, seconds=time() - start, error=str(error))
     except Exception as error:  # a search of many trials goes on; the row says what happened
         return trial_row(params, ERROR, seconds=time() - start, error=f"{type(error).__name__}: {error}")
-    curve, phase_epochs, offset = [], {}, 0
-    for name, phase in result["phases"].items():
-        curve += [[offset + epoch + 1, score] for epoch, score in phase["valid_curve"]]
-        phase_epochs[name] = phase["epochs"]
-        offset += phase["epochs"]
+    phase_epochs = {name: phase["epochs"] for name, phase in result["phases"].items()}
     return trial_row(
         params, OK,
         best_valid_score=result["best_valid_score"],
         valid=result["best_valid_result"],
         test=result["test_result"],
-        epochs=offset,
+        epochs=sum(phase_epochs.values()),
         phase_epochs=phase_epochs,
         seconds=time() - start,
         checkpoint=result["checkpoint"],
-        valid_curve=curve,
+        valid_curve=[[epoch, score] for epoch, score, _ in global_curve(result["phases"])],
     )
 
 

@@ -25,6 +25,7 @@ from recbole_recgpt.model.prompts import (
     PROMPT_MODES, REAL_SEGMENT, PromptBuilder, history_so_far, top_items, with_tail_slots,
 )
 from recbole_recgpt.model.recall import TwoStageRecall, without
+from recbole_recgpt.protocol import EvaluationProtocol
 
 PROMPT_GENERATORS = ("pretrained", "current")
 PRETRAIN_LOSSES = ("bce", "ce")
@@ -138,7 +139,7 @@ class RecGPT(SequentialRecommender):
         self.stage1_n = config["stage1_n"]
         # The evaluator masks history items under this protocol; two-stage recall must then
         # fill its N stage-1 slots with items that can count.
-        self.mask_history = config["eval_mask_history"]
+        self.protocol = EvaluationProtocol.from_config(config)
         self.prompt_positions = config["prompt_positions"]
         self.n_positions = config["n_positions"] or required_positions(
             self.max_seq_length, self.prompt_length, self.prompt_mode, self.prompt_positions
@@ -186,6 +187,37 @@ class RecGPT(SequentialRecommender):
             self.prompt_writer.load_state_dict(self.gpt.state_dict())
         self._history_prompts.clear()
         self.prompt_tuned.fill_(True)
+
+    def load_pretrained_network(self, state_dict):
+        """Load the network (``gpt.*``) of a saved RecGPT ``state_dict`` to start phase 2 from.
+
+        Phase 1 trains only the first ``MAX_ITEM_LIST_LENGTH`` positions and ``n_positions``
+        grows with the prompt length, so the saved position table is fitted to this model's
+        (:meth:`fit_position_table`) and one phase-1 network serves phase-2 runs of any prompt
+        length. Every other tensor must have this model's shape: ``ValueError`` names the first
+        that does not."""
+        prefix = "gpt."
+        network = {key[len(prefix):]: value for key, value in state_dict.items() if key.startswith(prefix)}
+        expected = self.gpt.state_dict()
+        network["position_embedding.weight"] = self.fit_position_table(
+            network.get("position_embedding.weight"), expected["position_embedding.weight"]
+        )
+        for key, value in expected.items():
+            if key not in network or network[key].shape != value.shape:
+                found = tuple(network[key].shape) if key in network else "nothing"
+                raise ValueError(f"{key} has shape {found}, this run needs {tuple(value.shape)}")
+        self.gpt.load_state_dict(network)
+
+    def fit_position_table(self, saved, own):
+        """``[P_saved, H]`` saved position table -> this model's ``[P, H]``: the rows both
+        have, then this model's initial rows. Returned as saved when it cannot serve (another
+        width, or fewer rows than the ``max_seq_length`` positions phase 1 trains)."""
+        if saved is None or saved.shape[1] != own.shape[1] or min(len(saved), len(own)) < self.max_seq_length:
+            return saved
+        table = own.clone()
+        rows = min(len(saved), len(own))
+        table[:rows] = saved[:rows]
+        return table
 
     def load_state_dict(self, state_dict, strict=True, assign=False):
         # New weights may mean a new prompt writer: forget the prompts it wrote.
@@ -304,7 +336,7 @@ class RecGPT(SequentialRecommender):
         else:
             batch = with_tail_slots(item_seq, item_seq_len, self.prompt_length)
         score_at = self._scores_at(user_ids)
-        excluded = item_seq if self.mask_history else None
+        excluded = self.protocol.excluded(item_seq)
         if self.two_stage and self.final_inference:
             return self.two_stage_recall(score_at, batch, excluded)
         return without(score_at(batch.item_seq, batch.segment_ids, batch.last_item_index), excluded)

@@ -26,15 +26,15 @@ from recbole.utils import get_local_time
 
 from recbole_recgpt import distributed
 from recbole_recgpt.collector import TopkCollector
-from recbole_recgpt.compat import load_checkpoint
+from recbole_recgpt.checkpoints import read_checkpoint
 from recbole_recgpt.errors import TrainingError
+from recbole_recgpt.files import replace_atomically
 
 
 def save_atomically(state, path):
-    """``torch.save`` to a temporary file, then rename: a kill never leaves half a file."""
-    temporary = f"{path}.tmp"
-    torch.save(state, temporary, pickle_protocol=4)
-    os.replace(temporary, path)
+    """``torch.save`` a whole file or none (:func:`replace_atomically`)."""
+    with replace_atomically(path) as temporary:
+        torch.save(state, temporary, pickle_protocol=4)
 
 
 def unused_stem(stem):
@@ -68,10 +68,27 @@ def set_rng_state(state):
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def global_curve(phases):
+    """``[(global epoch, valid score, phase)]`` of a run's ``phases`` (its result's), the
+    phases one after the other: epochs count 1, 2, ... across them."""
+    points, offset = [], 0
+    for name, phase in phases.items():
+        points += [(offset + epoch + 1, score, name) for epoch, score in phase.get("valid_curve", [])]
+        offset += phase["epochs"]
+    return points
+
+
 class PhasedTrainer:
     """Mixin for a RecBole ``Trainer``: resumable, timed training phases."""
 
     phase_order = ("train",)
+    display_name = "RecBole Trainer"  # the trainer column of the comparison tables
+
+    @classmethod
+    def epoch_budget(cls, settings):
+        """The most epochs a run with ``settings`` (a config, or a mapping over one) trains,
+        all phases together."""
+        return int(settings["epochs"])
 
     def __init__(self, config, model):
         with distributed.as_one_process(config):  # RecBole's own DDP wrapper takes CUDA devices only
@@ -172,7 +189,7 @@ class PhasedTrainer:
             )
         distributed.barrier()  # process 0 has written the phase's best checkpoint
         if saved and os.path.exists(self.saved_model_file):
-            self.model.load_state_dict(load_checkpoint(self.saved_model_file, self.device)["state_dict"])
+            self.model.load_state_dict(read_checkpoint(self.saved_model_file, "model", self.device)["state_dict"])
         self.save_resume_state(self.epochs - 1, phase_done=True)
         return result
 
@@ -242,8 +259,8 @@ class PhasedTrainer:
         if not distributed.is_main():  # RecBole checks the local rank: one writer per machine
             return
         target = kwargs.pop("saved_model_file", self.saved_model_file)
-        super()._save_checkpoint(epoch, verbose=False, saved_model_file=f"{target}.tmp", **kwargs)
-        os.replace(f"{target}.tmp", target)
+        with replace_atomically(target) as temporary:
+            super()._save_checkpoint(epoch, verbose=False, saved_model_file=str(temporary), **kwargs)
         if verbose:
             self.logger.info(f"Saving current: {target}")
 

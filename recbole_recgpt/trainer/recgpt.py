@@ -23,6 +23,11 @@ class RecGPTTrainer(PhasedTrainer, Trainer):
     """
 
     phase_order = ("pretrain", "finetune")
+    display_name = "RecGPTTrainer"
+
+    @classmethod
+    def epoch_budget(cls, settings):
+        return int(settings["epochs"]) + (int(settings["finetune_epochs"]) if settings["prompt_tuning"] else 0)
 
     def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
         config, dataset = self.config, train_data.dataset
@@ -60,33 +65,11 @@ class RecGPTTrainer(PhasedTrainer, Trainer):
     def load_pretrained(self, path):
         """Start from the phase-1 network of a saved RecGPT checkpoint."""
         checkpoint = check_pretrained_checkpoint(path, self.config, self.device)
-        prefix = "gpt."
-        state_dict = plain_state_dict(checkpoint["state_dict"])
-        network = {key[len(prefix):]: value for key, value in state_dict.items() if key.startswith(prefix)}
-        expected = self.model.gpt.state_dict()
-        network["position_embedding.weight"] = self.fit_position_table(
-            network.get("position_embedding.weight"), expected["position_embedding.weight"]
-        )
-        for key, value in expected.items():
-            if key not in network or network[key].shape != value.shape:
-                found = tuple(network[key].shape) if key in network else "nothing"
-                raise CheckpointError(
-                    f"pretrained_checkpoint {path} does not fit this model: {key} has shape {found}, this run needs "
-                    f"{tuple(value.shape)}; use the same hidden_size / n_layers / inner_size / n_positions / "
-                    "user_embedding as the run that saved it"
-                )
-        self.model.gpt.load_state_dict(network)
+        try:
+            self.model.load_pretrained_network(plain_state_dict(checkpoint["state_dict"]))
+        except ValueError as error:
+            raise CheckpointError(
+                f"pretrained_checkpoint {path} does not fit this model: {error}; use the same hidden_size / n_layers / "
+                "inner_size / n_positions / user_embedding as the run that saved it"
+            ) from None
         self.logger.info(f"Phase 1 skipped: pre-trained network loaded from {path}")
-
-    def fit_position_table(self, saved, own):
-        """The saved position table resized to this model's: phase 1 trains only the first
-        ``MAX_ITEM_LIST_LENGTH`` positions, and ``n_positions`` grows with the prompt length,
-        so a phase-1 network serves phase 2 runs of any prompt length. Rows past the saved
-        table keep this model's initial values. (Other shapes must match exactly.)"""
-        trained = self.config["MAX_ITEM_LIST_LENGTH"]
-        if saved is None or saved.shape[1] != own.shape[1] or min(len(saved), len(own)) < trained:
-            return saved
-        table = own.clone()
-        rows = min(len(saved), len(own))
-        table[:rows] = saved[:rows]
-        return table

@@ -50,6 +50,7 @@ class WholeSequenceTrainer(PhasedTrainer, Trainer):
     ONE_NEGATIVE_LOSSES = ("bpr", "bce")
     BPR_GAMMA = 1e-10  # RecBole's BPRLoss: -log(gamma + sigmoid(pos - neg))
     EVAL_TOKENS_PER_GROUP = TOKENS_PER_GROUP
+    display_name = "whole-sequence"
 
     def __init__(self, config, model):
         self.check_config(config)
