@@ -112,11 +112,13 @@ def main(argv=None):
     """``run_recgpt.py [recommend | hyper] ...`` (the ``recbole-recgpt`` command): train and
     evaluate, recommend from a checkpoint, or search hyper-parameters (as ``run_hyper.py``)."""
     argv = sys.argv[1:] if argv is None else argv
+    # Nothing is returned: the console script exits with main's return value (None: status 0).
     if argv[:1] == ["recommend"]:
-        return recommend_main(argv[1:])
-    if argv[:1] == ["hyper"]:
-        return hyper_main(argv[1:])
-    return run_main(argv)
+        recommend_main(argv[1:])
+    elif argv[:1] == ["hyper"]:
+        hyper_main(argv[1:])
+    else:
+        run_main(argv)
 
 
 def parse_run(argv):
@@ -148,7 +150,7 @@ def run_main(argv=None):
     if args.check:
         config = check_run(args.model, args.dataset, args.config_files.split(), overrides, resume=args.resume)
         print(describe_config(config))
-        return config
+        return
     try:
         with sigterm_interrupts():
             run_recgpt(
@@ -310,7 +312,7 @@ def hyper_main(argv=None):
         )
         print("\n".join(f"# search space: {parameter.name} {parameter.kind} {parameter.values}" for parameter in space))
         print(describe_config(config))
-        return config
+        return
     try:  # everything but the interrupted trial is in the record
         summary = run_search(
             model=args.model, dataset=args.dataset, params_file=args.params_file, output_file=args.output_file,
