@@ -22,7 +22,8 @@ number=1
 while line=$(sed -n "${number}p" "benchmarks/queue/$queue.txt") && [[ $number -le $(wc -l < "benchmarks/queue/$queue.txt") ]]; do
     number=$((number + 1))
     [[ -z "$line" || "$line" == \#* ]] && continue
-    [[ "$line" == *--threads=* ]] || line="$line --threads=$threads"
+    # A campaign sets torch's threads itself; anything else (a search) takes OMP_NUM_THREADS.
+    [[ "$line" == *benchmarks.compare* && "$line" != *--threads=* ]] && line="$line --threads=$threads"
     echo "$(date '+%F %T') start: $line" >> "$log"
     OMP_NUM_THREADS=$threads $line >> "$log" 2>&1
     echo "$(date '+%F %T') exit $?: $line" >> "$log"
