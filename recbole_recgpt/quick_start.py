@@ -13,7 +13,7 @@ from recbole.utils import ModelType, init_logger, init_seed
 from recbole_recgpt import distributed
 from recbole_recgpt.checks import check_dataset_files, check_pretrained_checkpoint, inter_columns, read_config_file
 from recbole_recgpt.compat import load_checkpoint
-from recbole_recgpt.config import complete_load_col, create_config, for_this_process, yaml_defaults
+from recbole_recgpt.config import complete_load_col, create_config, for_this_process
 from recbole_recgpt.data import HistoryMaskingEvalDataLoader
 from recbole_recgpt.errors import CheckpointError, ConfigError
 from recbole_recgpt.trainer.whole_sequence import WholeSequenceTrainer
@@ -233,11 +233,7 @@ def load_resume_state(path):
 def resumed_config(state, launch_settings=None):
     """The config a resume state was saved with, for this process; ``launch_settings`` may
     change where the run's processes run (:data:`~recbole_recgpt.distributed.LAUNCH_KEYS`)."""
-    config = state["config"]
-    # A run saved before an option existed resumes with it at its yaml default.
-    for key, value in yaml_defaults(config["model"], config["dataset"]).items():
-        if key not in config.final_config_dict:
-            config[key] = value
+    config = state["config"]  # keys it lacks get their yaml defaults in for_this_process
     for key, value in (launch_settings or {}).items():
         if key not in distributed.LAUNCH_KEYS:
             raise ConfigError(f"a resumed run keeps its settings; '{key}' cannot change (only {', '.join(distributed.LAUNCH_KEYS)})")
