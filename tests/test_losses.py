@@ -1,0 +1,148 @@
+"""The next-item losses (recbole_recgpt.model.losses): known answers on a hand-made batch and
+the sampling they rely on.
+
+The hand-made batch: 2 supervised positions over 4 items (ids 1-4, 0 is padding), H = 2.
+Position 1 has hidden state [1, 0] and target 1; position 2 has [0, 1] and target 2. The
+table gives item 1 the logit ln 3 at position 1 and item 2 the logit ln 4 at position 2;
+every other logit is 0. So every softmax below is a ratio of small integers.
+"""
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from recbole_recgpt.data import UserSequenceDataLoader
+from recbole_recgpt.model.losses import (
+    BPR, FullSoftmax, GeneralisedBCE, NegativeSampler, SampledNegativeBCE, SampledSoftmax, gbce_beta, training_item_counts,
+)
+from recbole_recgpt.quick_start import build
+
+LN = math.log
+HIDDEN = torch.tensor([[1.0, 0.0], [0.0, 1.0]])  # [P=2, H=2]
+TARGETS = torch.tensor([1, 2])
+
+
+@pytest.fixture
+def item_table():
+    table = nn.Embedding(5, 2, padding_idx=0)
+    with torch.no_grad():
+        table.weight.zero_()
+        table.weight[1, 0] = LN(3)  # position 1 scores its target 1 at ln 3
+        table.weight[2, 1] = LN(4)  # position 2 scores its target 2 at ln 4
+    return table
+
+
+def loss_value(loss, item_table, **kwargs):
+    return loss(HIDDEN, TARGETS, item_table, **kwargs).item()
+
+
+# Known answers
+
+
+def test_full_softmax_is_the_cross_entropy_over_every_id(item_table):
+    # Position 1: e^ln3 / (e^ln3 + 4 e^0) = 3/7 (the padding column counts, as it always has);
+    # position 2: 4/8.
+    assert loss_value(FullSoftmax(), item_table) == pytest.approx((LN(7 / 3) + LN(2)) / 2)
+
+
+def test_uniform_sampled_softmax_is_the_softmax_over_the_target_and_the_shared_negatives(item_table):
+    loss = SampledSoftmax(NegativeSampler(5), n_negatives=2)
+    # Shared negatives 3 and 1. Position 1: item 1 is its own target, masked, so 3/(3+1);
+    # position 2: 4/(4+1+1). Uniform log-Q is one constant for every candidate: no effect.
+    value = loss.loss_with(torch.tensor([3, 1]), HIDDEN, TARGETS, item_table).item()
+    assert value == pytest.approx((LN(4 / 3) + LN(6 / 4)) / 2)
+
+
+def test_a_shared_negative_equal_to_a_rows_target_is_masked_for_that_row_only(item_table):
+    loss = SampledSoftmax(NegativeSampler(5), n_negatives=2)
+    # Negatives 1 and 2: each is one row's target and an ordinary negative for the other row.
+    value = loss.loss_with(torch.tensor([1, 2]), HIDDEN, TARGETS, item_table).item()
+    assert value == pytest.approx((LN(4 / 3) + LN(5 / 4)) / 2)
+    # A row whose every negative is its target is left with the target alone: loss 0, not NaN.
+    assert loss.loss_with(torch.tensor([1, 1]), HIDDEN[:1], TARGETS[:1], item_table).item() == 0
+
+
+def test_popularity_sampled_softmax_subtracts_log_q_from_every_candidate_target_included(item_table):
+    # q = counts / 8: items 1 and 2 at 1/8, item 3 at 2/8, item 4 at 4/8. Shared negatives 3, 4.
+    loss = SampledSoftmax(NegativeSampler(5, torch.tensor([0, 1, 1, 2, 4])), n_negatives=2)
+    value = loss.loss_with(torch.tensor([3, 4]), HIDDEN, TARGETS, item_table).item()
+    # Position 1: exp(ln3 + ln8) = 24 against exp(0 + ln4) = 4 and exp(0 + ln2) = 2 -> 24/30;
+    # position 2: 32 against 4 and 2 -> 32/38.
+    assert value == pytest.approx((LN(30 / 24) + LN(38 / 32)) / 2)
+    uncorrected = (LN(5 / 3) + LN(6 / 4)) / 2  # 3/(3+1+1) and 4/(4+1+1)
+    assert value != pytest.approx(uncorrected)
+
+
+def test_gbce_beta_is_the_papers():
+    # alpha = k / (|I| - 1); beta = alpha (t (1 - 1/alpha) + 1/alpha).
+    assert gbce_beta(1, 4, 0.75) == pytest.approx(0.5)  # alpha = 1/3: (1/3)(0.75 * -2 + 3)
+    assert gbce_beta(256, 10_001, 0.0) == pytest.approx(1.0)  # t = 0: plain BCE
+    assert gbce_beta(256, 10_001, 1.0) == pytest.approx(256 / 10_000)  # t = 1: beta = alpha
+
+
+def test_gbce_raises_the_target_term_to_beta(item_table):
+    # 4 items, 1 negative per position, t = 0.75: beta = 0.5 (above). Negatives 3 and 1, both
+    # scored 0: -log(1 - sigmoid(0)) = ln 2 each. Targets: -0.5 log sigmoid(ln 3) = 0.5 ln(4/3),
+    # -0.5 log sigmoid(ln 4) = 0.5 ln(5/4).
+    loss = GeneralisedBCE(n_items=5, n_negatives=1, calibration=0.75)
+    value = loss.loss_with(torch.tensor([[3], [1]]), HIDDEN, TARGETS, item_table).item()
+    assert value == pytest.approx((0.5 * LN(4 / 3) + LN(2) + 0.5 * LN(5 / 4) + LN(2)) / 2)
+
+
+def test_gbce_at_t_0_is_the_binary_cross_entropy_of_bce(item_table):
+    negatives = torch.tensor([[3, 4], [1, 4]])
+    plain = GeneralisedBCE(n_items=5, n_negatives=2, calibration=0.0).loss_with(negatives, HIDDEN, TARGETS, item_table)
+    bce = SampledNegativeBCE()(HIDDEN, TARGETS, item_table, negatives=negatives)
+    torch.testing.assert_close(plain, bce)
+    assert bce.item() == pytest.approx((LN(4 / 3) + 2 * LN(2) + LN(5 / 4) + 2 * LN(2)) / 2)
+
+
+def test_bpr_is_recboles_on_the_first_negative(item_table):
+    # -log sigmoid(ln 3 - 0) = ln(4/3); -log sigmoid(ln 4 - 0) = ln(5/4).
+    value = loss_value(BPR(), item_table, negatives=torch.tensor([[3, 4], [1, 4]]))
+    assert value == pytest.approx((LN(4 / 3) + LN(5 / 4)) / 2)
+
+
+# Sampling
+
+
+def test_uniform_negatives_are_real_items_drawn_evenly():
+    torch.manual_seed(0)
+    drawn = NegativeSampler(5).sample((40_000,), torch.device("cpu"))
+    frequencies = torch.bincount(drawn, minlength=5) / len(drawn)
+    torch.testing.assert_close(frequencies, torch.tensor([0.0, 0.25, 0.25, 0.25, 0.25]), atol=0.01, rtol=0)
+
+
+def test_popularity_negatives_follow_the_counts_and_never_padding():
+    torch.manual_seed(0)
+    drawn = NegativeSampler(5, torch.tensor([7, 1, 1, 2, 4])).sample((40_000,), torch.device("cpu"))
+    frequencies = torch.bincount(drawn, minlength=5) / len(drawn)
+    torch.testing.assert_close(frequencies, torch.tensor([0.0, 1, 1, 2, 4]) / 8, atol=0.01, rtol=0)
+
+
+def test_gbce_negatives_are_uniform_over_the_items_that_are_not_the_target():
+    torch.manual_seed(0)
+    drawn = GeneralisedBCE(n_items=5, n_negatives=10_000, calibration=0.75).draw_negatives(torch.tensor([2, 4]))
+    for row, target in enumerate((2, 4)):
+        frequencies = torch.bincount(drawn[row], minlength=5) / drawn.size(1)
+        expected = torch.tensor([0.0 if item in (0, target) else 1 / 3 for item in range(5)])
+        torch.testing.assert_close(frequencies, expected, atol=0.02, rtol=0)
+
+
+def test_sampled_losses_repeat_under_the_same_seed(item_table):
+    loss = SampledSoftmax(NegativeSampler(5), n_negatives=2)
+    values = []
+    for _ in range(2):
+        torch.manual_seed(7)
+        values.append([loss(HIDDEN, TARGETS, item_table).item() for _ in range(5)])
+    assert values[0] == values[1] and len(set(values[0])) > 1
+
+
+def test_training_counts_are_how_often_each_item_is_a_target(tiny_config):
+    config = tiny_config()
+    _, (train_data, _, _), model, _ = build(config)
+    loader = UserSequenceDataLoader(config, train_data.dataset, shuffle=False)
+    targets = torch.cat([batch[model.TARGET_SEQ][batch[model.TARGET_SEQ] > 0] for batch in loader])
+    assert torch.equal(training_item_counts(train_data.dataset), torch.bincount(targets, minlength=model.n_items))
