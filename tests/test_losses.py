@@ -1,5 +1,5 @@
-"""The next-item losses (recbole_recgpt.model.losses): known answers on a hand-made batch and
-the sampling they rely on.
+"""The next-item losses (recbole_recgpt.model.losses): known answers on a hand-made batch, the
+sampling they rely on, their config checks, and every phase that trains with them.
 
 The hand-made batch: 2 supervised positions over 4 items (ids 1-4, 0 is padding), H = 2.
 Position 1 has hidden state [1, 0] and target 1; position 2 has [0, 1] and target 2. The
@@ -11,13 +11,16 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from recbole_recgpt.data import UserSequenceDataLoader
+from recbole_recgpt.errors import ConfigError
 from recbole_recgpt.model.losses import (
     BPR, FullSoftmax, GeneralisedBCE, NegativeSampler, SampledNegativeBCE, SampledSoftmax, gbce_beta, training_item_counts,
 )
-from recbole_recgpt.quick_start import build
+from recbole_recgpt.quick_start import build, check_before_loading, run_recgpt
+from tests.conftest import TINY_CONFIG
 
 LN = math.log
 HIDDEN = torch.tensor([[1.0, 0.0], [0.0, 1.0]])  # [P=2, H=2]
@@ -146,3 +149,68 @@ def test_training_counts_are_how_often_each_item_is_a_target(tiny_config):
     loader = UserSequenceDataLoader(config, train_data.dataset, shuffle=False)
     targets = torch.cat([batch[model.TARGET_SEQ][batch[model.TARGET_SEQ] > 0] for batch in loader])
     assert torch.equal(training_item_counts(train_data.dataset), torch.bincount(targets, minlength=model.n_items))
+
+
+# Config checks
+
+
+@pytest.mark.parametrize(
+    "model, settings, expected",
+    [
+        ("RecGPT", {"finetune_loss": "bce"}, "finetune_loss='bce' is unknown; use one of ce, sampled_softmax, gbce"),
+        ("RecGPT", {"pretrain_loss": "softmax"}, "pretrain_loss='softmax' is unknown; use one of ce, bce, sampled_softmax, gbce"),
+        ("RecGPT", {"loss_negatives": 0}, "loss_negatives=0 must be an integer >= 1"),
+        ("RecGPT", {"loss_sampling": "in_batch"}, "loss_sampling='in_batch' is unknown; use one of uniform, popularity"),
+        ("RecGPT", {"gbce_t": 1.5}, "gbce_t=1.5 must be a number between 0 and 1"),
+        ("RecGPT", {"pretrain_loss": "gbce", "loss_sampling": "popularity"}, "gbce draws uniform negatives"),
+    ],
+)
+def test_loss_settings_that_cannot_work_are_refused_in_one_line(tiny_config, model, settings, expected):
+    with pytest.raises(ConfigError) as error:
+        check_before_loading(tiny_config(model, **settings))
+    assert expected in str(error.value) and "\n" not in str(error.value)
+
+
+def test_more_negatives_than_the_catalogue_holds_are_refused_with_the_data(tiny_config):
+    # The tiny set has 30 items: a target has 29 others.
+    with pytest.raises(ConfigError, match="loss_negatives=30 exceeds the 29 items other than a target in tiny; lower"):
+        build(tiny_config(finetune_loss="sampled_softmax", loss_negatives=30))
+
+
+# Every phase trains with the one module
+
+
+def test_full_softmax_gives_exactly_the_numbers_of_the_code_it_replaced(tiny_config):
+    _, (train_data, _, _), model, _ = build(tiny_config())
+    assert all(isinstance(loss, FullSoftmax) for loss in model.phase_losses.values())  # the defaults
+    batch = next(iter(UserSequenceDataLoader(tiny_config(), train_data.dataset, shuffle=False)))
+    model.eval()
+    item_seq, targets, users = batch[model.ITEM_SEQ], batch[model.TARGET_SEQ], batch[model.USER_ID]
+    # RecGPT's former _softmax_loss, verbatim.
+    hidden = model.forward(item_seq, None, users)
+    supervised = targets > 0
+    former = F.cross_entropy(model.gpt.item_scores(hidden[supervised]), targets[supervised])
+    assert torch.equal(model.calculate_loss(batch), former)
+
+
+def test_recgpt_trains_both_phases_with_sampled_softmax(tiny_data_path, tmp_path):
+    settings = {**TINY_CONFIG, "data_path": str(tiny_data_path), "checkpoint_dir": str(tmp_path), "epochs": 1,
+                "finetune_epochs": 1, "pretrain_loss": "sampled_softmax", "finetune_loss": "sampled_softmax",
+                "loss_negatives": 8, "loss_sampling": "popularity"}
+    result = run_recgpt("RecGPT", "tiny", config_dict=settings)
+    assert set(result["phases"]) == {"pretrain", "finetune"}
+    assert 0 < result["test_result"]["hit@10"] <= 1
+
+
+def test_recgpt_pretrains_with_gbce_and_its_loss_falls(tiny_config):
+    config = tiny_config(pretrain_loss="gbce", loss_negatives=8)
+    _, (train_data, _, _), model, _ = build(config)
+    assert isinstance(model.phase_losses["pretrain"], GeneralisedBCE)
+    batch = next(iter(UserSequenceDataLoader(config, train_data.dataset)))
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
+    first = model.calculate_loss(batch).item()
+    for _ in range(30):
+        optimizer.zero_grad()
+        model.calculate_loss(batch).backward()
+        optimizer.step()
+    assert model.calculate_loss(batch).item() < 0.5 * first
