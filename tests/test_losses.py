@@ -17,10 +17,11 @@ from torch import nn
 from recbole_recgpt.data import UserSequenceDataLoader
 from recbole_recgpt.errors import ConfigError
 from recbole_recgpt.model.losses import (
-    BPR, FullSoftmax, GeneralisedBCE, NegativeSampler, SampledNegativeBCE, SampledSoftmax, gbce_beta, training_item_counts,
+    BPR, FullSoftmax, GeneralisedBCE, NegativeSampler, SampledNegativeBCE, SampledSoftmax, gbce_beta, next_item_loss,
+    training_item_counts,
 )
 from recbole_recgpt.quick_start import build, check_before_loading, run_recgpt
-from tests.conftest import TINY_CONFIG
+from tests.conftest import TINY_CONFIG, TINY_DATA
 
 LN = math.log
 HIDDEN = torch.tensor([[1.0, 0.0], [0.0, 1.0]])  # [P=2, H=2]
@@ -163,6 +164,14 @@ def test_training_counts_are_how_often_each_item_is_a_target(tiny_config):
         ("RecGPT", {"loss_sampling": "in_batch"}, "loss_sampling='in_batch' is unknown; use one of uniform, popularity"),
         ("RecGPT", {"gbce_t": 1.5}, "gbce_t=1.5 must be a number between 0 and 1"),
         ("RecGPT", {"pretrain_loss": "gbce", "loss_sampling": "popularity"}, "gbce draws uniform negatives"),
+        ("SASRec", {"baseline_loss": "sampled", "baseline_trainer": "whole_sequence"},
+         "baseline_loss='sampled' is unknown; use one of ce, sampled_softmax, gbce"),
+        ("SASRec", {"baseline_loss": "gbce", "loss_type": "BPR"},
+         "baseline_loss=gbce replaces the full softmax of loss_type=CE in SASRec or GRU4Rec, not SASRec with loss_type=BPR"),
+        ("SASRec", {"baseline_loss": "sampled_softmax", "baseline_trainer": "recbole"},
+         "baseline_loss='sampled_softmax' is a loss of the whole-sequence trainer, which this run (SASRec, "
+         "baseline_trainer=recbole) does not use"),
+        ("RecGPT", {"baseline_loss": "sampled_softmax"}, "RecGPT's losses are pretrain_loss and finetune_loss"),
     ],
 )
 def test_loss_settings_that_cannot_work_are_refused_in_one_line(tiny_config, model, settings, expected):
@@ -214,3 +223,28 @@ def test_recgpt_pretrains_with_gbce_and_its_loss_falls(tiny_config):
         model.calculate_loss(batch).backward()
         optimizer.step()
     assert model.calculate_loss(batch).item() < 0.5 * first
+
+
+def test_sasrec_trains_with_sampled_softmax_under_the_whole_sequence_trainer(tiny_data_path, tmp_path):
+    settings = {**TINY_DATA, "data_path": str(tiny_data_path), "checkpoint_dir": str(tmp_path), "epochs": 1,
+                "hidden_size": 16, "inner_size": 32, "baseline_loss": "sampled_softmax", "loss_negatives": 8}
+    result = run_recgpt("SASRec", "tiny", config_dict=settings)
+    assert result["config"]["baseline_trainer"] == "whole_sequence"
+    assert 0 < result["test_result"]["hit@10"] <= 1
+
+
+def test_the_whole_sequence_trainer_scores_with_the_modules_loss(tiny_config):
+    config = tiny_config("GRU4Rec", baseline_loss="gbce", loss_negatives=8)
+    _, (train_data, _, _), model, trainer = build(config)
+    trainer.use_training_data(train_data.dataset)
+    assert isinstance(trainer.next_item_loss, GeneralisedBCE)
+    batch = next(iter(UserSequenceDataLoader(config, train_data.dataset, shuffle=False)))
+    model.eval()  # no dropout: the negatives are the only draw
+    torch.manual_seed(3)
+    loss = trainer.whole_sequence_loss(batch)
+    # The same draw, through the module directly on the GRU's per-position outputs.
+    torch.manual_seed(3)
+    hidden = model.dense(model.gru_layers(model.item_embedding(batch[model.ITEM_SEQ]))[0])
+    targets = batch["target_" + model.ITEM_SEQ]
+    expected = next_item_loss("gbce", config, model.n_items)(hidden[targets > 0], targets[targets > 0], model.item_embedding)
+    torch.testing.assert_close(loss, expected)
