@@ -21,6 +21,7 @@ from recbole_recgpt.model.losses import (
     training_item_counts,
 )
 from recbole_recgpt.quick_start import build, check_before_loading, run_recgpt
+from recbole_recgpt.trainer.phased import SplitOptimizer
 from tests.conftest import TINY_CONFIG, TINY_DATA
 
 LN = math.log
@@ -172,6 +173,14 @@ def test_training_counts_are_how_often_each_item_is_a_target(tiny_config):
          "baseline_loss='sampled_softmax' is a loss of the whole-sequence trainer, which this run (SASRec, "
          "baseline_trainer=recbole) does not use"),
         ("RecGPT", {"baseline_loss": "sampled_softmax"}, "RecGPT's losses are pretrain_loss and finetune_loss"),
+        ("RecGPT", {"sparse_item_gradients": True},
+         "sparse_item_gradients=True needs losses that score some items only, not pretrain_loss=ce (every item)"),
+        ("RecGPT", {"sparse_item_gradients": True, "pretrain_loss": "gbce", "finetune_loss": "gbce", "weight_decay": 0.1},
+         "steps the item table with SparseAdam, which has no weight decay: set weight_decay=0.0"),
+        ("SASRec", {"sparse_item_gradients": True, "baseline_loss": "gbce", "baseline_trainer": "recbole"},
+         "baseline_loss='gbce' is a loss of the whole-sequence trainer"),
+        ("Caser", {"sparse_item_gradients": True}, "sparse_item_gradients=True is read by RecGPT's trainer and the whole-"),
+        ("BERT4Rec", {"sparse_item_gradients": True}, "BERT4Rec keeps its own loss: set sparse_item_gradients=False"),
     ],
 )
 def test_loss_settings_that_cannot_work_are_refused_in_one_line(tiny_config, model, settings, expected):
@@ -225,9 +234,12 @@ def test_recgpt_pretrains_with_gbce_and_its_loss_falls(tiny_config):
     assert model.calculate_loss(batch).item() < 0.5 * first
 
 
-def test_sasrec_trains_with_sampled_softmax_under_the_whole_sequence_trainer(tiny_data_path, tmp_path):
+def test_sasrec_trains_with_sampled_softmax_and_sparse_item_gradients_under_the_whole_sequence_trainer(
+    tiny_data_path, tmp_path
+):
     settings = {**TINY_DATA, "data_path": str(tiny_data_path), "checkpoint_dir": str(tmp_path), "epochs": 1,
-                "hidden_size": 16, "inner_size": 32, "baseline_loss": "sampled_softmax", "loss_negatives": 8}
+                "hidden_size": 16, "inner_size": 32, "baseline_loss": "sampled_softmax", "loss_negatives": 8,
+                "sparse_item_gradients": True}
     result = run_recgpt("SASRec", "tiny", config_dict=settings)
     assert result["config"]["baseline_trainer"] == "whole_sequence"
     assert 0 < result["test_result"]["hit@10"] <= 1
@@ -248,3 +260,29 @@ def test_the_whole_sequence_trainer_scores_with_the_modules_loss(tiny_config):
     targets = batch["target_" + model.ITEM_SEQ]
     expected = next_item_loss("gbce", config, model.n_items)(hidden[targets > 0], targets[targets > 0], model.item_embedding)
     torch.testing.assert_close(loss, expected)
+
+
+@pytest.mark.parametrize("sparse", [True, False])
+def test_with_sparse_item_gradients_a_step_moves_only_the_rows_it_looked_up(tiny_config, sparse):
+    config = tiny_config(pretrain_loss="sampled_softmax", loss_negatives=4, prompt_tuning=False, sparse_item_gradients=sparse)
+    _, (train_data, _, _), model, trainer = build(config)
+    optimizer = trainer._build_optimizer(params=model.parameters(), learning_rate=0.01)
+    assert isinstance(optimizer, SplitOptimizer) == sparse
+    table = model.gpt.item_embedding.weight
+    batches = iter(UserSequenceDataLoader(config, train_data.dataset, shuffle=False))
+    looked_up = []
+    for batch in (next(batches), next(batches)):
+        before = table.detach().clone()
+        optimizer.zero_grad()
+        model.calculate_loss(batch).backward()
+        assert table.grad.is_sparse == sparse
+        rows = table.grad.coalesce().indices()[0] if sparse else table.grad.abs().sum(1).nonzero()[:, 0]
+        looked_up.append(torch.zeros(len(table), dtype=torch.bool).index_fill_(0, rows, True))
+        optimizer.step()
+    moved = (table.detach() != before).any(1)
+    first_only = looked_up[0] & ~looked_up[1]
+    assert first_only.any()
+    if sparse:  # SparseAdam (lazy): the second step leaves every row it did not look up
+        assert not (moved & ~looked_up[1]).any()
+    else:  # dense Adam: the first step's momentum still moves the rows only it looked up
+        assert moved[first_only].all()

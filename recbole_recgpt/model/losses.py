@@ -213,9 +213,10 @@ def next_item_loss(name, config, n_items, item_counts=None):
     return {"ce": FullSoftmax, "bce": SampledNegativeBCE, "bpr": BPR}[name]()
 
 
-def check_config(config, names):
-    """Raise :class:`ConfigError` for sampling keys that cannot work with the losses ``names``
-    a run uses (the catalogue bound is checked with the data, :func:`check_negatives_fit`)."""
+def check_config(config, losses_by_key):
+    """Raise :class:`ConfigError` for sampling keys that cannot work with the losses a run
+    trains with, ``{key: loss name}`` (e.g. ``{"pretrain_loss": "gbce"}``); the catalogue
+    bound is checked with the data (:func:`check_negatives_fit`)."""
     negatives, sampling, calibration = config["loss_negatives"], config["loss_sampling"], config["gbce_t"]
     if isinstance(negatives, bool) or not isinstance(negatives, int) or negatives < 1:
         raise ConfigError(f"loss_negatives={negatives!r} must be an integer >= 1")
@@ -223,10 +224,17 @@ def check_config(config, names):
         raise ConfigError(f"loss_sampling={sampling!r} is unknown; use one of {', '.join(SAMPLINGS)}")
     if isinstance(calibration, bool) or not isinstance(calibration, (int, float)) or not 0 <= calibration <= 1:
         raise ConfigError(f"gbce_t={calibration!r} must be a number between 0 and 1")
-    if "gbce" in names and sampling != "uniform":
+    if "gbce" in losses_by_key.values() and sampling != "uniform":
         raise ConfigError(
             f"gbce draws uniform negatives (its calibration assumes them), not loss_sampling={sampling}; "
             "set loss_sampling=uniform or use sampled_softmax"
+        )
+    full = [key for key, name in losses_by_key.items() if name == "ce"]
+    if config["sparse_item_gradients"] and full:
+        # The full softmax multiplies by the whole table: its gradient is dense.
+        raise ConfigError(
+            f"sparse_item_gradients=True needs losses that score some items only, not {full[0]}=ce (every item); "
+            f"set {full[0]} to sampled_softmax or gbce, or sparse_item_gradients=False"
         )
 
 

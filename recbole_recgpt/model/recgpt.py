@@ -64,7 +64,10 @@ def check_config(config):
     ):
         if config[key] not in choices:
             raise ConfigError(f"{key}={config[key]!r} is unknown; use one of {', '.join(choices)}")
-    losses.check_config(config, (config["pretrain_loss"], config["finetune_loss"]))
+    trained = {"pretrain_loss": config["pretrain_loss"]}
+    if config["prompt_tuning"]:
+        trained["finetune_loss"] = config["finetune_loss"]
+    losses.check_config(config, trained)
     largest_k = max(config["topk"])
     if config["two_stage"]:
         if not isinstance(config["stage1_n"], int) or not 1 <= config["stage1_n"] <= largest_k:

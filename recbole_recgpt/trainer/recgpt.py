@@ -23,6 +23,7 @@ class RecGPTTrainer(PhasedTrainer, Trainer):
     """
 
     phase_order = ("pretrain", "finetune")
+    SPARSE_ITEM_GRADIENTS = True
 
     def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
         config, dataset = self.config, train_data.dataset

@@ -53,6 +53,7 @@ class WholeSequenceTrainer(PhasedTrainer, Trainer):
     LOSS_TYPES = ("CE", "BPR")
     ONE_NEGATIVE_LOSSES = ("bpr", "bce")
     BASELINE_LOSSES = losses.NEXT_ITEM_LOSSES
+    SPARSE_ITEM_GRADIENTS = True
     EVAL_TOKENS_PER_GROUP = TOKENS_PER_GROUP
 
     def __init__(self, config, model):
@@ -64,6 +65,8 @@ class WholeSequenceTrainer(PhasedTrainer, Trainer):
             self.loss = self.whole_sequence_loss
             self.all_positions_module = getattr(model, self.ALL_POSITIONS_MODULE[config["model"]])
             self.next_item_loss = None  # built from the training data (its catalogue and counts) on first use
+            # RecBole builds the table; gradients to the looked-up rows only (sampled losses).
+            model.item_embedding.sparse = config["sparse_item_gradients"]
 
     @classmethod
     def supports(cls, config):
@@ -95,7 +98,17 @@ class WholeSequenceTrainer(PhasedTrainer, Trainer):
                 f"baseline_loss={baseline_loss} replaces the full softmax of loss_type=CE in SASRec or GRU4Rec, "
                 f"not {config['model']} with loss_type={config['loss_type']}; set baseline_loss=ce"
             )
-        losses.check_config(config, (baseline_loss,))
+        if config["model"] in cls.CLOZE_MODELS:
+            if config["sparse_item_gradients"]:
+                raise ConfigError(
+                    f"sparse_item_gradients=True needs a loss of SASRec or GRU4Rec that scores some items only; "
+                    f"{config['model']} keeps its own loss: set sparse_item_gradients=False"
+                )
+        elif config["loss_type"] == "BPR":
+            losses.check_config(config, {"one_negative_loss": one_negative_loss})
+        else:
+            losses.check_config(config, {"baseline_loss": baseline_loss})
+        super().check_config(config)
 
     def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
         dataset = train_data.dataset
