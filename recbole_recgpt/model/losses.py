@@ -97,11 +97,11 @@ class SampledSoftmax:
     """``sampled_softmax``: ``[P, H] -> scalar``, the softmax cross-entropy of each target
     against ``n_negatives`` items drawn once for the whole batch by ``sampler``.
 
-    Every candidate's logit, the target's included, is corrected by ``- log q``
-    (log-Q correction): it makes the sampled softmax a consistent estimate of the full one
-    when q is not uniform (popular items, drawn more often, are not over-penalised). The
-    term is ``log(K q)`` in expectation-count form; ``log K`` is the same for every candidate
-    and the softmax ignores it. Under uniform sampling the whole term is such a constant.
+    Every candidate's logit, the target's included, is corrected by ``- log q`` (log-Q
+    correction), so that the sampled softmax approximates the full one when q is not uniform:
+    popular items, drawn more often, are not pushed down more for it. The term is
+    ``log(K q)`` as an expected count; ``log K`` is the same for every candidate and the
+    softmax ignores it. Under uniform sampling the whole term is such a constant.
     """
 
     def __init__(self, sampler, n_negatives):
@@ -113,7 +113,7 @@ class SampledSoftmax:
         return self.loss_with(shared, hidden, targets, item_table)
 
     def loss_with(self, shared, hidden, targets, item_table):
-        """The loss with the shared negatives ``[K]`` given (the known-answer tests fix them)."""
+        """The loss against the shared negatives ``shared`` ``[K]``."""
         target_logits = (hidden * item_table(targets)).sum(-1, keepdim=True)  # [P, 1]
         negative_logits = hidden @ item_table(shared).t()  # [P, K]
         target_logits = target_logits - self.sampler.log_probability(targets).unsqueeze(1)
@@ -156,7 +156,7 @@ class GeneralisedBCE:
         return drawn + (drawn >= targets.unsqueeze(1)).long()
 
     def loss_with(self, negatives, hidden, targets, item_table):
-        """The loss against the per-position negatives ``[P, k]`` given."""
+        """The loss against the per-position negatives ``negatives`` ``[P, k]``."""
         target_logits = (hidden * item_table(targets)).sum(-1)  # [P]
         negative_logits = torch.einsum("ph,pkh->pk", hidden, item_table(negatives))  # [P, k]
         # log σ(s)^β = β log σ(s) = -β softplus(-s), stable for any s.

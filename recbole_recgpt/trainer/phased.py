@@ -155,7 +155,7 @@ class PhasedTrainer:
             if value != needed:
                 raise ConfigError(
                     f"sparse_item_gradients=True steps the item table with SparseAdam, which {lack}: "
-                    f"set {key}={needed} or sparse_item_gradients=False"
+                    f"set {key}={'~' if needed is None else needed} or sparse_item_gradients=False"
                 )
         if distributed.several_processes(config):
             raise ConfigError("sparse_item_gradients=True trains in one process only; set sparse_item_gradients=False")
