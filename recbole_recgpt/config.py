@@ -99,12 +99,17 @@ def create_config(model="RecGPT", dataset="ml-100k", config_files=None, config_d
 def for_this_process(config):
     """Fit a config, new or saved in a checkpoint, to the process it is used in.
 
+    A config saved before an option existed gets it at its yaml default
+    (:func:`yaml_defaults`), so the model and trainer it rebuilds behave as they did.
     A run in several processes gets the defaults of ``properties/distributed.yaml`` for the
     keys it did not set (a single-process config stays exactly as it was); then RecBole's
     process keys are set, and the process group joined, by
     :func:`recbole_recgpt.distributed.configure_processes`. So a checkpoint saved by a
     multi-process run loads in one process, and the other way round.
     """
+    for key, value in yaml_defaults(config["model"], config["dataset"]).items():
+        if key not in config.final_config_dict:
+            config[key] = value
     if several_processes(config):
         for key, value in read_config_file(distributed_config_file()).items():
             if config[key] is None:

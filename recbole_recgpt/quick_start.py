@@ -11,7 +11,7 @@ from recbole.utils import ModelType, init_logger, init_seed
 from recbole_recgpt import distributed
 from recbole_recgpt.checks import check_dataset_files, check_pretrained_checkpoint, inter_columns, read_config_file
 from recbole_recgpt.checkpoints import load_weights, read_checkpoint
-from recbole_recgpt.config import complete_load_col, create_config, for_this_process, yaml_defaults
+from recbole_recgpt.config import complete_load_col, create_config, for_this_process
 from recbole_recgpt.errors import ConfigError, Interrupted
 from recbole_recgpt.files import write_text_atomically
 from recbole_recgpt.protocol import EvaluationProtocol
@@ -66,12 +66,14 @@ def check_before_loading(config, resumed=False, last_phase=None):
     if config["pretrained_checkpoint"] and not resumed:  # a resumed run has it loaded already
         check_pretrained_checkpoint(config["pretrained_checkpoint"], config)
     trainer = trainer_class(config)
-    if config["one_negative_loss"] != "bpr" and trainer is not WholeSequenceTrainer:
-        raise ConfigError(
-            f"one_negative_loss={config['one_negative_loss']!r} is a loss of the whole-sequence trainer, which this run "
-            f"({config['model']}, baseline_trainer={config['baseline_trainer']}) does not use; "
-            "use baseline_trainer=auto with SASRec or GRU4Rec and loss_type=BPR"
-        )
+    for key, default, loss_type in (("one_negative_loss", "bpr", "BPR"), ("baseline_loss", "ce", "CE")):
+        if config[key] != default and trainer is not WholeSequenceTrainer:
+            raise ConfigError(
+                f"{key}={config[key]!r} is a loss of the whole-sequence trainer, which this run "
+                f"({config['model']}, baseline_trainer={config['baseline_trainer']}) does not use; "
+                f"use baseline_trainer=auto with SASRec or GRU4Rec and loss_type={loss_type}"
+                + (" (RecGPT's losses are pretrain_loss and finetune_loss)" if config["model"] == "RecGPT" else "")
+            )
     check_trainer_config = getattr(trainer, "check_config", None)
     if check_trainer_config is not None:
         check_trainer_config(config)
@@ -266,11 +268,7 @@ def seen_from_here(path):
 def resumed_config(state, launch_settings=None):
     """The config a resume state was saved with, for this process; ``launch_settings`` may
     change where the run's processes run (:data:`~recbole_recgpt.distributed.LAUNCH_KEYS`)."""
-    config = state["config"]
-    # A run saved before an option existed resumes with it at its yaml default.
-    for key, value in yaml_defaults(config["model"], config["dataset"]).items():
-        if key not in config.final_config_dict:
-            config[key] = value
+    config = state["config"]  # keys it lacks get their yaml defaults in for_this_process
     for key, value in (launch_settings or {}).items():
         if key not in distributed.LAUNCH_KEYS:
             raise ConfigError(f"a resumed run keeps its settings; '{key}' cannot change (only {', '.join(distributed.LAUNCH_KEYS)})")

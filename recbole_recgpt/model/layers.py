@@ -16,7 +16,8 @@ class ItemGPT(nn.Module):
     def __init__(self, n_items, n_positions, n_users, config):
         super().__init__()
         hidden_size = config["hidden_size"]
-        self.item_embedding = nn.Embedding(n_items, hidden_size, padding_idx=0)
+        # Sparse: a backward pass sends gradients to the rows it looked up only (sampled losses).
+        self.item_embedding = nn.Embedding(n_items, hidden_size, padding_idx=0, sparse=config["sparse_item_gradients"])
         self.position_embedding = nn.Embedding(n_positions, hidden_size)
         self.segment_embedding = nn.Embedding(2, hidden_size)
         self.user_embedding = nn.Embedding(n_users, hidden_size) if config["user_embedding"] else None

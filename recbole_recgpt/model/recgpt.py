@@ -2,16 +2,17 @@
 Paradigm. Zhang et al., DASFAA 2024 (arXiv 2404.08675).
 
 Item ids are tokens. Phase 1 pre-trains a causal transformer to predict every next item
-(``pretrain_loss``: BCE against sampled negatives, as the paper, or full-softmax NLL).
-Phase 2 writes the model's own top predictions into each history as prompt tokens and
-fine-tunes on the extended sequences with full-softmax NLL.
+(``pretrain_loss``: full-softmax NLL, BCE against sampled negatives as the paper, or a
+sampled loss of :mod:`recbole_recgpt.model.losses`). Phase 2 writes the model's own top
+predictions into each history as prompt tokens and fine-tunes on the extended sequences
+(``finetune_loss``: full-softmax NLL, or a sampled loss).
 Inference is two-stage recall (:mod:`recbole_recgpt.model.recall`).
 """
 
 import contextlib
+import functools
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from recbole.model.abstract_recommender import SequentialRecommender
@@ -19,6 +20,7 @@ from recbole.utils import InputType
 
 from recbole_recgpt.data import SEGMENT_PREFIX, TARGET_PREFIX
 from recbole_recgpt.errors import ConfigError, DataError
+from recbole_recgpt.model import losses
 from recbole_recgpt.model.layers import ItemGPT
 from recbole_recgpt.model.length_groups import TOKENS_PER_GROUP, scores_by_length_group
 from recbole_recgpt.model.prompts import (
@@ -28,7 +30,8 @@ from recbole_recgpt.model.recall import TwoStageRecall, without
 from recbole_recgpt.protocol import EvaluationProtocol
 
 PROMPT_GENERATORS = ("pretrained", "current")
-PRETRAIN_LOSSES = ("bce", "ce")
+PRETRAIN_LOSSES = ("ce", "bce", *losses.SAMPLED_LOSSES)  # bce: the loader's negatives, unseen by the user
+FINETUNE_LOSSES = losses.NEXT_ITEM_LOSSES
 PROMPT_POSITIONS = ("sequence", "item")
 
 
@@ -58,10 +61,14 @@ def check_config(config):
         )
     for key, choices in (
         ("prompt_mode", PROMPT_MODES), ("prompt_generator", PROMPT_GENERATORS), ("pretrain_loss", PRETRAIN_LOSSES),
-        ("prompt_positions", PROMPT_POSITIONS),
+        ("finetune_loss", FINETUNE_LOSSES), ("prompt_positions", PROMPT_POSITIONS),
     ):
         if config[key] not in choices:
             raise ConfigError(f"{key}={config[key]!r} is unknown; use one of {', '.join(choices)}")
+    trained = {"pretrain_loss": config["pretrain_loss"]}
+    if config["prompt_tuning"]:
+        trained["finetune_loss"] = config["finetune_loss"]
+    losses.check_config(config, trained)
     largest_k = max(config["topk"])
     if config["two_stage"]:
         if not isinstance(config["stage1_n"], int) or not 1 <= config["stage1_n"] <= largest_k:
@@ -129,6 +136,12 @@ class RecGPT(SequentialRecommender):
 
         self.initializer_range = config["initializer_range"]
         self.pretrain_loss = config["pretrain_loss"]
+        # Each phase's next-item loss over the supervised positions.
+        item_counts = functools.partial(losses.training_item_counts, dataset)  # counted only if a loss needs them
+        self.phase_losses = {
+            phase: losses.next_item_loss(config[f"{phase}_loss"], config, self.n_items, item_counts)
+            for phase in ("pretrain", "finetune")
+        }
         self.prompt_tuning = config["prompt_tuning"]
         self.prompt_length = config["prompt_length"]
         self.prompt_mode = config["prompt_mode"]
@@ -237,39 +250,30 @@ class RecGPT(SequentialRecommender):
         target_seq = interaction[self.TARGET_SEQ]
         user_ids = interaction[self.USER_ID]
         if not self.prompt_tuned:
-            if self.pretrain_loss == "bce":
-                return self._pretrain_bce_loss(item_seq, target_seq, interaction[self.NEG_ITEM_ID], user_ids)
-            return self._softmax_loss(item_seq, None, target_seq, user_ids)
+            # Only bce reads the loader's negatives; the sampled losses draw their own.
+            negatives = interaction[self.NEG_ITEM_ID] if self.pretrain_loss == "bce" else None
+            return self.next_item_loss(self.phase_losses["pretrain"], item_seq, None, target_seq, user_ids, negatives)
         if self.SEGMENT_SEQ in interaction:
             # Already prompted by the loader (a frozen writer's prompts are written once).
             segment_ids = interaction[self.SEGMENT_SEQ]
         else:
             batch = self.prompted_training_batch(item_seq, interaction[self.ITEM_SEQ_LEN], target_seq, user_ids)
             item_seq, segment_ids, target_seq = batch.item_seq, batch.segment_ids, batch.target_seq
-        return self._softmax_loss(item_seq, segment_ids, target_seq, user_ids)
+        return self.next_item_loss(self.phase_losses["finetune"], item_seq, segment_ids, target_seq, user_ids)
 
-    def _softmax_loss(self, item_seq, segment_ids, target_seq, user_ids):
-        """Full-softmax NLL of every supervised position's target (``target_seq > 0``)."""
+    def next_item_loss(self, loss, item_seq, segment_ids, target_seq, user_ids, negatives=None):
+        """``loss`` (:mod:`recbole_recgpt.model.losses`) of every supervised position's target
+        (``target_seq > 0``): ``[B, T]`` tokens -> scalar. ``negatives``: ``[B, T, n]``."""
         hidden = self.forward(item_seq, segment_ids, user_ids)
         supervised = target_seq > 0
-        logits = self.gpt.item_scores(hidden[supervised])
-        return F.cross_entropy(logits, target_seq[supervised])
+        return loss(
+            hidden[supervised], target_seq[supervised], self.gpt.item_embedding,
+            None if negatives is None else negatives[supervised],
+        )
 
     def prompted_training_batch(self, item_seq, item_seq_len, target_seq, user_ids):
         """Training inputs ``[B, T]`` -> their prompt-extended :class:`PromptedBatch`."""
         return self.prompt_builder.for_training(self._generator(user_ids), item_seq, item_seq_len, target_seq)
-
-    def _pretrain_bce_loss(self, item_seq, target_seq, neg_items, user_ids):
-        """BCE of every next item against ``n_neg`` sampled negatives, averaged per position."""
-        hidden = self.forward(item_seq, user_ids=user_ids)
-        supervised = target_seq > 0
-        hidden = hidden[supervised]  # [N, H]
-        item_table = self.gpt.item_embedding
-        pos_logits = (hidden * item_table(target_seq[supervised])).sum(-1)  # [N]
-        neg_logits = (hidden.unsqueeze(1) * item_table(neg_items[supervised])).sum(-1)  # [N, n_neg]
-        pos_loss = F.binary_cross_entropy_with_logits(pos_logits, torch.ones_like(pos_logits), reduction="sum")
-        neg_loss = F.binary_cross_entropy_with_logits(neg_logits, torch.zeros_like(neg_logits), reduction="sum")
-        return (pos_loss + neg_loss) / hidden.size(0)
 
     def _generator(self, user_ids):
         """The prompt writer as a generator for :class:`PromptBuilder` (no dropout)."""

@@ -20,6 +20,7 @@ from time import time
 
 import numpy as np
 import torch
+from torch import nn
 from tqdm import tqdm
 
 from recbole.utils import get_local_time
@@ -27,7 +28,7 @@ from recbole.utils import get_local_time
 from recbole_recgpt import distributed
 from recbole_recgpt.collector import TopkCollector
 from recbole_recgpt.checkpoints import read_checkpoint
-from recbole_recgpt.errors import TrainingError
+from recbole_recgpt.errors import ConfigError, TrainingError
 from recbole_recgpt.files import replace_atomically
 
 
@@ -78,11 +79,53 @@ def global_curve(phases):
     return points
 
 
+class SplitOptimizer:
+    """The run's optimizer for the dense parameters beside SparseAdam for the sparse item
+    table, zeroed, stepped, saved and restored as one optimizer (RecBole's loop and the
+    resume states see one).
+
+    SparseAdam is lazy Adam: a step moves, and updates the moments of, only the rows the
+    batch looked up, where dense Adam updates the whole table; with a sampled loss over a
+    million items that update is most of a step's cost."""
+
+    def __init__(self, dense, sparse):
+        self.parts = {"dense": dense, "sparse": sparse}
+
+    @property
+    def param_groups(self):
+        return [group for part in self.parts.values() for group in part.param_groups]
+
+    def zero_grad(self, set_to_none=True):
+        for part in self.parts.values():
+            part.zero_grad(set_to_none=set_to_none)
+
+    def step(self, closure=None):
+        for part in self.parts.values():
+            part.step()
+
+    def state_dict(self):
+        return {name: part.state_dict() for name, part in self.parts.items()}
+
+    def load_state_dict(self, state_dict):
+        for name, part in self.parts.items():
+            part.load_state_dict(state_dict[name])
+
+
 class PhasedTrainer:
     """Mixin for a RecBole ``Trainer``: resumable, timed training phases."""
 
     phase_order = ("train",)
     display_name = "RecBole Trainer"  # the trainer column of the comparison tables
+    # Whether the trainer's losses can leave the item table sparse gradients
+    # (``sparse_item_gradients``): RecGPT's and the whole-sequence trainer's can.
+    SPARSE_ITEM_GRADIENTS = False
+    # Settings SparseAdam cannot honour: (key, the value it needs, what it lacks).
+    SPARSE_ADAM_NEEDS = (
+        ("learner", "adam", "is paired with Adam only"),
+        ("weight_decay", 0.0, "has no weight decay"),
+        ("clip_grad_norm", None, "gets gradients torch's clipping cannot measure"),
+        ("enable_scaler", False, "is not stepped through a gradient scaler here"),
+    )
 
     @classmethod
     def epoch_budget(cls, settings):
@@ -118,6 +161,40 @@ class PhasedTrainer:
         self.evaluation_bar = None
         self.evaluation_share = None  # the evaluation batches this process scores
         self.evaluation_batch = 0
+
+    @classmethod
+    def check_config(cls, config):
+        """Raise :class:`ConfigError` when ``sparse_item_gradients`` cannot work with this
+        trainer or with the run's optimizer settings."""
+        if not config["sparse_item_gradients"]:
+            return
+        if not cls.SPARSE_ITEM_GRADIENTS:
+            raise ConfigError(
+                f"sparse_item_gradients=True is read by RecGPT's trainer and the whole-sequence trainer (SASRec, "
+                f"GRU4Rec), not by this run's ({config['model']}, {cls.__name__}); set sparse_item_gradients=False"
+            )
+        for key, needed, lack in cls.SPARSE_ADAM_NEEDS:
+            value = config[key].lower() if isinstance(config[key], str) else config[key]
+            if value != needed:
+                raise ConfigError(
+                    f"sparse_item_gradients=True steps the item table with SparseAdam, which {lack}: "
+                    f"set {key}={'~' if needed is None else needed} or sparse_item_gradients=False"
+                )
+        if distributed.several_processes(config):
+            raise ConfigError("sparse_item_gradients=True trains in one process only; set sparse_item_gradients=False")
+
+    def _build_optimizer(self, **kwargs):
+        """RecBole's optimizer; with ``sparse_item_gradients``, a :class:`SplitOptimizer` that
+        steps the sparse item table with SparseAdam and the rest with RecBole's."""
+        if not self.config["sparse_item_gradients"]:
+            return super()._build_optimizer(**kwargs)
+        params = list(kwargs.pop("params", self.model.parameters()))
+        sparse_tables = {id(m.weight) for m in self.model.modules() if isinstance(m, nn.Embedding) and m.sparse}
+        sparse = [p for p in params if id(p) in sparse_tables]
+        dense = super()._build_optimizer(params=[p for p in params if id(p) not in sparse_tables], **kwargs)
+        if not sparse:  # RecBole's first optimizer, built before a trainer marks the table sparse
+            return dense
+        return SplitOptimizer(dense, torch.optim.SparseAdam(sparse, lr=kwargs.get("learning_rate", self.learning_rate)))
 
     @property
     def resume_file(self):

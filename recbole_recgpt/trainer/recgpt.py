@@ -12,9 +12,9 @@ from recbole_recgpt.trainer.phased import PhasedTrainer
 
 
 class RecGPTTrainer(PhasedTrainer, Trainer):
-    r"""Phase 1 (``pretrain``): next-item BCE with sampled negatives (or full-softmax NLL,
-    ``pretrain_loss: ce``) on whole user sequences.
-    Phase 2 (``finetune``, when ``prompt_tuning``): full-softmax NLL on prompt-extended
+    r"""Phase 1 (``pretrain``): next-item loss ``pretrain_loss`` (full-softmax NLL, or BCE
+    with the loader's negatives, or a sampled loss) on whole user sequences.
+    Phase 2 (``finetune``, when ``prompt_tuning``): ``finetune_loss`` on prompt-extended
     sequences with ``finetune_epochs`` and ``finetune_learning_rate``.
 
     Each phase early-stops on ``valid_metric`` and keeps its best checkpoint
@@ -24,6 +24,7 @@ class RecGPTTrainer(PhasedTrainer, Trainer):
 
     phase_order = ("pretrain", "finetune")
     display_name = "RecGPTTrainer"
+    SPARSE_ITEM_GRADIENTS = True
 
     @classmethod
     def epoch_budget(cls, settings):

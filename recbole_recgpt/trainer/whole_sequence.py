@@ -2,6 +2,7 @@
 of RecBole's one padded row per prefix."""
 
 import contextlib
+import functools
 import random
 
 import torch
@@ -12,6 +13,7 @@ from recbole.trainer import Trainer
 
 from recbole_recgpt.data import TARGET_PREFIX, UserSequenceDataLoader
 from recbole_recgpt.errors import ConfigError
+from recbole_recgpt.model import losses
 from recbole_recgpt.model.length_groups import TOKENS_PER_GROUP, scores_by_length_group
 from recbole_recgpt.trainer.phased import PhasedTrainer
 
@@ -28,7 +30,9 @@ class WholeSequenceTrainer(PhasedTrainer, Trainer):
     (BPR: one sampled negative per pair, unseen by the user), without the padded recomputation.
     With ``one_negative_loss: bce`` that negative enters the paper's SASRec loss instead
     (S3-Rec's binary cross-entropy, ``-log sigmoid(pos) - log(1 - sigmoid(neg))``), which
-    RecBole's SASRec does not offer.
+    RecBole's SASRec does not offer. With ``loss_type: CE``, ``baseline_loss`` replaces the
+    full softmax by a sampled loss (``sampled_softmax``, ``gbce``). Every one of these losses
+    is :mod:`recbole_recgpt.model.losses`', RecGPT's too.
 
     *BERT4Rec* is bidirectional, so one pass does not give its per-prefix outputs. It gets one
     row per user sequence per epoch, masked afresh each epoch by RecBole's own rule
@@ -48,7 +52,8 @@ class WholeSequenceTrainer(PhasedTrainer, Trainer):
     CLOZE_MODELS = ("BERT4Rec",)
     LOSS_TYPES = ("CE", "BPR")
     ONE_NEGATIVE_LOSSES = ("bpr", "bce")
-    BPR_GAMMA = 1e-10  # RecBole's BPRLoss: -log(gamma + sigmoid(pos - neg))
+    BASELINE_LOSSES = losses.NEXT_ITEM_LOSSES
+    SPARSE_ITEM_GRADIENTS = True
     EVAL_TOKENS_PER_GROUP = TOKENS_PER_GROUP
     display_name = "whole-sequence"
 
@@ -60,6 +65,9 @@ class WholeSequenceTrainer(PhasedTrainer, Trainer):
         else:
             self.loss = self.whole_sequence_loss
             self.all_positions_module = getattr(model, self.ALL_POSITIONS_MODULE[config["model"]])
+            self.next_item_loss = None  # built from the training data (its catalogue and counts) on first use
+            # RecBole builds the table; gradients to the looked-up rows only (sampled losses).
+            model.item_embedding.sparse = config["sparse_item_gradients"]
 
     @classmethod
     def supports(cls, config):
@@ -83,9 +91,30 @@ class WholeSequenceTrainer(PhasedTrainer, Trainer):
                 f"one_negative_loss=bce needs loss_type=BPR (one sampled negative) and SASRec or GRU4Rec, "
                 f"not {config['model']} with loss_type={config['loss_type']}"
             )
+        baseline_loss = config["baseline_loss"]
+        if baseline_loss not in cls.BASELINE_LOSSES:
+            raise ConfigError(f"baseline_loss={baseline_loss!r} is unknown; use one of {', '.join(cls.BASELINE_LOSSES)}")
+        if baseline_loss != "ce" and (config["model"] not in cls.ALL_POSITIONS_MODULE or config["loss_type"] != "CE"):
+            raise ConfigError(
+                f"baseline_loss={baseline_loss} replaces the full softmax of loss_type=CE in SASRec or GRU4Rec, "
+                f"not {config['model']} with loss_type={config['loss_type']}; set baseline_loss=ce"
+            )
+        if config["model"] in cls.CLOZE_MODELS:
+            if config["sparse_item_gradients"]:
+                raise ConfigError(
+                    f"sparse_item_gradients=True needs a loss of SASRec or GRU4Rec that scores some items only; "
+                    f"{config['model']} keeps its own loss: set sparse_item_gradients=False"
+                )
+        elif config["loss_type"] == "BPR":
+            losses.check_config(config, {"one_negative_loss": one_negative_loss})
+        else:
+            losses.check_config(config, {"baseline_loss": baseline_loss})
+        super().check_config(config)
 
     def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
         dataset = train_data.dataset
+        if self.loss == self.whole_sequence_loss:
+            self.use_training_data(dataset)
         negatives = 1 if self.config["loss_type"] == "BPR" else 0
         return self.run_phase(
             "train", lambda: UserSequenceDataLoader(self.config, dataset, neg_sample_num=negatives),
@@ -113,16 +142,19 @@ class WholeSequenceTrainer(PhasedTrainer, Trainer):
             hook.remove()
         hidden = outputs[0][-1] if isinstance(outputs[0], list) else outputs[0]  # [B, T, H]
         supervised = target_seq > 0
-        hidden = hidden[supervised]  # [N, H]
-        if self.config["loss_type"] == "BPR":
-            negatives = interaction[model.NEG_ITEM_ID][..., 0][supervised]  # [N]
-            pos_score = (hidden * model.item_embedding(target_seq[supervised])).sum(-1)
-            neg_score = (hidden * model.item_embedding(negatives)).sum(-1)
-            if self.config["one_negative_loss"] == "bce":
-                return (F.softplus(-pos_score) + F.softplus(neg_score)).mean()
-            return -torch.log(self.BPR_GAMMA + torch.sigmoid(pos_score - neg_score)).mean()
-        logits = hidden @ model.item_embedding.weight.t()
-        return F.cross_entropy(logits, target_seq[supervised])
+        # BPR and one_negative_loss take the loader's negative, unseen by the user.
+        negatives = interaction[model.NEG_ITEM_ID][supervised] if self.config["loss_type"] == "BPR" else None
+        if self.next_item_loss is None:  # called before fit
+            self.use_training_data()
+        return self.next_item_loss(hidden[supervised], target_seq[supervised], model.item_embedding, negatives)
+
+    def use_training_data(self, dataset=None):
+        """Build the run's next-item loss; popularity sampling reads the item counts of the
+        training split ``dataset`` (``None``: no counts, enough for every other loss)."""
+        config = self.config
+        name = config["one_negative_loss"] if config["loss_type"] == "BPR" else config["baseline_loss"]
+        counts = None if dataset is None else functools.partial(losses.training_item_counts, dataset)
+        self.next_item_loss = losses.next_item_loss(name, config, self.model.n_items, counts)
 
     def cloze_loss(self, interaction):
         """BERT4Rec's loss on :meth:`cloze_batch` of the batch's sequences.
