@@ -52,3 +52,9 @@ def one_line(error):
     if isinstance(error, RecGPTError):
         return str(error).replace("\n", " ")
     return f"{type(error).__name__}: {error} (rerun with --debug for the traceback)".replace("\n", " ")
+
+
+def check_choice(key, value, choices):
+    """:class:`ConfigError` naming the choices unless ``value`` is one of them."""
+    if value not in choices:
+        raise ConfigError(f"{key}={value!r} is unknown; use one of {', '.join(choices)}")

@@ -33,7 +33,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from recbole_recgpt.errors import ConfigError
+from recbole_recgpt.errors import ConfigError, check_choice
 
 SAMPLED_LOSSES = ("sampled_softmax", "gbce")
 NEXT_ITEM_LOSSES = ("ce", *SAMPLED_LOSSES)  # what a softmax over the catalogue can become
@@ -220,8 +220,7 @@ def check_config(config, losses_by_key):
     negatives, sampling, calibration = config["loss_negatives"], config["loss_sampling"], config["gbce_t"]
     if isinstance(negatives, bool) or not isinstance(negatives, int) or negatives < 1:
         raise ConfigError(f"loss_negatives={negatives!r} must be an integer >= 1")
-    if sampling not in SAMPLINGS:
-        raise ConfigError(f"loss_sampling={sampling!r} is unknown; use one of {', '.join(SAMPLINGS)}")
+    check_choice("loss_sampling", sampling, SAMPLINGS)
     if isinstance(calibration, bool) or not isinstance(calibration, (int, float)) or not 0 <= calibration <= 1:
         raise ConfigError(f"gbce_t={calibration!r} must be a number between 0 and 1")
     if "gbce" in losses_by_key.values() and sampling != "uniform":

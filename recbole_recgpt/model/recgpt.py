@@ -19,7 +19,7 @@ from recbole.model.abstract_recommender import SequentialRecommender
 from recbole.utils import InputType
 
 from recbole_recgpt.data import SEGMENT_PREFIX, TARGET_PREFIX
-from recbole_recgpt.errors import ConfigError, DataError
+from recbole_recgpt.errors import ConfigError, DataError, check_choice
 from recbole_recgpt.model import losses
 from recbole_recgpt.model.layers import ItemGPT
 from recbole_recgpt.model.length_groups import TOKENS_PER_GROUP, scores_by_length_group
@@ -63,8 +63,7 @@ def check_config(config):
         ("prompt_mode", PROMPT_MODES), ("prompt_generator", PROMPT_GENERATORS), ("pretrain_loss", PRETRAIN_LOSSES),
         ("finetune_loss", FINETUNE_LOSSES), ("prompt_positions", PROMPT_POSITIONS),
     ):
-        if config[key] not in choices:
-            raise ConfigError(f"{key}={config[key]!r} is unknown; use one of {', '.join(choices)}")
+        check_choice(key, config[key], choices)
     trained = {"pretrain_loss": config["pretrain_loss"]}
     if config["prompt_tuning"]:
         trained["finetune_loss"] = config["finetune_loss"]

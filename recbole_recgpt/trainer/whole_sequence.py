@@ -12,7 +12,7 @@ from recbole.data.interaction import Interaction
 from recbole.trainer import Trainer
 
 from recbole_recgpt.data import TARGET_PREFIX, UserSequenceDataLoader
-from recbole_recgpt.errors import ConfigError
+from recbole_recgpt.errors import ConfigError, check_choice
 from recbole_recgpt.model import losses
 from recbole_recgpt.model.length_groups import TOKENS_PER_GROUP, scores_by_length_group
 from recbole_recgpt.trainer.phased import PhasedTrainer
@@ -84,16 +84,14 @@ class WholeSequenceTrainer(PhasedTrainer, Trainer):
                 f"{' or '.join(cls.LOSS_TYPES)}, not {config['model']} ({config['loss_type']}); use baseline_trainer=recbole"
             )
         one_negative_loss = config["one_negative_loss"]
-        if one_negative_loss not in cls.ONE_NEGATIVE_LOSSES:
-            raise ConfigError(f"one_negative_loss={one_negative_loss!r} is unknown; use one of {', '.join(cls.ONE_NEGATIVE_LOSSES)}")
+        check_choice("one_negative_loss", one_negative_loss, cls.ONE_NEGATIVE_LOSSES)
         if one_negative_loss == "bce" and (config["model"] not in cls.ALL_POSITIONS_MODULE or config["loss_type"] != "BPR"):
             raise ConfigError(
                 f"one_negative_loss=bce needs loss_type=BPR (one sampled negative) and SASRec or GRU4Rec, "
                 f"not {config['model']} with loss_type={config['loss_type']}"
             )
         baseline_loss = config["baseline_loss"]
-        if baseline_loss not in cls.BASELINE_LOSSES:
-            raise ConfigError(f"baseline_loss={baseline_loss!r} is unknown; use one of {', '.join(cls.BASELINE_LOSSES)}")
+        check_choice("baseline_loss", baseline_loss, cls.BASELINE_LOSSES)
         if baseline_loss != "ce" and (config["model"] not in cls.ALL_POSITIONS_MODULE or config["loss_type"] != "CE"):
             raise ConfigError(
                 f"baseline_loss={baseline_loss} replaces the full softmax of loss_type=CE in SASRec or GRU4Rec, "
