@@ -26,7 +26,9 @@ from recbole_recgpt.checkpoints import load_weights, read_checkpoint
 from recbole_recgpt.config import create_config, yaml_defaults
 from recbole_recgpt.errors import ConfigError
 from recbole_recgpt.files import write_text_atomically
-from recbole_recgpt.quick_start import build, jsonable, jsonable_config, plain_metrics, run_recgpt, trainer_class
+from recbole_recgpt.quick_start import (
+    build, jsonable, jsonable_config, parameter_counts, plain_metrics, run_recgpt, trainer_class,
+)
 
 VARIANTS_FILE = Path(__file__).resolve().parent / "variants.yaml"
 METRICS = ("hit@5", "hit@10", "hit@20", "ndcg@5", "ndcg@10", "ndcg@20")
@@ -187,6 +189,7 @@ class Run:
             "command": run_command(config["model"], self.dataset, self.overrides, self.config_files),
             "settings_hash": settings_hash(config),
             "checkpoint": result.get("checkpoint"),
+            "parameters": result.get("parameters"),
             "config": result["config"],
             "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
             **extra,
@@ -335,7 +338,7 @@ class Run:
         test = trainer.evaluate(test_data, load_best_model=False)
         phases = parent["phases"] if which == "final" else {which: parent["phases"][which]}
         result = {"best_valid_result": plain_metrics(valid), "test_result": plain_metrics(test), "phases": phases,
-                  "checkpoint": checkpoint, "config": jsonable_config(config)}
+                  "checkpoint": checkpoint, "config": jsonable_config(config), "parameters": parameter_counts(trainer.model)}
         record = self.record(config, result, time.time() - start, campaign_command=campaign_command,
                              derived_from=str(parent_path(self, parent)), derived_checkpoint=which,
                              parent_hash=parent["settings_hash"])

@@ -158,6 +158,7 @@ def train_and_test(config, trainer, loaders, saved, result_file, epoch_callback)
         "test_result": plain_metrics(test_result),
         "phases": trainer.phases,
         "checkpoint": trainer.saved_model_file if saved else None,
+        "parameters": parameter_counts(trainer.model),
         "world_size": distributed.world_size(),
         "config": jsonable_config(config),
     }
@@ -179,6 +180,15 @@ def check_run(model="RecGPT", dataset="ml-100k", config_files=None, config_dict=
     """The resolved config of a run, validated as :func:`run_recgpt` validates it before it
     loads anything; nothing is loaded or trained (``run_recgpt.py --check``)."""
     return resolve_run(model, dataset, config_files, config_dict, resume)[1]
+
+
+def parameter_counts(model):
+    """``{"trainable": n, "frozen": m}``: the model's parameters that training updates, and
+    those it keeps fixed (RecGPT's frozen prompt writer, a copy of the phase-1 network)."""
+    counts = {"trainable": 0, "frozen": 0}
+    for parameter in model.parameters():
+        counts["trainable" if parameter.requires_grad else "frozen"] += parameter.numel()
+    return counts
 
 
 def write_result(result, path):

@@ -96,6 +96,10 @@ def test_a_campaign_writes_one_record_per_run_with_what_reproduces_it(tiny_campa
             assert f"--seed={seed}" in result["command"]
             assert result["git"] == git_revision() and result["wall_s"] > 0
     assert record(root, "SASRec")["trainer"] == "whole-sequence"
+    # Parameter counts: RecGPT's frozen prompt writer is a copy of its network; SASRec has none.
+    recgpt, sasrec = record(root, "RecGPT")["parameters"], record(root, "SASRec")["parameters"]
+    assert recgpt["trainable"] > 0 and recgpt["frozen"] > 0 and sasrec["trainable"] > 0 and sasrec["frozen"] == 0
+    assert recgpt["frozen"] == recgpt["trainable"]  # the writer is a copy of the whole network
     assert record(root, "RecGPT")["epochs"] == "2+2"
     assert record(root, "RecGPT", 1)["test_result"] != record(root, "RecGPT", 2)["test_result"]
 
