@@ -66,16 +66,21 @@ def load_variants(path=VARIANTS_FILE):
     return variants
 
 
+# What a run executes or reads, relative to the repository's root.
+RUN_INPUTS = ("recbole_recgpt", "benchmarks", "properties", "dataset", "pyproject.toml", "run_recgpt.py", "run_hyper.py")
+
+
 def git_revision():
     """The revision of the checkout these benchmarks belong to (None outside git)."""
     here = Path(__file__).resolve().parent
     head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=here).stdout.strip()
     if not head:
         return None
-    # Uncommitted changes to tracked files (results/, which campaigns rewrite, and the queue
-    # aside): the revision alone would not reproduce the run.
+    # Uncommitted changes to what a run executes or reads (the code, the yaml, the data): the
+    # revision alone would not reproduce the run. The outputs campaigns rewrite (results/,
+    # docs/results.md, the README's headline) and the queue do not count.
     dirty = subprocess.run(
-        ["git", "diff", "--quiet", "HEAD", "--", ":/", ":/!results", ":/!benchmarks/queue"], cwd=here
+        ["git", "diff", "--quiet", "HEAD", "--", *(f":/{path}" for path in RUN_INPUTS), ":/!benchmarks/queue"], cwd=here
     ).returncode != 0
     return f"{head}-dirty" if dirty else head
 
