@@ -66,14 +66,7 @@ def check_before_loading(config, resumed=False, last_phase=None):
     if config["pretrained_checkpoint"] and not resumed:  # a resumed run has it loaded already
         check_pretrained_checkpoint(config["pretrained_checkpoint"], config)
     trainer = trainer_class(config)
-    for key, default, loss_type in (("one_negative_loss", "bpr", "BPR"), ("baseline_loss", "ce", "CE")):
-        if config[key] != default and trainer is not WholeSequenceTrainer:
-            raise ConfigError(
-                f"{key}={config[key]!r} is a loss of the whole-sequence trainer, which this run "
-                f"({config['model']}, baseline_trainer={config['baseline_trainer']}) does not use; "
-                f"use baseline_trainer=auto with SASRec or GRU4Rec and loss_type={loss_type}"
-                + (" (RecGPT's losses are pretrain_loss and finetune_loss)" if config["model"] == "RecGPT" else "")
-            )
+    WholeSequenceTrainer.check_not_set_elsewhere(config, trainer)
     check_trainer_config = getattr(trainer, "check_config", None)
     if check_trainer_config is not None:
         check_trainer_config(config)

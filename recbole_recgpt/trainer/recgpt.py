@@ -24,6 +24,7 @@ class RecGPTTrainer(PhasedTrainer, Trainer):
 
     phase_order = ("pretrain", "finetune")
     display_name = "RecGPTTrainer"
+    LOSS_KEYS = ("pretrain_loss", "finetune_loss")
     SPARSE_ITEM_GRADIENTS = True
 
     @classmethod

@@ -69,6 +69,26 @@ class WholeSequenceTrainer(PhasedTrainer, Trainer):
             # RecBole builds the table; gradients to the looked-up rows only (sampled losses).
             model.item_embedding.sparse = config["sparse_item_gradients"]
 
+    # Keys only this trainer reads: (the value a run of another trainer must leave, the
+    # loss_type they go with).
+    OWN_LOSS_KEYS = {"one_negative_loss": ("bpr", "BPR"), "baseline_loss": ("ce", "CE")}
+
+    @classmethod
+    def check_not_set_elsewhere(cls, config, trainer):
+        """Raise :class:`ConfigError` when a run of another ``trainer`` sets a loss key only this
+        trainer reads (it would be ignored silently)."""
+        if trainer is cls:
+            return
+        for key, (default, loss_type) in cls.OWN_LOSS_KEYS.items():
+            if config[key] != default:
+                own = getattr(trainer, "LOSS_KEYS", ())
+                raise ConfigError(
+                    f"{key}={config[key]!r} is a loss of the whole-sequence trainer, which this run "
+                    f"({config['model']}, baseline_trainer={config['baseline_trainer']}) does not use; "
+                    f"use baseline_trainer=auto with SASRec or GRU4Rec and loss_type={loss_type}"
+                    + (f" ({config['model']}'s losses are {' and '.join(own)})" if own else "")
+                )
+
     @classmethod
     def supports(cls, config):
         """Whether this trainer can train the run's model with its loss."""
