@@ -20,7 +20,7 @@ from benchmarks.plan import main as plan_main, planned_runs
 from benchmarks.repeats import KINDS, breakdown, main as repeats, target_kinds
 from benchmarks.significance import main as significance
 from benchmarks.tables import README_END, README_START, dataset_sections, gain_lines, summarise, sweep_panels, update_readme
-from benchmarks.store import Run, adopt, claim, cpu_seconds, git_revision, load_variants, record_path
+from benchmarks.store import Run, adopt, claim, cpu_seconds, git_revision, load_variants, record_path, write_record
 from recbole_recgpt.errors import ConfigError
 from recbole_recgpt.quick_start import run_recgpt
 from recbole_recgpt.trainer import RecGPTTrainer
@@ -552,3 +552,18 @@ def test_the_readme_block_gets_the_headline_and_nothing_else_changes(tmp_path):
     readme.write_text("no block\n")
     with pytest.raises(SystemExit, match="has no"):
         update_readme(readme, records, variants)
+
+
+def test_migration_gives_old_records_the_parameter_counts_a_campaign_writes(tiny_campaign, tiny_data_path):
+    from benchmarks.migrate import add_parameter_counts
+
+    root = tiny_campaign("SASRec,RecGPT,RecGPT-pretrain-only")
+    written = {variant: record(root, variant)["parameters"] for variant in ("SASRec", "RecGPT", "RecGPT-pretrain-only")}
+    for variant in written:  # as made before records carried counts
+        old = record(root, variant)
+        del old["parameters"]
+        write_record(record_path(root / "runs", "tiny", variant, 1), old)
+    changed = add_parameter_counts(root / "runs", tiny_data_path)
+    assert sorted(path.parent.name for path in changed) == sorted(written)
+    assert {variant: record(root, variant)["parameters"] for variant in written} == written
+    assert add_parameter_counts(root / "runs", tiny_data_path) == []  # nothing left to do
