@@ -69,8 +69,20 @@ def summarise(records):
         "wall_s": statistics.fmean(r.get("training_wall_s", r["wall_s"]) for r in records),
         "threads": ", ".join(sorted({str(r.get("threads", "?")) for r in records})),
         "trainer": records[0]["trainer"],
+        "dirty": any((r.get("git") or "").endswith("-dirty") for r in records),
         "by_seed": {r["seed"]: {k: columns[k][i] for k in columns} for i, r in enumerate(records)},
     }
+
+
+DIRTY_MARK = "†"
+DIRTY_NOTE = (
+    f"{DIRTY_MARK}: some of the row's runs were made at a revision with uncommitted changes to the code, yaml "
+    "or data (their records' `git` ends in `-dirty`); kept, not retrained."
+)
+
+
+def row_name(name, summary):
+    return f"{name} {DIRTY_MARK}" if summary["dirty"] else name
 
 
 def cell(summary, column, best):
@@ -96,7 +108,7 @@ def main_table(dataset, summaries, variants):
     for name, s in summaries.items():
         cells = [cell(s, c, s["mean"][c] == best[c]) for c in columns]
         lines.append(
-            f"| {name} | {s['trainer']} | {s['n']} | " + " | ".join(cells) + f" | {s['epochs']} | {s['wall_s']:.0f} | {s['threads']} |"
+            f"| {row_name(name, s)} | {s['trainer']} | {s['n']} | " + " | ".join(cells) + f" | {s['epochs']} | {s['wall_s']:.0f} | {s['threads']} |"
         )
     lines += ["", *gain_lines(summaries, variants)]
     return lines
@@ -144,7 +156,7 @@ def detail_table(summaries, variants):
     for name, s in summaries.items():
         what = variants.get(name, {}).get("description", "")
         lines.append(
-            f"| {name} | {what} | {s['n']} | {cell(s, 'valid_ndcg@10', False)} | {cell(s, 'ndcg@10', False)} | "
+            f"| {row_name(name, s)} | {what} | {s['n']} | {cell(s, 'valid_ndcg@10', False)} | {cell(s, 'ndcg@10', False)} | "
             f"{cell(s, 'hit@10', False)} | {s['epochs']} | {s['wall_s']:.0f} | {s['threads']} |"
         )
     return lines
@@ -189,7 +201,7 @@ def markdown(records, variants):
         "# RecGPT and RecBole baselines: test set, full ranking, leave-one-out",
         "",
         "Built by `python -m benchmarks.tables` from `results/runs/` (one JSON per run: command, seed, git "
-        "revision, resolved config). " + PROVENANCE,
+        "revision, resolved config). " + PROVENANCE + " " + DIRTY_NOTE,
     ]
     return "\n".join(lines + dataset_sections(records, variants, GROUPS, 2)) + "\n"
 
@@ -243,7 +255,7 @@ def results_document(records, variants):
         "`results/runs/` (one JSON per run with its command, seed, git revision, threads, resolved "
         "config and wall time; all runs on a 2-core CPU machine). " + PROVENANCE + " How the runs are "
         "made: [benchmarks.md](benchmarks.md); the protocol: [protocol.md](protocol.md); what the "
-        "numbers mean: [experiments.md](experiments.md).",
+        "numbers mean: [experiments.md](experiments.md). " + DIRTY_NOTE,
         "",
         "## At a glance",
         "",

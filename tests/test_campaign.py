@@ -567,3 +567,15 @@ def test_migration_gives_old_records_the_parameter_counts_a_campaign_writes(tiny
     assert sorted(path.parent.name for path in changed) == sorted(written)
     assert {variant: record(root, variant)["parameters"] for variant in written} == written
     assert add_parameter_counts(root / "runs", tiny_data_path) == []  # nothing left to do
+
+
+def test_a_row_with_a_run_made_at_a_dirty_revision_is_marked_and_explained():
+    from benchmarks.tables import DIRTY_NOTE, markdown
+
+    variants = {"SASRec": {"model": "SASRec", "group": "main"}, "GRU4Rec": {"model": "GRU4Rec", "group": "main"}}
+    records = [{**fake_record("SASRec", 1, 0.1), "dataset": "tiny", "git": "abc1234-dirty", "threads": 1},
+               {**fake_record("SASRec", 2, 0.1), "dataset": "tiny", "git": "abc1234", "threads": 1},
+               {**fake_record("GRU4Rec", 1, 0.1), "dataset": "tiny", "git": "abc1234", "threads": 1}]
+    table = markdown(records, variants)
+    assert "| SASRec † | t | 2 |" in table and "| GRU4Rec | t | 1 |" in table
+    assert DIRTY_NOTE in table
