@@ -23,7 +23,7 @@ import torch
 
 from benchmarks.store import git_revision
 from recbole_recgpt.data import UserSequenceDataLoader
-from recbole_recgpt.model.prompts import top_items
+from recbole_recgpt.ranking import full_sort_top_k, top_k
 from recbole_recgpt.quick_start import load_data_and_model
 
 
@@ -69,7 +69,7 @@ def training_pairs(model, config, dataset, k):
         for t in range(item_seq.size(1)):
             rows = targets[:, t] > 0
             if rows.any():
-                predicted = top_items(network.item_scores(hidden[rows, t]), k)
+                predicted = top_k(hidden[rows, t], network.item_embedding.weight, k)
                 # The history of prefix t is items 0..t; later inputs are the future.
                 history = item_seq[rows, : t + 1]
                 tally.add(history, torch.full((int(rows.sum()),), t + 1), predicted, targets[rows, t])
@@ -84,7 +84,7 @@ def evaluation_pairs(model, loader, k):
     for interaction, _, _, positive_i in loader:
         item_seq, length = interaction[model.ITEM_SEQ], interaction[model.ITEM_SEQ_LEN]
         hidden = model.forward(item_seq, user_ids=interaction[model.USER_ID], network=network)
-        predicted = top_items(network.item_scores(model.gather_indexes(hidden, length - 1)), k)
+        predicted = top_k(model.gather_indexes(hidden, length - 1), network.item_embedding.weight, k)
         tally.add(item_seq, length, predicted, interaction[model.ITEM_ID])
     return tally.summary()
 
@@ -95,8 +95,7 @@ def ranking_pairs(model, loader, k):
     tally = Tally(k)
     model.eval()
     for interaction, _, _, _ in loader:
-        scores = model.full_sort_predict(interaction).view(len(interaction), -1)
-        tally.add(interaction[model.ITEM_SEQ], interaction[model.ITEM_SEQ_LEN], top_items(scores, k),
+        tally.add(interaction[model.ITEM_SEQ], interaction[model.ITEM_SEQ_LEN], full_sort_top_k(model, interaction, k),
                   interaction[model.ITEM_ID])
     return tally.summary()
 

@@ -5,12 +5,18 @@ For ``rec.topk`` (what Hit, NDCG, Recall, MRR and Precision read) RecBole builds
 passes over a matrix as large as the scores, which on amazon-sports (18,357 items) cost more
 than the scoring itself (``benchmarks/collector_speed.py``). Here the same ``[users, k + 1]``
 result comes from the positive pairs and the top-k lists only.
+
+When the metrics read nothing but the top-k lists (Hit, NDCG, Recall, MRR, Precision and the
+list-based ones such as ItemCoverage), the trainer hands over the lists themselves
+(:class:`recbole_recgpt.ranking.TopItems`), ranked without a ``[users, n_items]`` matrix.
 """
 
 import torch
 
 from recbole.evaluator import Collector
-from recbole.evaluator.register import Register
+from recbole.evaluator.register import Register, metric_information
+
+from recbole_recgpt.ranking import TopItems
 
 
 def topk_hits(topk_idx, positive_u, positive_i, n_items):
@@ -29,14 +35,30 @@ def topk_hits(topk_idx, positive_u, positive_i, n_items):
 
 class TopkCollector(Collector):
     """``Collector`` whose ``rec.topk`` is :func:`topk_hits` (the same tensor as RecBole's);
-    whatever else the metrics need, RecBole's ``Collector`` collects."""
+    whatever else the metrics need, RecBole's ``Collector`` collects. It takes either full-sort
+    scores or, when :attr:`reads_top_k_only`, each user's top-k list (:class:`TopItems`)."""
+
+    # What the top-k lists give (RecBole's ``rec.topk`` and ``rec.items``), and what RecBole
+    # collects once from the training data rather than from each batch.
+    FROM_TOP_K_LISTS = ("rec.topk", "rec.items")
+    FROM_TRAINING_DATA = ("data.num_items", "data.count_items")
 
     def __init__(self, config):
         super().__init__(config)
         self.register_without_topk = Register(config)
         setattr(self.register_without_topk, "rec.topk", False)
+        needed = {key for metric in self.register.metrics for key in metric_information[metric]}
+        # Whether the metrics read the top-k lists only (RecBole's ranking metrics do).
+        self.reads_top_k_only = needed <= {*self.FROM_TOP_K_LISTS, *self.FROM_TRAINING_DATA}
 
     def eval_batch_collect(self, scores_tensor, interaction, positive_u, positive_i):
+        if isinstance(scores_tensor, TopItems):
+            topk_idx = scores_tensor.indices
+            if self.register.need("rec.items"):
+                self.data_struct.update_tensor("rec.items", topk_idx)
+            if self.register.need("rec.topk"):
+                self.data_struct.update_tensor("rec.topk", topk_hits(topk_idx, positive_u, positive_i, scores_tensor.n_items))
+            return
         if self.register.need("rec.topk"):
             _, topk_idx = torch.topk(scores_tensor, max(self.topk), dim=-1)
             hits = topk_hits(topk_idx, positive_u, positive_i, scores_tensor.size(1))

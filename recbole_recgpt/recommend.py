@@ -1,8 +1,9 @@
 """Top-K recommendations from a saved checkpoint: for users of its dataset, or for raw
 histories given as item tokens.
 
-Items are ranked exactly as evaluation ranks them: the model's ``full_sort_predict`` over
-the history (for RecGPT: prompts, then two-stage recall), padding excluded, top-k. As in
+Items are ranked exactly as evaluation ranks them: the model's top-k over the catalogue
+(:func:`recbole_recgpt.ranking.full_sort_top_k`; for RecGPT: prompts, then two-stage recall),
+padding excluded. As in
 evaluation, items already in the history are removed only under ``eval_mask_history``.
 
     from recbole_recgpt.recommend import recommend
@@ -26,7 +27,7 @@ from recbole_recgpt.checkpoints import read_checkpoint, rebuild
 from recbole_recgpt.checks import check_dataset_files
 from recbole_recgpt.config import for_this_process
 from recbole_recgpt.errors import CheckpointError, ConfigError, DataError
-from recbole_recgpt.model.recall import without
+from recbole_recgpt.ranking import full_sort_top_k
 from recbole_recgpt.protocol import EvaluationProtocol
 from recbole_recgpt.utils import get_model
 
@@ -128,8 +129,7 @@ class Recommender:
             }).to(self.config["device"])
             # As evaluation ranks: never the padding item, nor the history when it is masked.
             excluded = self.protocol.excluded(interaction[model.ITEM_SEQ])
-            scores = without(model.full_sort_predict(interaction).view(len(batch), -1), excluded)
-            ranked.append(scores.topk(k, dim=1).indices.cpu())
+            ranked.append(full_sort_top_k(model, interaction, k, excluded).cpu())
         top = torch.cat(ranked).numpy() if ranked else np.zeros((0, k), dtype=np.int64)
         return [list(self.dataset.id2token(self.iid_field, row)) for row in top]
 

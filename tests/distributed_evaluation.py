@@ -18,14 +18,14 @@ def main(checkpoint, out):
     config, model, _, _, valid_data, test_data = load_data_and_model(checkpoint)
     trainer = trainer_class(config)(config, model)
     valid = trainer.evaluate(valid_data, load_best_model=False)
-    full_sort_predict, scored = model.full_sort_predict, []
+    full_sort_top_k, scored = model.full_sort_top_k, []
 
-    def counting(interaction):
-        scores = full_sort_predict(interaction)
-        scored.append(len(scores))
-        return scores
+    def counting(interaction, *args):
+        top = full_sort_top_k(interaction, *args)
+        scored.append(len(top))
+        return top
 
-    model.full_sort_predict = counting
+    model.full_sort_top_k = counting
     test = trainer.evaluate(test_data, load_best_model=False)
     users_scored = distributed.all_gather_object(sum(scored))
     if distributed.is_main():

@@ -6,6 +6,7 @@ import torch
 from recbole.evaluator import Collector, Evaluator
 
 from recbole_recgpt.collector import TopkCollector, topk_hits
+from recbole_recgpt.ranking import TopItems
 
 
 def config(metrics):
@@ -49,3 +50,23 @@ def test_same_data_and_metrics_as_recboles_collector(metrics):
     evaluator = Evaluator(config(metrics))
     # The user without positives makes Recall NaN, for RecBole's collector as for ours.
     assert dict(evaluator.evaluate(mine)) == pytest.approx(dict(evaluator.evaluate(theirs)), rel=0, abs=0, nan_ok=True)
+
+
+def test_top_k_lists_give_the_data_of_full_sort_scores():
+    metrics = ["Hit", "NDCG", "MRR", "ShannonEntropy"]
+    from_lists, from_scores = TopkCollector(config(metrics)), TopkCollector(config(metrics))
+    assert from_lists.reads_top_k_only
+    for seed in range(3):
+        scores, positive_u, positive_i = batch(seed)
+        scores += torch.rand(scores.shape, generator=torch.Generator().manual_seed(seed))  # no ties
+        from_scores.eval_batch_collect(scores, None, positive_u, positive_i)
+        lists = TopItems(scores.topk(5, dim=1).indices, scores.size(1))
+        from_lists.eval_batch_collect(lists, None, positive_u, positive_i)
+    mine, theirs = from_lists.get_data_struct(), from_scores.get_data_struct()
+    for key in ("rec.topk", "rec.items"):
+        assert torch.equal(mine.get(key), theirs.get(key)), key
+
+
+def test_metrics_that_read_scores_need_the_scores():
+    assert not TopkCollector(config(["Hit", "GAUC"])).reads_top_k_only
+    assert not TopkCollector(config(["AUC"])).reads_top_k_only

@@ -12,6 +12,12 @@ from recbole_recgpt.quick_start import build, load_data_and_model, run_recgpt
 from tests.conftest import TINY_CONFIG
 
 
+def scores_at(model):
+    """The model's next-item scores at an index of each row: ``[B, n_items]``."""
+    state_at = model._states_at(None)
+    return lambda item_seq, segment_ids, index: model.gpt.item_scores(state_at(item_seq, segment_ids, index))
+
+
 @pytest.fixture
 def tiny(tiny_config):
     """``tiny(**overrides)`` -> (config, (train, valid, test) loaders, model)."""
@@ -120,7 +126,7 @@ def test_full_sort_scores_are_exactly_the_two_stage_list(tiny, stage2_extension)
     seq, lengths = interaction[model.ITEM_SEQ], interaction[model.ITEM_SEQ_LEN]
     seq = seq[:, : int(lengths.max())]
     batch = model.prompt_builder.for_inference(model._generator(None), seq, lengths)
-    score_at = model._scores_at(None)
+    score_at = scores_at(model)
     stage1 = score_at(batch.item_seq, batch.segment_ids, batch.last_item_index)
     stage1[:, 0] = -torch.inf
     stage1_items = stage1.topk(n, dim=1).indices
@@ -298,7 +304,7 @@ def test_ablations_are_a_config_change(tiny_data_path, tmp_path, overrides, phas
         # Single stage: the scores are the prompted history's next-item scores, nothing merged
         # (padding, id 0, never ranked).
         batch = model.prompt_builder.for_inference(model._generator(None), seq, batch_len)
-        expected = model._scores_at(None)(batch.item_seq, batch.segment_ids, batch.last_item_index)
+        expected = scores_at(model)(batch.item_seq, batch.segment_ids, batch.last_item_index)
         expected[:, 0] = -torch.inf
         torch.testing.assert_close(model.full_sort_predict(interaction), expected)
     else:

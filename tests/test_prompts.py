@@ -6,7 +6,7 @@ every prompt in these tests can be written down by hand.
 
 import torch
 
-from recbole_recgpt.model.prompts import PromptBuilder, history_so_far, top_items, with_tail_slots
+from recbole_recgpt.model.prompts import PromptBuilder, history_so_far, with_tail_slots
 
 N_ITEMS = 10  # ids 1..9, 0 = padding
 
@@ -24,17 +24,6 @@ def successor_generator(calls=None):
 
 def t(rows):
     return torch.tensor(rows)
-
-
-def test_top_items_never_returns_padding():
-    scores = t([[9.0, 1.0, 3.0, 2.0]])
-    assert top_items(scores, 2).tolist() == [[2, 3]]
-
-
-def test_top_items_skips_the_excluded_items_of_each_row():
-    scores = t([[0.0, 5.0, 4.0, 3.0, 2.0], [0.0, 5.0, 4.0, 3.0, 2.0]])
-    excluded = t([[1, 0, 0], [2, 3, 0]])
-    assert top_items(scores, 2, excluded).tolist() == [[2, 3], [1, 4]]
 
 
 def test_history_so_far_lists_the_tokens_up_to_each_masked_position():

@@ -36,16 +36,6 @@ class PromptedBatch:
     tail_length: int = 0
 
 
-def top_items(scores, k, excluded=None):
-    """``[N, n_items] -> [N, k]``: the ``k`` best items, padding id 0 excluded, and with
-    ``excluded`` (``[N, E]`` item ids, 0 = none) also the items of each row listed there."""
-    scores = scores.clone()
-    scores[..., 0] = -torch.inf
-    if excluded is not None:
-        scores.scatter_(-1, excluded, -torch.inf)
-    return scores.topk(k, dim=-1).indices
-
-
 def history_so_far(item_seq, mask):
     """``[B, T]`` tokens and ``[B, T]`` mask -> ``[mask.sum(), T]``: for each masked position
     (row-major), the row's tokens up to and including it, 0 after it."""

@@ -61,6 +61,22 @@ class TwoStageRecall:
         stage2_scores = without(score_at(item_seq, segment_ids, end), excluded)
         return merge_two_stage(stage1_items, stage2_scores)
 
+    def top_k(self, rank_at, batch, k, excluded=None):
+        """The two-stage list itself, ``[B, k]`` item ids, best first: what RecBole's top-k of
+        :meth:`__call__`'s scores is, without scoring the catalogue into one matrix.
+
+        ``rank_at(item_seq, segment_ids, index, n, excluded) -> [B, n]``: the ``n`` best next
+        items from the hidden state at ``index``, none of ``excluded`` (``[B, E]``, 0 = none).
+        Stage 2 skips the stage-1 items as well: they already hold the first N places.
+        """
+        stage1_items = rank_at(batch.item_seq, batch.segment_ids, batch.last_item_index, self.stage1_n, excluded)
+        if k <= self.stage1_n:
+            return stage1_items[:, :k]
+        item_seq, segment_ids, end = self.extend_with(batch, stage1_items)
+        skipped = stage1_items if excluded is None else torch.cat((excluded, stage1_items), dim=1)
+        stage2_items = rank_at(item_seq, segment_ids, end, k - self.stage1_n, skipped)
+        return torch.cat((stage1_items, stage2_items), dim=1)
+
     def extend_with(self, batch, stage1_items):
         """Write the first ``extension_length`` stage-1 items after the last real item.
 

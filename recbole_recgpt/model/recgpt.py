@@ -23,11 +23,10 @@ from recbole_recgpt.errors import ConfigError, DataError, check_choice
 from recbole_recgpt.model import losses
 from recbole_recgpt.model.layers import ItemGPT
 from recbole_recgpt.model.length_groups import TOKENS_PER_GROUP, scores_by_length_group
-from recbole_recgpt.model.prompts import (
-    PROMPT_MODES, REAL_SEGMENT, PromptBuilder, history_so_far, top_items, with_tail_slots,
-)
+from recbole_recgpt.model.prompts import PROMPT_MODES, REAL_SEGMENT, PromptBuilder, history_so_far, with_tail_slots
 from recbole_recgpt.model.recall import TwoStageRecall, without
 from recbole_recgpt.protocol import EvaluationProtocol
+from recbole_recgpt.ranking import top_k
 
 PROMPT_GENERATORS = ("pretrained", "current")
 PRETRAIN_LOSSES = ("ce", "bce", *losses.SAMPLED_LOSSES)  # bce: the loader's negatives, unseen by the user
@@ -282,22 +281,24 @@ class RecGPT(SequentialRecommender):
             with _evaluation_mode(network):
                 hidden = self.forward(item_seq, segment_ids, user_ids, network)[mask]
             excluded = history_so_far(item_seq, mask) if self.prompt_exclude_history else None
-            # Scored in chunks: [positions, n_items] at once can take gigabytes.
+            # Positions in chunks too: their histories (``excluded``) are [positions, T] each.
             written = []
             for start in range(0, hidden.size(0), self.GENERATION_CHUNK):
                 chunk = slice(start, start + self.GENERATION_CHUNK)
-                scores = network.item_scores(hidden[chunk])
-                written.append(top_items(scores, k, None if excluded is None else excluded[chunk]))
+                written.append(top_k(
+                    hidden[chunk], network.item_embedding.weight, k, None if excluded is None else excluded[chunk]
+                ))
             return torch.cat(written)
 
         return top_next_items
 
-    def _scores_at(self, user_ids):
-        def score_at(item_seq, segment_ids, index):
-            hidden = self.forward(item_seq, segment_ids, user_ids)
-            return self.gpt.item_scores(self.gather_indexes(hidden, index))
+    def _states_at(self, user_ids):
+        """``state_at(item_seq, segment_ids, index) -> [B, H]``: the hidden state at ``index``
+        (``[B]``) of each row, which scores the next item."""
+        def state_at(item_seq, segment_ids, index):
+            return self.gather_indexes(self.forward(item_seq, segment_ids, user_ids), index)
 
-        return score_at
+        return state_at
 
     @property
     def final_inference(self):
@@ -310,11 +311,43 @@ class RecGPT(SequentialRecommender):
 
     def full_sort_predict(self, interaction):
         """History ``[B, L]`` -> scores ``[B, n_items]`` (two-stage order when enabled;
-        history items at -inf under ``eval_mask_history``).
+        history items at -inf under ``eval_mask_history``). Rankings (evaluation,
+        recommendations) use :meth:`full_sort_top_k`, whose memory does not grow with the
+        catalogue; these scores serve ``predict`` and metrics that read every score.
+        """
+        def score_group(batch, state_at, excluded):
+            def score_at(item_seq, segment_ids, index):
+                return self.gpt.item_scores(state_at(item_seq, segment_ids, index))
 
-        Users are scored in groups of similar history length, each trimmed to its longest
-        history: causal attention makes trailing padding inert, so this changes no score and
-        spends no compute on padding.
+            if self.two_stage and self.final_inference:
+                return self.two_stage_recall(score_at, batch, excluded)
+            return without(score_at(batch.item_seq, batch.segment_ids, batch.last_item_index), excluded)
+
+        return self._by_length_group(interaction, score_group)
+
+    def full_sort_top_k(self, interaction, k, excluded=None):
+        """History ``[B, L]`` -> the ``k`` best items ``[B, k]``, best first: the two-stage list
+        when enabled, never a history item under ``eval_mask_history`` nor one of ``excluded``
+        (``[B, E]``, 0 = none). The catalogue is scored in chunks (:func:`recbole_recgpt.ranking.top_k`).
+        """
+        def rank_group(batch, state_at, group_excluded):
+            def rank_at(item_seq, segment_ids, index, n, skipped):
+                return top_k(state_at(item_seq, segment_ids, index), self.gpt.item_embedding.weight, n, skipped)
+
+            if self.two_stage and self.final_inference:
+                return self.two_stage_recall.top_k(rank_at, batch, k, group_excluded)
+            return rank_at(batch.item_seq, batch.segment_ids, batch.last_item_index, k, group_excluded)
+
+        return self._by_length_group(interaction, rank_group, excluded)
+
+    def _by_length_group(self, interaction, rank_group, excluded=None):
+        """``rank_group(batch, state_at, excluded) -> [rows, X]`` of each group of users of
+        similar history length, assembled to ``[B, X]``.
+
+        Each group is trimmed to its longest history: causal attention makes trailing padding
+        inert, so this changes no score and spends no compute on padding. ``batch`` is the
+        group's prompted :class:`PromptedBatch`, ``excluded`` what its rankings skip (the
+        protocol's history items, then the caller's ``excluded``).
         """
         item_seq_len = interaction[self.ITEM_SEQ_LEN]
         item_seq = interaction[self.ITEM_SEQ]
@@ -324,25 +357,28 @@ class RecGPT(SequentialRecommender):
                 f"{int((item_seq_len < 1).sum())} user(s) have an empty history; RecGPT predicts from at least "
                 "one item: drop such rows before scoring"
             )
-        return scores_by_length_group(
-            lambda rows, width: self._full_sort_group(item_seq[rows, :width], item_seq_len[rows], user_ids[rows]),
-            item_seq_len, self.EVAL_TOKENS_PER_GROUP,
-        )
 
-    def _full_sort_group(self, item_seq, item_seq_len, user_ids):
-        if self.prompt_tuned:
-            if self.prompt_writer is not None:
-                generator = _RememberingGenerator(self._generator, self._history_prompts, user_ids)
-            else:
-                generator = self._generator(user_ids)
-            batch = self.prompt_builder.for_inference(generator, item_seq, item_seq_len)
+        def group(rows, width):
+            history, lengths, users = item_seq[rows, :width], item_seq_len[rows], user_ids[rows]
+            skipped = [e for e in (self.protocol.excluded(history), None if excluded is None else excluded[rows])
+                       if e is not None]
+            return rank_group(
+                self._inference_batch(history, lengths, users), self._states_at(users),
+                torch.cat(skipped, dim=1) if skipped else None,
+            )
+
+        return scores_by_length_group(group, item_seq_len, self.EVAL_TOKENS_PER_GROUP)
+
+    def _inference_batch(self, item_seq, item_seq_len, user_ids):
+        """Histories ``[B, L]`` -> the :class:`PromptedBatch` the model ranks from: prompted once
+        prompt-tuned, with tail slots for two-stage recall's extension."""
+        if not self.prompt_tuned:
+            return with_tail_slots(item_seq, item_seq_len, self.prompt_length)
+        if self.prompt_writer is not None:
+            generator = _RememberingGenerator(self._generator, self._history_prompts, user_ids)
         else:
-            batch = with_tail_slots(item_seq, item_seq_len, self.prompt_length)
-        score_at = self._scores_at(user_ids)
-        excluded = self.protocol.excluded(item_seq)
-        if self.two_stage and self.final_inference:
-            return self.two_stage_recall(score_at, batch, excluded)
-        return without(score_at(batch.item_seq, batch.segment_ids, batch.last_item_index), excluded)
+            generator = self._generator(user_ids)
+        return self.prompt_builder.for_inference(generator, item_seq, item_seq_len)
 
     def predict(self, interaction):
         """Score of ``ITEM_ID`` for each row, read off the full-sort scores: ``[B]``."""

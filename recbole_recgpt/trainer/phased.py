@@ -27,6 +27,7 @@ from recbole.utils import get_local_time
 
 from recbole_recgpt import distributed
 from recbole_recgpt.collector import TopkCollector
+from recbole_recgpt.ranking import TopItems, excluded_lists, full_sort_top_k
 from recbole_recgpt.checkpoints import read_checkpoint
 from recbole_recgpt.errors import ConfigError, TrainingError
 from recbole_recgpt.files import replace_atomically
@@ -384,11 +385,26 @@ class PhasedTrainer:
         return index in self.evaluation_share
 
     def _full_sort_batch_eval(self, batched_data):
+        ranks_only = self.eval_collector.reads_top_k_only
         if not self._scores_here():
             # Another process scores these users: nothing is collected for them here.
             interaction, none = batched_data[0], torch.zeros(0, dtype=torch.long, device=self.device)
-            return interaction[none.cpu()], torch.zeros(0, self.tot_item_num, device=self.device), none, none
-        result = super()._full_sort_batch_eval(batched_data)
+            if ranks_only:
+                nothing = TopItems(none.new_zeros(0, max(self.config["topk"])), self.tot_item_num)
+            else:
+                nothing = torch.zeros(0, self.tot_item_num, device=self.device)
+            return interaction[none.cpu()], nothing, none, none
+        if ranks_only:
+            # The metrics read the top-k lists alone: rank in item chunks, no [B, n_items] scores.
+            interaction, history_index, positive_u, positive_i = batched_data
+            interaction = interaction.to(self.device)
+            excluded = excluded_lists(history_index, len(interaction))
+            top = full_sort_top_k(
+                self.model, interaction, max(self.config["topk"]), None if excluded is None else excluded.to(self.device)
+            )
+            result = interaction, TopItems(top, self.tot_item_num), positive_u, positive_i
+        else:
+            result = super()._full_sort_batch_eval(batched_data)
         self.evaluation_bar.update()
         return result
 

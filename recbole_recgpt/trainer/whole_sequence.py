@@ -141,6 +141,8 @@ class WholeSequenceTrainer(PhasedTrainer, Trainer):
         )
 
     def _full_sort_batch_eval(self, batched_data):
+        if self.eval_collector.reads_top_k_only:  # ranked by length group in recbole_recgpt.ranking
+            return super()._full_sort_batch_eval(batched_data)
         with length_grouped_scoring(self.model, self.EVAL_TOKENS_PER_GROUP):
             return super()._full_sort_batch_eval(batched_data)
 

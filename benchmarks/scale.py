@@ -1,0 +1,277 @@
+"""RecGPT's cost against catalogue size: seconds and peak memory per phase and loss.
+
+    python -m benchmarks.scale --out=results/scale.json
+
+Synthetic catalogues of 10^4, 10^5 and 10^6 items share their users and sequence lengths
+(``--users`` histories of ``--length`` items). Each is a real catalogue: every item occurs
+(RecBole counts only items that occur), at a random place; the other interactions draw items
+with power-law popularity (the r-th most popular in proportion to ``r^-exponent``). For every
+catalogue and loss (full-softmax ``ce``, ``sampled_softmax``, ``gbce``; the sampled ones with
+sparse item-table gradients) one process measures, from the project's defaults:
+
+* ``pretrain``: one pre-training epoch;
+* ``finetune``: one prompt-tuning epoch, writing the prompts of every training sequence included;
+* ``eval``: one full evaluation of every test user (evaluation prompts, two-stage recall).
+
+``seconds`` is wall time, ``peak_mb`` the process's peak resident memory during the phase.
+A phase that cannot allocate its memory under ``--memory_gb`` (the process's data limit) is
+``out_of_memory``; one that would run past ``--budget`` seconds is stopped and ``skipped``,
+with ``estimated_seconds`` from the share of its batches done. Every result is written as it
+comes; a rerun keeps the ones measured with the same settings. Timing: run it alone.
+"""
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+if not __package__:  # run as `python benchmarks/scale.py`: the repository root holds `benchmarks`
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.speed import PeakMemory, release_free_memory
+from benchmarks.store import git_revision
+
+SIZES = (10**4, 10**5, 10**6)
+LOSSES = ("ce", "sampled_softmax", "gbce")
+PHASES = ("pretrain", "finetune", "eval")
+
+
+def write_catalogue(folder, name, n_items, n_users, length, exponent=1.0, seed=0):
+    """``folder/name/name.inter``: ``n_users`` histories of ``length`` items in which each of
+    ``n_items`` items occurs, the rest drawn with popularity ``rank^-exponent``."""
+    slots = n_users * length
+    if slots < n_items:
+        raise ValueError(f"{n_users} users x {length} items hold {slots} interactions, fewer than {n_items} items")
+    rng = np.random.default_rng(seed)
+    items = np.empty(slots, dtype=np.int64)
+    places = rng.permutation(slots)
+    items[places[:n_items]] = np.arange(1, n_items + 1)
+    popularity = np.arange(1, n_items + 1, dtype=np.float64) ** -exponent
+    items[places[n_items:]] = rng.choice(n_items, size=slots - n_items, p=popularity / popularity.sum()) + 1
+    path = Path(folder) / name / f"{name}.inter"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    users = np.repeat(np.arange(1, n_users + 1), length)
+    times = np.tile(np.arange(length), n_users)
+    with path.open("w") as file:
+        file.write("user_id:token\titem_id:token\ttimestamp:float\n")
+        np.savetxt(file, np.stack([users, items, times], axis=1), fmt="%d", delimiter="\t")
+    return path
+
+
+class OverBudget(Exception):
+    """A phase ran past its time budget."""
+
+
+class Budget:
+    """Counts the batches of a phase (``batches`` in all) and stops it once ``seconds`` have passed."""
+
+    def __init__(self, seconds):
+        self.seconds, self.batches, self.done, self.start = seconds, None, 0, time.perf_counter()
+
+    def estimate(self):
+        """Seconds the whole phase would take, from the share of its batches done."""
+        elapsed = time.perf_counter() - self.start
+        return elapsed * self.batches / self.done if self.done and self.batches else None
+
+    def counted(self, function):
+        def call(*args, **kwargs):
+            result = function(*args, **kwargs)
+            self.done += 1
+            if time.perf_counter() - self.start > self.seconds and self.done < self.batches:
+                raise OverBudget
+            return result
+
+        return call
+
+
+def settings(loss, data_path, dataset):
+    sampled = loss != "ce"
+    return {
+        "data_path": str(data_path), "dataset": dataset, "pretrain_loss": loss, "finetune_loss": loss,
+        "sparse_item_gradients": sampled, "show_progress": False, "seed": 2020, "epochs": 1, "finetune_epochs": 1,
+        "load_col": {"inter": ["user_id", "item_id", "timestamp"]},
+        "user_inter_num_interval": "[0,inf)", "item_inter_num_interval": "[0,inf)",
+    }
+
+
+def measure_size(data_path, dataset, losses, phases, budget):
+    """In this process: every (loss, phase) asked for, one JSON line each on stdout."""
+    from recbole_recgpt.config import create_config
+    from recbole_recgpt.data import UserSequenceDataLoader
+    from recbole_recgpt.quick_start import build
+
+    for loss in losses:
+        config = create_config("RecGPT", dataset, config_dict=settings(loss, data_path, dataset))
+        torch.manual_seed(2020)
+        _, (train_data, _, test_data), model, trainer = build(config)
+        dataset_obj = train_data.dataset
+
+        def pretrain(clock):
+            loader = UserSequenceDataLoader(config, dataset_obj, neg_sample_num=0)
+            clock.batches = len(loader)
+            model.calculate_loss = clock.counted(type(model).calculate_loss.__get__(model))
+            trainer.phase_name = "pretrain"
+            try:
+                trainer._train_epoch(loader, 0)
+            finally:
+                del model.calculate_loss
+
+        def finetune(clock):
+            model.start_prompt_tuning()
+            trainer.phase_name = "finetune"
+            loader = UserSequenceDataLoader(config, dataset_obj)
+            # Prompt writing goes a batch at a time, then the epoch: one budget for both.
+            clock.batches = 2 * len(loader)
+            loader.write_prompts(clock.counted(model.prompted_training_batch))
+            model.calculate_loss = clock.counted(type(model).calculate_loss.__get__(model))
+            try:
+                trainer._train_epoch(loader, 0)
+            finally:
+                del model.calculate_loss
+
+        def evaluate(clock):
+            model.start_prompt_tuning()
+            clock.batches = len(test_data)
+            model.full_sort_top_k = clock.counted(type(model).full_sort_top_k.__get__(model))
+            try:
+                trainer.evaluate(test_data, load_best_model=False)
+            finally:
+                del model.full_sort_top_k
+
+        for phase, run in (("pretrain", pretrain), ("finetune", finetune), ("eval", evaluate)):
+            if phase not in phases:
+                continue
+            row = {"loss": loss, "phase": phase}
+            release_free_memory()
+            with PeakMemory() as peak:
+                clock = Budget(budget)
+                try:
+                    run(clock)
+                    row.update(status="ok", seconds=round(time.perf_counter() - clock.start, 2))
+                except OverBudget:
+                    estimate = clock.estimate()
+                    row.update(status="skipped", seconds=None, estimated_seconds=estimate and round(estimate, 1),
+                               reason=f"stopped after {budget:g} s, {clock.done} of {clock.batches} batches done")
+                except (MemoryError, RuntimeError) as error:
+                    if "alloc" not in str(error) and not isinstance(error, MemoryError):
+                        raise
+                    row.update(status="out_of_memory", seconds=None, reason=str(error).splitlines()[0][:200])
+            row["peak_mb"] = round(peak.peak / 2**20)
+            print(json.dumps(row), flush=True)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", default="results/scale.json")
+    parser.add_argument("--sizes", default=",".join(str(size) for size in SIZES))
+    parser.add_argument("--losses", default=",".join(LOSSES))
+    parser.add_argument("--users", type=int, default=24000)
+    parser.add_argument("--length", type=int, default=50)
+    parser.add_argument("--exponent", type=float, default=1.0)
+    parser.add_argument("--budget", type=float, default=600, help="seconds a phase may run before it is stopped")
+    parser.add_argument("--memory_gb", type=float, default=20, help="data limit of each measuring process")
+    parser.add_argument("--data_path", default="saved/scale-data")
+    parser.add_argument("--measure", help=argparse.SUPPRESS)  # internal: DATASET measured in this process
+    parser.add_argument("--phases", default=",".join(PHASES), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.measure:
+        limit = int(args.memory_gb * 2**30)
+        resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))
+        measure_size(args.data_path, args.measure, args.losses.split(","), args.phases.split(","), args.budget)
+        return
+    run_all(args)
+
+
+def run_all(args):
+    out = Path(args.out)
+    shape = {"users": args.users, "length": args.length, "exponent": args.exponent, "budget": args.budget,
+             "memory_gb": args.memory_gb}
+    report = json.loads(out.read_text()) if out.exists() else {}
+    if report.get("settings") != shape:
+        report = {"settings": shape, "runs": []}
+    report.update(git=git_revision(), torch=torch.__version__, threads=torch.get_num_threads())
+    measured = {(run["items"], run["loss"], run["phase"]) for run in report["runs"]}
+
+    def save():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(report, indent=2) + "\n")
+        plot(report, out.with_suffix(".png"))
+
+    for items in (int(size) for size in args.sizes.split(",")):
+        wanted = [(loss, phase) for loss in args.losses.split(",") for phase in PHASES if (items, loss, phase) not in measured]
+        if not wanted:
+            print(f"{items} items: kept", flush=True)
+            continue
+        dataset = f"scale-{items}"
+        if not (Path(args.data_path) / dataset / f"{dataset}.inter").exists():
+            write_catalogue(args.data_path, dataset, items, args.users, args.length, args.exponent)
+        losses = sorted({loss for loss, _ in wanted}, key=LOSSES.index)
+        command = [sys.executable, "-m", "benchmarks.scale", f"--measure={dataset}", f"--data_path={args.data_path}",
+                   f"--losses={','.join(losses)}", f"--phases={','.join(sorted({p for _, p in wanted}, key=PHASES.index))}",
+                   f"--budget={args.budget}", f"--memory_gb={args.memory_gb}"]
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parents[1])
+        reported = set()
+        for line in process.stdout:
+            if not line.startswith("{"):
+                continue
+            row = json.loads(line)
+            if (row["loss"], row["phase"]) not in wanted:
+                continue
+            reported.add((row["loss"], row["phase"]))
+            report["runs"].append({"items": items, **row, "command": " ".join(["python", "-m", "benchmarks.scale", *sys.argv[1:]])})
+            print(f"{items} items, {row['loss']} {row['phase']}: {row['status']} "
+                  f"{row.get('seconds') or row.get('estimated_seconds') or 0:.1f} s, {row['peak_mb']} MB", flush=True)
+            save()
+        if process.wait() != 0:
+            # Killed from outside (the kernel's out-of-memory killer, or a stop): what it left is unmeasured.
+            for loss, phase in wanted:
+                if (loss, phase) not in reported and process.returncode == -9:
+                    report["runs"].append({"items": items, "loss": loss, "phase": phase, "status": "out_of_memory",
+                                           "seconds": None, "peak_mb": None, "reason": "the process was killed"})
+            save()
+            if process.returncode != -9:
+                raise SystemExit(f"error: measuring {items} items failed (exit {process.returncode}); rerun to continue")
+    save()
+
+
+def plot(report, path):
+    """Log-log seconds against catalogue size, a panel per phase and a line per loss; a hollow
+    marker is an estimate (the phase was stopped at the budget), an x a phase out of memory."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, len(PHASES), figsize=(4 * len(PHASES), 3.6), sharey=True)
+    for axis, phase in zip(axes, PHASES):
+        for loss, color in zip(LOSSES, ("tab:red", "tab:blue", "tab:green")):
+            runs = sorted((run for run in report["runs"] if run["phase"] == phase and run["loss"] == loss),
+                          key=lambda run: run["items"])
+            points = [(run["items"], run["seconds"] or run.get("estimated_seconds"), run["status"]) for run in runs]
+            known = [(items, seconds) for items, seconds, _ in points if seconds]
+            if known:
+                axis.plot(*zip(*known), color=color, label=loss)
+            for items, seconds, status in points:
+                if status == "ok":
+                    axis.plot(items, seconds, "o", color=color)
+                elif seconds:
+                    axis.plot(items, seconds, "o", mfc="none", color=color)
+                elif status == "out_of_memory":
+                    axis.axvline(items, color=color, linestyle=":", linewidth=1)
+        axis.set(xscale="log", yscale="log", xlabel="items in the catalogue", title=phase)
+        axis.grid(True, which="both", alpha=0.3)
+    axes[0].set_ylabel("seconds (hollow: estimated)")
+    axes[0].legend(title="loss (dotted: out of memory)", fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,116 @@
+"""Top-k over the catalogue in bounded memory: the items are scored a chunk at a time and a
+running top-k keeps each row's best ``k``.
+
+RecBole's full-sort evaluation builds a ``[users, n_items]`` score matrix per batch; at a
+million items one batch of 2,048 users holds 8 GB of scores, and writing prompts (a top-K at
+every history position) far more. Every ranking this package makes (evaluation, prompt
+writing, both stages of two-stage recall, recommendations) goes through :func:`top_k`, so its
+memory per batch is ``SCORES_PER_CHUNK`` scores whatever the catalogue. The lists are the
+ones a single ``topk`` over all scores returns (up to the order of exactly tied scores).
+"""
+
+import torch
+
+from recbole.model.abstract_recommender import SequentialRecommender
+
+from recbole_recgpt.model.length_groups import TOKENS_PER_GROUP, scores_by_length_group
+
+# Scores held at once by one chunk (rows x items): 2^26 floats, 256 MB. An evaluation group
+# (16,384 history tokens: at most 5,461 users of 3 items) then ranks amazon-beauty's 12,101
+# items in one chunk, as one ``topk`` over all scores did.
+SCORES_PER_CHUNK = 1 << 26
+
+
+def top_k(vectors, item_table, k, excluded=None, scores_per_chunk=None):
+    """The ``k`` best items of each row by dot product, best first: ``[B, H]`` vectors and an
+    ``[n_items, H]`` item table -> ``[B, k]`` item ids.
+
+    Padding (id 0) and the ``excluded`` ids (``[B, E]``, 0 = none) are ranked last, at -inf,
+    as RecBole ranks them. At most ``scores_per_chunk`` (default :data:`SCORES_PER_CHUNK`)
+    scores exist at once, and never fewer than ``k`` per row.
+    """
+    n_items = item_table.size(0)
+    width = max(k, (scores_per_chunk or SCORES_PER_CHUNK) // max(vectors.size(0), 1))
+    values = indices = None
+    for start in range(0, n_items, width):
+        stop = min(start + width, n_items)
+        scores = vectors @ item_table[start:stop].t()
+        if start == 0:
+            scores[:, 0] = -torch.inf
+        if excluded is not None:
+            local = excluded - start
+            rows, columns = ((local >= 0) & (local < stop - start)).nonzero(as_tuple=True)
+            scores[rows, local[rows, columns]] = -torch.inf
+        chunk_values, chunk_indices = scores.topk(min(k, stop - start), dim=1)
+        chunk_indices += start
+        if values is None:
+            values, indices = chunk_values, chunk_indices
+        else:
+            values, best = torch.cat((values, chunk_values), dim=1).topk(k, dim=1)
+            indices = torch.cat((indices, chunk_indices), dim=1).gather(1, best)
+    return indices
+
+
+def top_k_of_scores(scores, k, excluded=None):
+    """``[B, n_items]`` scores -> ``[B, k]`` best item ids, padding and ``excluded`` last (for
+    a model that only offers full-sort scores)."""
+    scores[:, 0] = -torch.inf
+    if excluded is not None:
+        scores.scatter_(1, excluded, -torch.inf)
+    return scores.topk(k, dim=1).indices
+
+
+def excluded_lists(history_index, n_rows):
+    """RecBole's ``history_index`` (row ids, item ids) -> ``[n_rows, E]`` item ids per row,
+    0-padded (None stays None)."""
+    if history_index is None:
+        return None
+    rows, items = history_index
+    rows, order = rows.sort(stable=True)
+    items = items[order]
+    counts = torch.bincount(rows, minlength=n_rows)
+    lists = items.new_zeros(n_rows, int(counts.max()) if len(rows) else 1)
+    first = torch.cumsum(counts, 0) - counts
+    lists[rows, torch.arange(len(rows), device=rows.device) - first[rows]] = items
+    return lists
+
+
+class TopItems:
+    """What a ranking evaluation batch hands the collector instead of ``[B, n_items]`` scores:
+    each user's best ``k`` items (``indices``, ``[B, k]``) out of ``n_items``."""
+
+    def __init__(self, indices, n_items):
+        self.indices = indices
+        self.n_items = n_items
+
+    def __len__(self):
+        return self.indices.size(0)
+
+
+# RecBole models whose ``full_sort_predict`` is ``forward(item_seq, item_seq_len)`` (``[B, H]``,
+# the state at the last item) times the item table: ranked here in chunks. Any other model is
+# ranked from its own full-sort scores.
+LAST_STATE_MODELS = ("SASRec", "GRU4Rec")
+
+
+def full_sort_top_k(model, interaction, k, excluded=None):
+    """``[B, k]``: the best ``k`` items of each evaluation row of ``interaction``, padding and ``excluded`` (``[B, E]``) never among them while others
+    remain. RecGPT ranks with its own ``full_sort_top_k`` (prompts, two-stage recall)."""
+    if hasattr(model, "full_sort_top_k"):
+        return model.full_sort_top_k(interaction, k, excluded)
+    if not isinstance(model, SequentialRecommender):  # Pop and other general models: no histories to group
+        return top_k_of_scores(model.full_sort_predict(interaction).view(len(interaction), -1), k, excluded)
+    lengths = interaction[model.ITEM_SEQ_LEN]
+    item_seq = interaction[model.ITEM_SEQ]
+
+    def rank_group(rows, width):
+        group_excluded = None if excluded is None else excluded[rows]
+        if type(model).__name__ in LAST_STATE_MODELS:
+            vectors = model.forward(item_seq[rows, :width], lengths[rows])
+            return top_k(vectors, model.item_embedding.weight, k, group_excluded)
+        group = interaction[rows]
+        group[model.ITEM_SEQ] = item_seq[rows, :width]
+        return top_k_of_scores(model.full_sort_predict(group).view(len(rows), -1), k, group_excluded)
+
+    # Trailing padding is inert in these models: each length group is scored at its own width.
+    return scores_by_length_group(rank_group, lengths, TOKENS_PER_GROUP)

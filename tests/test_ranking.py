@@ -1,0 +1,131 @@
+"""Rankings in bounded memory: item chunks with a running top-k give the lists one ``topk``
+over every score gives, for evaluation, prompts, two-stage recall and recommendations."""
+
+import pytest
+import torch
+
+from recbole_recgpt import ranking
+from recbole_recgpt.quick_start import build
+from recbole_recgpt.ranking import TopItems, excluded_lists, full_sort_top_k, top_k, top_k_of_scores
+
+
+def t(rows):
+    return torch.tensor(rows)
+
+
+def test_padding_is_never_ranked():
+    vectors, table = t([[1.0]]), t([[9.0], [1.0], [3.0], [2.0]])
+    assert top_k(vectors, table, 2).tolist() == [[2, 3]]
+
+
+def test_each_row_skips_its_own_excluded_items():
+    vectors, table = t([[1.0], [1.0]]), t([[0.0], [5.0], [4.0], [3.0], [2.0]])
+    excluded = t([[1, 0, 0], [2, 3, 0]])
+    assert top_k(vectors, table, 2, excluded).tolist() == [[2, 3], [1, 4]]
+    assert top_k(vectors, table, 2, excluded, scores_per_chunk=2).tolist() == [[2, 3], [1, 4]]
+
+
+class RecordingTable:
+    """An item table that records which rows each chunk scores."""
+
+    def __init__(self, table):
+        self.table, self.chunks = table, []
+
+    def size(self, dim):
+        return self.table.size(dim)
+
+    def __getitem__(self, rows):
+        self.chunks.append((rows.start, rows.stop))
+        return self.table[rows]
+
+
+def test_no_more_scores_than_the_budget_exist_at_once():
+    generator = torch.Generator().manual_seed(0)
+    vectors, table = torch.randn(4, 8, generator=generator), torch.randn(1000, 8, generator=generator)
+    recording = RecordingTable(table)
+    top_k(vectors, recording, 5, scores_per_chunk=64)
+    # 64 scores for 4 rows: 16 items a chunk, every item scored once.
+    assert recording.chunks[:2] == [(0, 16), (16, 32)] and len(recording.chunks) == 63
+    assert sum(stop - start for start, stop in recording.chunks) == 1000
+    # A chunk still holds k items when the budget is smaller than k per row.
+    recording = RecordingTable(table)
+    top_k(vectors, recording, 10, scores_per_chunk=8)
+    assert recording.chunks[0] == (0, 10)
+
+
+@pytest.mark.parametrize("budget", [40, 333, 10**9])
+def test_chunked_lists_are_the_lists_of_one_topk_over_every_score(budget):
+    generator = torch.Generator().manual_seed(1)
+    vectors, table = torch.randn(6, 8, generator=generator), torch.randn(500, 8, generator=generator)
+    excluded = torch.randint(0, 500, (6, 30), generator=generator)
+    expected = top_k_of_scores(vectors @ table.t(), 20, excluded)
+    assert torch.equal(top_k(vectors, table, 20, excluded, scores_per_chunk=budget), expected)
+
+
+def test_excluded_lists_from_recboles_history_index():
+    rows, items = t([0, 2, 0, 2, 2]), t([7, 1, 3, 4, 5])
+    assert excluded_lists((rows, items), 3).tolist() == [[7, 3, 0], [0, 0, 0], [1, 4, 5]]
+    assert excluded_lists(None, 3) is None
+
+
+def test_top_items_are_a_batch_of_users():
+    assert len(TopItems(torch.zeros(4, 10, dtype=torch.long), 100)) == 4
+
+
+NO_DROPOUT = {"hidden_dropout_prob": 0.0, "attn_dropout_prob": 0.0, "dropout_prob": 0.0}
+
+
+@pytest.fixture
+def small_chunks(monkeypatch):
+    """Rank in chunks of a few items, so that the tiny catalogue spans many."""
+    monkeypatch.setattr(ranking, "SCORES_PER_CHUNK", 16 * 10)
+
+
+@pytest.mark.parametrize("model_name", ["SASRec", "GRU4Rec", "BERT4Rec"])
+def test_a_baselines_lists_are_the_top_of_its_full_sort_scores(tiny_config, small_chunks, model_name):
+    config = tiny_config(model_name, **{k: v for k, v in NO_DROPOUT.items() if k in tiny_config(model_name)})
+    _, (_, _, test_data), model, _ = build(config)
+    model.eval()
+    interaction = next(iter(test_data))[0]
+    history = interaction[model.ITEM_SEQ]
+    with torch.no_grad():
+        expected = top_k_of_scores(model.full_sort_predict(interaction), 10, history)
+        assert torch.equal(full_sort_top_k(model, interaction, 10, history), expected)
+
+
+@pytest.mark.parametrize("overrides", [
+    {}, {"eval_mask_history": True}, {"two_stage": False}, {"stage2_extension": 3}, {"prompt_exclude_history": True},
+])
+def test_recgpts_lists_are_the_top_of_its_full_sort_scores_in_every_phase(tiny_config, small_chunks, overrides):
+    config = tiny_config(**overrides)
+    _, (_, _, test_data), model, _ = build(config)
+    model.eval()
+    interaction = next(iter(test_data))[0]
+    with torch.no_grad():
+        for phase in ("pretrained", "prompt-tuned"):
+            if phase == "prompt-tuned":
+                model.start_prompt_tuning()
+            expected = top_k_of_scores(model.full_sort_predict(interaction), 10)
+            assert torch.equal(full_sort_top_k(model, interaction, 10), expected), phase
+
+
+@pytest.mark.parametrize("model_name", ["RecGPT", "SASRec"])
+@pytest.mark.parametrize("mask_history", [False, True])
+def test_evaluation_from_lists_gives_the_metrics_of_full_sort_scores(tiny_config, small_chunks, model_name, mask_history):
+    config = tiny_config(model_name, eval_mask_history=mask_history, metrics=["Hit", "NDCG", "MRR", "Precision"])
+    _, (_, _, test_data), model, trainer = build(config)
+    if model_name == "RecGPT":
+        model.start_prompt_tuning()
+    assert trainer.eval_collector.reads_top_k_only
+    from_lists = trainer.evaluate(test_data, load_best_model=False)
+    trainer.eval_collector.reads_top_k_only = False
+    from_scores = trainer.evaluate(test_data, load_best_model=False)
+    assert from_lists == from_scores
+    assert from_lists["hit@10"] > 0
+
+
+def test_metrics_that_read_every_score_are_computed_from_scores(tiny_config):
+    config = tiny_config("SASRec", metrics=["Hit", "GAUC"])
+    _, (_, _, test_data), _, trainer = build(config)
+    assert not trainer.eval_collector.reads_top_k_only
+    assert 0 < trainer.evaluate(test_data, load_best_model=False)["gauc"] <= 1

@@ -1,0 +1,54 @@
+"""The catalogue-scale benchmark: real synthetic catalogues, and a report for every
+(catalogue, loss, phase), measured, estimated or out of memory."""
+
+import json
+import time
+
+import pandas as pd
+import pytest
+
+from benchmarks import scale
+
+
+def test_every_item_of_the_catalogue_occurs_and_popularity_falls_with_rank(tmp_path):
+    path = scale.write_catalogue(tmp_path, "c", n_items=500, n_users=100, length=30, exponent=1.0)
+    inter = pd.read_csv(path, sep="\t")
+    assert list(inter.columns) == ["user_id:token", "item_id:token", "timestamp:float"]
+    assert len(inter) == 3000 and inter["user_id:token"].nunique() == 100
+    counts = inter["item_id:token"].value_counts()
+    assert set(counts.index) == set(range(1, 501))  # each item at least once
+    # Item 1 is drawn ~1/H(500) ~ 15% of the 2,500 free places; item 500 about 0.03%.
+    assert counts[1] > 250 and counts[500] < 10
+    assert (inter.groupby("user_id:token")["timestamp:float"].apply(lambda t: list(t) == list(range(30)))).all()
+
+
+def test_a_catalogue_needs_as_many_interactions_as_items(tmp_path):
+    with pytest.raises(ValueError, match="fewer than 1000 items"):
+        scale.write_catalogue(tmp_path, "c", n_items=1000, n_users=10, length=50)
+
+
+def test_a_phase_past_its_budget_is_stopped_with_an_estimate():
+    clock = scale.Budget(seconds=0.05)
+    clock.batches = 10
+    step = clock.counted(lambda: time.sleep(0.03))
+    step()
+    with pytest.raises(scale.OverBudget):
+        step()
+    assert clock.done == 2
+    assert 10 * 0.03 <= clock.estimate() < 10 * 0.1  # ten batches of ~30 ms
+
+
+def test_the_report_names_every_catalogue_loss_and_phase(tmp_path):
+    out = tmp_path / "scale.json"
+    args = [f"--out={out}", "--sizes=400", "--losses=sampled_softmax,ce", "--users=60", "--length=12",
+            f"--data_path={tmp_path / 'data'}"]
+    scale.main(args)
+    report = json.loads(out.read_text())
+    assert report["settings"]["users"] == 60 and report["git"]
+    runs = {(run["items"], run["loss"], run["phase"]): run for run in report["runs"]}
+    assert set(runs) == {(400, loss, phase) for loss in ("ce", "sampled_softmax") for phase in scale.PHASES}
+    for run in runs.values():
+        assert run["status"] == "ok" and run["seconds"] > 0 and run["peak_mb"] > 100 and run["command"]
+    assert out.with_suffix(".png").stat().st_size > 10_000
+    scale.main(args)  # kept, not measured again
+    assert json.loads(out.read_text())["runs"] == report["runs"]
