@@ -5,6 +5,10 @@ For ``rec.topk`` (what Hit, NDCG, Recall, MRR and Precision read) RecBole builds
 passes over a matrix as large as the scores, which on amazon-sports (18,357 items) cost more
 than the scoring itself (``benchmarks/collector_speed.py``). Here the same ``[users, k + 1]``
 result comes from the positive pairs and the top-k lists only.
+
+Beside it the collector keeps each evaluated row's user id (``rec.users``), and the last
+evaluation's per-user rows (:meth:`TopkCollector.per_user_rows`): a run's record keeps its
+test users' hit ranks from them, so no evaluation is run twice.
 """
 
 import torch
@@ -35,14 +39,43 @@ class TopkCollector(Collector):
         super().__init__(config)
         self.register_without_topk = Register(config)
         setattr(self.register_without_topk, "rec.topk", False)
+        self.user_field = config["USER_ID_FIELD"]
+        self.last_struct = None  # what the last evaluation's metrics were computed from
 
     def eval_batch_collect(self, scores_tensor, interaction, positive_u, positive_i):
         if self.register.need("rec.topk"):
             _, topk_idx = torch.topk(scores_tensor, max(self.topk), dim=-1)
             hits = topk_hits(topk_idx, positive_u, positive_i, scores_tensor.size(1))
             self.data_struct.update_tensor("rec.topk", hits)
+            self.data_struct.update_tensor("rec.users", self._row_users(interaction, scores_tensor.size(0)))
         register, self.register = self.register, self.register_without_topk
         try:
             super().eval_batch_collect(scores_tensor, interaction, positive_u, positive_i)
         finally:
             self.register = register
+
+    def _row_users(self, interaction, n_rows):
+        """``[n_rows]`` user id of each score row; -1 where the rows are not the batch's
+        interactions one to one (a sampled evaluation scores a user's several rows as one)."""
+        users = interaction[self.user_field] if self.user_field in interaction else None
+        if users is None or len(users) != n_rows:
+            return torch.full((n_rows,), -1, dtype=torch.long)
+        return users.long()
+
+    def get_data_struct(self):
+        struct = super().get_data_struct()
+        if "rec.users" in self.data_struct:  # RecBole clears only the keys it knows of
+            del self.data_struct["rec.users"]
+        self.last_struct = struct
+        return struct
+
+    def per_user_rows(self):
+        """``(user ids [U], rec.topk [U, k + 1])`` of the last evaluation, in its order, or None
+        when it collected no top-k lists or a row's user is unknown."""
+        struct = self.last_struct
+        if struct is None or "rec.topk" not in struct or "rec.users" not in struct:
+            return None
+        users = struct["rec.users"]
+        if (users < 0).any():
+            return None
+        return users.numpy(), struct["rec.topk"].numpy()
