@@ -57,10 +57,9 @@ class TopkCollector(Collector):
     def _row_users(self, interaction, n_rows):
         """``[n_rows]`` user id of each score row; -1 where the rows are not the batch's
         interactions one to one (a sampled evaluation scores a user's several rows as one)."""
-        users = interaction[self.user_field] if self.user_field in interaction else None
-        if users is None or len(users) != n_rows:
+        if interaction is None or self.user_field not in interaction or len(interaction[self.user_field]) != n_rows:
             return torch.full((n_rows,), -1, dtype=torch.long)
-        return users.long()
+        return interaction[self.user_field].long()
 
     def get_data_struct(self):
         struct = super().get_data_struct()
