@@ -84,8 +84,8 @@ def run_one(run, parent_record, command):
                 run.existing_parent_checkpoint(parent_record)
             record = run.train(run.model_name(parent_record), command, parent_record)
     print(
-        f"{run.dataset} {run.variant} seed {run.seed}: valid ndcg@10 {record['best_valid_result']['ndcg@10']:.4f}, "
-        f"test ndcg@10 {record['test_result']['ndcg@10']:.4f}, epochs {record['epochs']}, {record['wall_s']:.0f} s",
+        f"{run.dataset} {run.variant} seed {run.seed}: valid ndcg@10 {record.best_valid_result['ndcg@10']:.4f}, "
+        f"test ndcg@10 {record.test_result['ndcg@10']:.4f}, epochs {record.epochs}, {record.wall_s:.0f} s",
         flush=True,
     )
     return record
@@ -100,14 +100,14 @@ def remake(run, record, kind, command):
         if not mine:
             raise RuntimeError(f"another campaign is training {run.variant} seed {run.seed} again; run this one after it")
         remade = run.remake(record, command, kind)
-    phases = remade["remade"].get("phases")
+    phases = remade.remade.get("phases")
     if phases:
         print(f"{run.dataset} {run.variant} seed {run.seed}: reproduced its {', '.join(phases)} phase (the same "
               "validation curve); the record keeps its numbers", flush=True)
         return remade
-    outcome = "reproduced" if remade["remade"]["reproduced"] else "NOT reproduced"
+    outcome = "reproduced" if remade.remade["reproduced"] else "NOT reproduced"
     print(f"{run.dataset} {run.variant} seed {run.seed}: {outcome} (valid ndcg@10 "
-          f"{record['best_valid_result']['ndcg@10']:.4f} before, {remade['best_valid_result']['ndcg@10']:.4f} now)",
+          f"{record.best_valid_result['ndcg@10']:.4f} before, {remade.best_valid_result['ndcg@10']:.4f} now)",
           flush=True)
     return remade
 

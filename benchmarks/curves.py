@@ -10,13 +10,13 @@ prompt-tuning), validation NDCG@10 per epoch, from ``phases.<name>.valid_curve``
 import argparse
 from pathlib import Path
 
-from benchmarks.store import read_record, record_path
-from recbole_recgpt.trainer.phased import global_curve
+from benchmarks.store import record_path
+from recbole_recgpt.record import RunRecord
 
 
 def curve(record):
     """``[(global epoch, score, phase)]`` over the record's phases in order."""
-    return global_curve(record["phases"])
+    return record.valid_curve
 
 
 def plot(records, out, title):
@@ -28,7 +28,7 @@ def plot(records, out, title):
     fig, ax = plt.subplots(figsize=(8, 4.5))
     for record in records:
         points = curve(record)
-        ax.plot([p[0] for p in points], [p[1] for p in points], label=f"{record['variant']} (seed {record['seed']})")
+        ax.plot([p[0] for p in points], [p[1] for p in points], label=f"{record.variant} (seed {record.seed})")
         starts = [p for i, p in enumerate(points) if i and p[2] != points[i - 1][2]]
         for x, y, name in starts:
             ax.annotate(name, (x, y), fontsize=7)
@@ -51,14 +51,14 @@ def main(argv=None):
     args = parser.parse_args(argv)
     records = []
     for variant in args.variants.split(","):
-        record = read_record(record_path(args.store, args.dataset, variant, args.seed))
+        record = RunRecord.read(record_path(args.store, args.dataset, variant, args.seed))
         if record is None:
             raise SystemExit(f"error: no record of {variant} on {args.dataset}, seed {args.seed}, in {args.store}")
         records.append(record)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     plot(records, args.out, f"{args.dataset}: validation NDCG@10 per epoch")
     for record in records:
-        print(record["variant"], " ".join(f"{score:.4f}" for _, score, _ in curve(record)))
+        print(record.variant, " ".join(f"{score:.4f}" for _, score, _ in curve(record)))
 
 
 if __name__ == "__main__":

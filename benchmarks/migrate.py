@@ -2,7 +2,9 @@
 
     python -m benchmarks.migrate
 
-Records made before results carried parameter counts get them (``parameters``: trainable,
+Every record is rewritten in the current schema (:class:`~recbole_recgpt.record.RunRecord`
+reads each older shape through its migration); one already in it is left as it is. Records
+made before results carried parameter counts get them (``parameters``: trainable,
 and frozen, RecGPT's prompt writer). A count depends only on a run's settings and its
 dataset's catalogue, so each record's model is built from its own command's settings on
 its dataset and counted as :func:`recbole_recgpt.quick_start.parameter_counts` counts a
@@ -17,11 +19,11 @@ from pathlib import Path
 if not __package__:  # run as `python benchmarks/migrate.py`: the repository root holds `benchmarks`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.store import read_record, write_record
 from recbole_recgpt.checks import inter_columns
 from recbole_recgpt.cli import parse_run
 from recbole_recgpt.config import complete_load_col, create_config
 from recbole_recgpt.quick_start import parameter_counts
+from recbole_recgpt.record import RunRecord
 from recbole_recgpt.utils import get_model
 
 
@@ -30,7 +32,7 @@ def rebuilt_model(record, data_path, datasets):
     (``datasets``: a cache of RecBole datasets by name)."""
     from recbole.data import create_dataset
 
-    args, overrides = parse_run(shlex.split(record["command"])[2:])
+    args, overrides = parse_run(shlex.split(record.command)[2:])
     overrides = {**overrides, "data_path": str(data_path)}
     overrides.pop("pretrained_checkpoint", None)  # a path of the machine that made the run
     config = create_config(args.model, args.dataset, args.config_files.split(), overrides)
@@ -44,12 +46,23 @@ def add_parameter_counts(store, data_path):
     """Give every record of ``store`` without counts its ``parameters``; the paths changed."""
     changed, datasets = [], {}
     for path in sorted(Path(store).glob("*/*/seed*.json")):
-        record = read_record(path)
-        if record.get("parameters"):
+        record = RunRecord.read(path)
+        if record.parameters:
             continue
-        record["parameters"] = parameter_counts(rebuilt_model(record, data_path, datasets))
-        write_record(path, record)
+        record.parameters = parameter_counts(rebuilt_model(record, data_path, datasets))
+        record.write(path)
         changed.append(path)
+    return changed
+
+
+def rewrite_in_current_schema(store):
+    """Rewrite every record of ``store`` that is not in the current schema; the paths changed."""
+    changed = []
+    for path in sorted(Path(store).glob("*/*/seed*.json")):
+        record = RunRecord.read(path)
+        if path.read_text() != record.to_json():
+            record.write(path)
+            changed.append(path)
     return changed
 
 
@@ -60,6 +73,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     changed = add_parameter_counts(args.store, args.data_path)
     print(f"{len(changed)} record(s) given their parameter counts")
+    changed = rewrite_in_current_schema(args.store)
+    print(f"{len(changed)} record(s) rewritten in the current schema")
 
 
 if __name__ == "__main__":

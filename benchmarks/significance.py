@@ -6,9 +6,10 @@
 
 Differences between models here are often about 0.001 NDCG@10; the spread over seeds says
 how much training noise moves a mean, this says whether one model beats the other on the
-same users. Each stored run's checkpoint is scored again on the test users (nothing is
-trained); its per-user NDCG@10 and HR@10 come from RecBole's own metric classes, and their
-mean must equal the stored test result. Per seed, and for the per-user difference averaged
+same users. Each run's per-user NDCG@10 and HR@10 come from its record's test hit ranks
+(:meth:`~recbole_recgpt.record.RunRecord.per_user_test`); a record made before records kept
+them has its checkpoint scored again on the test users instead (nothing is trained), with
+RecBole's own metric classes. Either way their mean must equal the stored test result. Per seed, and for the per-user difference averaged
 over seeds: the mean difference (first minus second), a 95% paired bootstrap interval and
 the paired t-test's p-value (scipy).
 """
@@ -23,7 +24,8 @@ import torch
 from recbole.evaluator.metrics import NDCG, Hit
 from scipy import stats
 
-from benchmarks.store import LOADED_REVISION, Run, load_variants, read_record, record_path, scorer, settings_differ
+from benchmarks.store import LOADED_REVISION, Run, load_variants, record_path, scorer, settings_differ
+from recbole_recgpt.record import RunRecord
 
 
 def per_user_metrics(trainer, eval_data):
@@ -50,36 +52,60 @@ def per_user_metrics(trainer, eval_data):
     return torch.cat(users).numpy(), values
 
 
-def score_stored_run(store, dataset, variant, variants, seed, shared, split="test"):
-    """``(user ids, {metric: per-user values}, loader)`` of a stored run on the ``split``
-    (``test`` or ``valid``) users, checked against its record."""
+def current_record(store, dataset, variant, variants, seed, shared):
+    """``(record, config)`` of a stored run whose record was made with today's settings."""
     spec = variants[variant]
-    record = read_record(record_path(store, dataset, variant, seed))
+    record = RunRecord.read(record_path(store, dataset, variant, seed))
     if record is None:
         raise SystemExit(f"error: no record of {variant} on {dataset}, seed {seed}, in {store}; run the campaign first")
     run = Run(store, dataset, variant, spec, seed, shared)
     if "start_from" in spec:
-        parent = read_record(record_path(store, dataset, spec["parent"], seed))
+        parent = RunRecord.read(record_path(store, dataset, spec["parent"], seed))
         if parent is None:
             raise SystemExit(f"error: no record of {spec['parent']} (the parent of {variant}) on {dataset}, seed {seed}, in {store}")
         run.start_from(parent)
-    config = run.config(record["model"])
-    changed = settings_differ(record["config"], config, run.config_files)
+    config = run.config(record.model)
+    changed = settings_differ(record.config, config, run.config_files)
     if changed:
         raise SystemExit(f"error: {variant} seed {seed}: its record was made with other settings ({', '.join(changed)}); rerun the campaign")
-    if not record.get("checkpoint") or not Path(record["checkpoint"]).is_file():
-        raise SystemExit(f"error: {variant} seed {seed}: checkpoint {record.get('checkpoint')} is gone; rerun the variant")
-    trainer, valid_data, test_data = scorer(config, record["checkpoint"])
-    eval_data, stored = (test_data, record["test_result"]) if split == "test" else (valid_data, record["best_valid_result"])
-    users, values = per_user_metrics(trainer, eval_data)
+    return record, config
+
+
+def check_means(values, stored, what):
+    """Each per-user metric's mean is the stored one (``what`` names the run and split)."""
     for name, per_user in values.items():
         if abs(per_user.mean() - stored[name]) > 1e-4:
             raise SystemExit(
-                f"error: {variant} seed {seed}: rescored {split} {name} {per_user.mean():.4f} is not the stored "
-                f"{stored[name]:.4f}; the checkpoint or the data changed"
+                f"error: {what}: per-user {name} {per_user.mean():.4f} is not the stored {stored[name]:.4f}; "
+                "the checkpoint or the data changed"
             )
+
+
+def score_stored_run(store, dataset, variant, variants, seed, shared, split="test"):
+    """``(user ids, {metric: per-user values}, loader)`` of a stored run's checkpoint scored
+    again on the ``split`` (``test`` or ``valid``) users, checked against its record."""
+    record, config = current_record(store, dataset, variant, variants, seed, shared)
+    if not record.checkpoint or not Path(record.checkpoint).is_file():
+        raise SystemExit(f"error: {variant} seed {seed}: checkpoint {record.checkpoint} is gone; rerun the variant")
+    trainer, valid_data, test_data = scorer(config, record.checkpoint)
+    eval_data, stored = (test_data, record.test_result) if split == "test" else (valid_data, record.best_valid_result)
+    users, values = per_user_metrics(trainer, eval_data)
+    check_means(values, stored, f"{variant} seed {seed}: rescored {split}")
     order = np.argsort(users)
     return users[order], {name: per_user[order] for name, per_user in values.items()}, eval_data
+
+
+def per_user_test_metrics(store, dataset, variant, variants, seed, shared):
+    """``(user ids, {metric: per-user values})`` of a stored run's test users in id order:
+    from its record's hit ranks, or (a record without them) its checkpoint scored again."""
+    record, _ = current_record(store, dataset, variant, variants, seed, shared)
+    stored = record.per_user_test(10)
+    if stored is None:
+        users, values, _ = score_stored_run(store, dataset, variant, variants, seed, shared)
+        return users, values
+    users, values = stored
+    check_means(values, record.test_result, f"{variant} seed {seed}: test")
+    return users, values
 
 
 def paired(first, second, resamples=10000):
@@ -147,7 +173,7 @@ def main(argv=None):
     for seed in seeds:
         users = []
         for name in names:
-            user_ids, scored[name][seed], _ = score_stored_run(args.store, args.dataset, name, variants, seed, shared)
+            user_ids, scored[name][seed] = per_user_test_metrics(args.store, args.dataset, name, variants, seed, shared)
             users.append(user_ids)
         if not np.array_equal(*users):
             raise SystemExit(f"error: seed {seed}: the two runs were tested on different users; same dataset settings needed")

@@ -2,15 +2,16 @@
 
 A *variant* is a named setting of a model (``benchmarks/variants.yaml``): a model and its
 overrides, or a row *derived* from another variant's checkpoints (scored differently, not
-retrained). A record holds what a table needs (best-valid and test metrics, epochs, seconds)
-and what reproduces it (resolved config, seed, git revision, the equivalent
-``run_recgpt.py`` command). A campaign reuses a record only when its resolved config agrees
+retrained). A record (:class:`~recbole_recgpt.record.RunRecord`, read and written by that class only)
+holds what a table needs (best-valid and test metrics, epochs, seconds) and what reproduces
+it (resolved config, seed, git revision, the equivalent ``run_recgpt.py`` command). A campaign reuses a record only when its resolved config agrees
 with the run's, paths and devices aside (:func:`settings_differ`), and reruns a changed one;
 ``settings_hash`` fingerprints those settings so a child row can name its parent's.
 """
 
 import contextlib
 import copy
+import dataclasses
 import hashlib
 import json
 import shlex
@@ -25,10 +26,8 @@ import yaml
 from recbole_recgpt.checkpoints import load_weights, read_checkpoint
 from recbole_recgpt.config import create_config, yaml_defaults
 from recbole_recgpt.errors import ConfigError
-from recbole_recgpt.files import write_text_atomically
-from recbole_recgpt.quick_start import (
-    build, jsonable, jsonable_config, parameter_counts, plain_metrics, run_recgpt, trainer_class,
-)
+from recbole_recgpt.quick_start import build, jsonable, jsonable_config, run_record, run_recgpt
+from recbole_recgpt.record import RunRecord, split_revision
 
 VARIANTS_FILE = Path(__file__).resolve().parent / "variants.yaml"
 METRICS = ("hit@5", "hit@10", "hit@20", "ndcg@5", "ndcg@10", "ndcg@20")
@@ -116,15 +115,6 @@ def record_path(store, dataset, variant, seed):
     return Path(store) / dataset / variant / f"seed{seed}.json"
 
 
-def read_record(path):
-    path = Path(path)
-    return json.loads(path.read_text()) if path.is_file() else None
-
-
-def write_record(path, record):
-    write_text_atomically(path, json.dumps(record, indent=1) + "\n")
-
-
 def run_command(model, dataset, overrides, config_files=()):
     """The ``run_recgpt.py`` command line that makes the same run."""
     words = ["python", "run_recgpt.py", f"--model={model}", f"--dataset={dataset}"]
@@ -150,15 +140,15 @@ class Run:
     def finished(self, config):
         """The stored record when it was made with these settings, else None. Which parent
         checkpoint a phase-2 child started from is :meth:`current`'s to judge."""
-        record = read_record(self.path)
+        record = RunRecord.read(self.path)
         ignored = ("pretrained_checkpoint",) if "start_from" in self.spec else ()
-        if record and not settings_differ(record["config"], config, self.config_files, ignored):
+        if record and not settings_differ(record.config, config, self.config_files, ignored):
             return record
         return None
 
     def model_name(self, parent):
         """The model this run trains or scores: its own, or its parent record's."""
-        return parent["model"] if parent else self.spec["model"]
+        return parent.model if parent else self.spec["model"]
 
     def current(self, parent=None):
         """The stored record when a campaign would keep it: made with today's settings and,
@@ -167,38 +157,32 @@ class Run:
             self.start_from(parent)
         record = self.finished(self.config(self.model_name(parent)))
         if record and parent is not None:
-            made_from_parent = record.get("parent_hash") == parent["settings_hash"]
+            made_from_parent = record.parent_hash == parent.settings_hash
             if not made_from_parent or self.used_checkpoint(record) not in checkpoints_of(parent, self.checkpoint_kind):
                 return None
         return record
 
     def used_checkpoint(self, record):
         """The parent checkpoint a child record was scored or trained from."""
-        return record["checkpoint"] if "derived_from" in self.spec else record["config"]["pretrained_checkpoint"]
+        return record.checkpoint if "derived_from" in self.spec else record.config["pretrained_checkpoint"]
 
-    def record(self, config, result, wall_seconds, **extra):
-        phases = result["phases"]
-        return {
-            "dataset": self.dataset,
-            "variant": self.variant,
-            "model": config["model"],
-            "seed": self.seed,
-            "trainer": trainer_name(config),
-            "best_valid_result": result["best_valid_result"],
-            "test_result": result["test_result"],
-            "epochs": "+".join(str(p["epochs"]) for p in phases.values()),
-            "phases": phases,
-            "wall_s": round(wall_seconds, 1),
-            "threads": torch.get_num_threads(),
-            "git": LOADED_REVISION,
-            "command": run_command(config["model"], self.dataset, self.overrides, self.config_files),
-            "settings_hash": settings_hash(config),
-            "checkpoint": result.get("checkpoint"),
-            "parameters": result.get("parameters"),
-            "config": result["config"],
-            "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
-            **extra,
-        }
+    def record(self, config, run, wall_seconds, **fields):
+        """``run`` (the record a run or a scoring made) as this campaign row's record: named
+        by variant, with its wall time, the revision and command that reproduce it."""
+        git, dirty = split_revision(LOADED_REVISION)
+        return dataclasses.replace(
+            run,
+            variant=self.variant,
+            seed=self.seed,
+            wall_s=round(wall_seconds, 1),
+            threads=torch.get_num_threads(),
+            git=git,
+            git_dirty=dirty,
+            command=run_command(config["model"], self.dataset, self.overrides, self.config_files),
+            settings_hash=settings_hash(config),
+            finished=time.strftime("%Y-%m-%d %H:%M:%S"),
+            **fields,
+        )
 
     def start_from(self, parent):
         """Make this run's phase 2 start from the parent run's phase-1 checkpoint. Only its
@@ -220,7 +204,7 @@ class Run:
     def existing_parent_checkpoint(self, parent):
         if not self.parent_checkpoint_exists(parent):
             raise FileNotFoundError(
-                f"{self.variant}: checkpoint {self.parent_checkpoint(parent)} of {parent['variant']} is gone; "
+                f"{self.variant}: checkpoint {self.parent_checkpoint(parent)} of {parent.variant} is gone; "
                 "the campaign trains that variant again first (benchmarks.compare, not run_recgpt.py)"
             )
         return self.parent_checkpoint(parent)
@@ -230,9 +214,9 @@ class Run:
         config, result, wall_seconds, extra = self._fit(model)
         extra["campaign_command"] = campaign_command
         if parent:
-            extra.update(started_from=str(parent_path(self, parent)), parent_hash=parent["settings_hash"])
+            extra.update(started_from=str(parent_path(self, parent)), parent_hash=parent.settings_hash)
         record = self.record(config, result, wall_seconds, **extra)
-        write_record(self.path, record)
+        record.write(self.path)
         return record
 
     def _fit(self, model, last_phase=None):
@@ -250,7 +234,7 @@ class Run:
         extra = {"resumed": bool(resume), "attempts": attempts}
         if resume:
             # The phases' wall seconds add up every attempt's epochs; this attempt's clock does not.
-            phase_seconds = sum(p["wall_seconds"] for p in result["phases"].values())
+            phase_seconds = sum(p["wall_seconds"] for p in result.phases.values())
             extra["last_attempt_wall_s"] = round(wall_seconds, 1)
             wall_seconds = max(wall_seconds, phase_seconds)
         return config, result, wall_seconds, extra
@@ -264,7 +248,7 @@ class Run:
         run reproduced it (the same validation curves and metrics), children made from the
         previous checkpoints stay current."""
         threads = torch.get_num_threads()
-        torch.set_num_threads(previous.get("threads", threads))  # a CPU run's sums depend on its threads
+        torch.set_num_threads(previous.threads or threads)  # a CPU run's sums depend on its threads
         try:
             if kind != "final":
                 record = self._remake_phases(previous, kind)
@@ -273,39 +257,42 @@ class Run:
             record = self.train(self.model_name(None), campaign_command)  # continues the phases just trained
         finally:
             torch.set_num_threads(threads)
-        reproduced = all(record[key] == previous[key] for key in ("best_valid_result", "test_result")) and all(
-            record["phases"][name]["valid_curve"] == phase["valid_curve"] for name, phase in previous["phases"].items()
+        reproduced = (record.best_valid_result, record.test_result) == (
+            previous.best_valid_result, previous.test_result
+        ) and all(
+            record.phases[name]["valid_curve"] == phase["valid_curve"] for name, phase in previous.phases.items()
         )
-        record["remade"] = {
+        record.remade = {
             "reproduced": reproduced,
             "previous": {
-                key: previous.get(key)
-                for key in ("best_valid_result", "test_result", "git", "finished", "wall_s", "threads")
+                "best_valid_result": previous.best_valid_result, "test_result": previous.test_result,
+                "git": previous.revision, "finished": previous.finished, "wall_s": previous.wall_s,
+                "threads": previous.threads,
             },
             "equivalent_checkpoints": equivalent_checkpoints(previous, record) if reproduced else {},
         }
-        write_record(self.path, record)
+        record.write(self.path)
         return record
 
     def _remake_phases(self, previous, last_phase):
         """The previous record with phase ``last_phase``'s checkpoint made again, when training
         the phases through it reproduced their validation curves; else None."""
         _, result, wall_seconds, extra = self._fit(self.model_name(None), last_phase)
-        trained = result["phases"]
-        if any(trained[name]["valid_curve"] != previous["phases"][name]["valid_curve"] for name in trained):
+        trained = result.phases
+        if any(trained[name]["valid_curve"] != previous.phases[name]["valid_curve"] for name in trained):
             return None
         record = copy.deepcopy(previous)
-        record["phases"][last_phase]["checkpoint"] = trained[last_phase]["checkpoint"]
-        record["remade"] = {
+        record.phases[last_phase]["checkpoint"] = trained[last_phase]["checkpoint"]
+        record.remade = {
             "reproduced": True,
             "phases": list(trained),
-            "previous": {key: previous.get(key) for key in ("git", "finished")},
+            "previous": {"git": previous.revision, "finished": previous.finished},
             "equivalent_checkpoints": equivalent_checkpoints(previous, record),
             "wall_s": round(wall_seconds, 1),
             "threads": torch.get_num_threads(),
             **extra,
         }
-        write_record(self.path, record)
+        record.write(self.path)
         return record
 
     def _attempts(self, resume):
@@ -336,20 +323,18 @@ class Run:
         """Score a checkpoint of the parent run with this variant's overrides (no training)."""
         which = self.checkpoint_kind
         checkpoint = self.existing_parent_checkpoint(parent)
-        config = self.config(parent["model"])
+        config = self.config(parent.model)
         start = time.time()
         trainer, valid_data, test_data = scorer(config, checkpoint)
         valid = trainer.evaluate(valid_data, load_best_model=False)
-        test = trainer.evaluate(test_data, load_best_model=False)
-        phases = parent["phases"] if which == "final" else {which: parent["phases"][which]}
-        result = {"best_valid_result": plain_metrics(valid), "test_result": plain_metrics(test), "phases": phases,
-                  "checkpoint": checkpoint, "config": jsonable_config(config), "parameters": parameter_counts(trainer.model)}
-        record = self.record(config, result, time.time() - start, campaign_command=campaign_command,
-                             derived_from=str(parent_path(self, parent)), derived_checkpoint=which,
-                             parent_hash=parent["settings_hash"])
+        test = trainer.evaluate(test_data, load_best_model=False)  # last: the test users' hit ranks are its
+        phases = parent.phases if which == "final" else {which: parent.phases[which]}
+        scored = run_record(config, trainer, valid, test, phases=phases, checkpoint=checkpoint)
         # What the row reports it inherits from the parent: training time is the parent's.
-        record["training_wall_s"] = parent["wall_s"]
-        write_record(self.path, record)
+        record = self.record(config, scored, time.time() - start, campaign_command=campaign_command,
+                             derived_from=str(parent_path(self, parent)), derived_checkpoint=which,
+                             parent_hash=parent.settings_hash, training_wall_s=parent.wall_s)
+        record.write(self.path)
         return record
 
 
@@ -358,27 +343,30 @@ def adopt(run, model, result, meta, parent=None):
     record, if its resolved config is this variant's: every setting it has must agree (a
     setting added to the code since counts at its default, the behaviour it ran with)."""
     config = run.config(model)
-    differ = settings_differ(result["config"], config, run.config_files, ignored=("pretrained_checkpoint",))
+    differ = settings_differ(result.config, config, run.config_files, ignored=("pretrained_checkpoint",))
     if differ:
         raise ValueError(f"{meta['command']} is not variant {run.variant}: {', '.join(differ)} differ")
     extra = {"adopted": True}
     if parent:
-        extra.update(started_from=str(parent_path(run, parent)), parent_hash=parent["settings_hash"])
-    record = run.record(config, result, meta["wall_s"], **extra)
-    record.update(git=meta["git"], command=meta["command"], threads=meta["threads"])
-    write_record(run.path, record)
+        extra.update(started_from=str(parent_path(run, parent)), parent_hash=parent.settings_hash)
+    git, dirty = split_revision(meta["git"])
+    record = dataclasses.replace(
+        run.record(config, result, meta["wall_s"], **extra),
+        git=git, git_dirty=dirty, command=meta["command"], threads=meta["threads"],
+    )
+    record.write(run.path)
     return record
 
 
 def checkpoint_paths(record):
     """``{"final": path, <phase>: path}`` of a trained run's record."""
-    return {"final": record["checkpoint"], **{name: phase["checkpoint"] for name, phase in record["phases"].items()}}
+    return {"final": record.checkpoint, **{name: phase["checkpoint"] for name, phase in record.phases.items()}}
 
 
 def equivalent_checkpoints(previous, record):
     """``{kind: [paths]}``: the checkpoints of ``previous`` (and those it had reproduced) that
     hold what ``record``'s do, for a ``record`` that reproduced it; its own paths aside."""
-    earlier = previous.get("remade", {}).get("equivalent_checkpoints", {})
+    earlier = (previous.remade or {}).get("equivalent_checkpoints", {})
     own = checkpoint_paths(record)
     equivalent = {}
     for kind, path in checkpoint_paths(previous).items():
@@ -391,11 +379,11 @@ def equivalent_checkpoints(previous, record):
 def checkpoints_of(record, kind):
     """The paths that hold checkpoint ``kind`` of a run: its own, and those of earlier runs it
     reproduced exactly (:meth:`Run.remake`)."""
-    return [checkpoint_paths(record)[kind], *record.get("remade", {}).get("equivalent_checkpoints", {}).get(kind, [])]
+    return [checkpoint_paths(record)[kind], *(record.remade or {}).get("equivalent_checkpoints", {}).get(kind, [])]
 
 
 def parent_path(run, parent):
-    return record_path(run.path.parents[2], parent["dataset"], parent["variant"], parent["seed"])
+    return record_path(run.path.parents[2], parent.dataset, parent.variant, parent.seed)
 
 
 def scorer(config, checkpoint):
@@ -409,13 +397,9 @@ def scorer(config, checkpoint):
 def cpu_seconds(record):
     """CPU time a record's runs took, wall seconds times torch threads: its own run and, for a
     run trained again, the earlier run it replaced or the phases trained again beside it."""
-    remade = record.get("remade", {})
-    runs = (record, remade, remade.get("previous", {}))
+    remade = record.remade or {}
+    runs = ({"wall_s": record.wall_s, "threads": record.threads}, remade, remade.get("previous", {}))
     return sum(run.get("wall_s", 0) * (run.get("threads") or 1) for run in runs)
-
-
-def trainer_name(config):
-    return trainer_class(config).display_name
 
 
 @contextlib.contextmanager

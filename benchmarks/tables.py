@@ -16,11 +16,11 @@ on validation, both protocols), then the main, masked and ablation tables.
 
 import argparse
 import csv
-import json
 import statistics
 from pathlib import Path
 
 from benchmarks.store import METRICS, load_variants
+from recbole_recgpt.record import RunRecord
 from recbole_recgpt.utils import MODELS as PLUGIN_MODELS
 
 CSV_COLUMNS = (
@@ -36,41 +36,41 @@ GROUPS = {
 
 
 def load_records(store):
-    return [json.loads(path.read_text()) for path in sorted(Path(store).glob("*/*/seed*.json"))]
+    return [RunRecord.read(path) for path in sorted(Path(store).glob("*/*/seed*.json"))]
 
 
-def short_revision(git):
+def short_revision(record):
     """``abc1234`` or ``abc1234-dirty`` (uncommitted changes when the run was made)."""
-    git = git or ""
-    return git[:7] + ("-dirty" if git.endswith("-dirty") else "")
+    return (record.git or "")[:7] + ("-dirty" if record.git_dirty else "")
 
 
 def csv_row(record):
     row = {
-        "dataset": record["dataset"], "model": record["variant"], "seed": record["seed"],
-        "valid_ndcg@10": record["best_valid_result"]["ndcg@10"],
-        "epochs": record["epochs"], "wall_s": record["wall_s"], "git": short_revision(record.get("git")),
-        "command": record["command"], "trainer": record["trainer"],
-        "parent": record.get("derived_from") or record.get("started_from") or "", "threads": record.get("threads", ""),
+        "dataset": record.dataset, "model": record.variant, "seed": record.seed,
+        "valid_ndcg@10": record.best_valid_result["ndcg@10"],
+        "epochs": record.epochs, "wall_s": record.wall_s, "git": short_revision(record),
+        "command": record.command, "trainer": record.trainer,
+        "parent": record.derived_from or record.started_from or "",
+        "threads": "" if record.threads is None else record.threads,
     }
-    row.update({metric: record["test_result"][metric] for metric in METRICS})
+    row.update({metric: record.test_result[metric] for metric in METRICS})
     return row
 
 
 def summarise(records):
     """Per variant: n seeds, mean and std of valid NDCG@10 and every test metric."""
-    columns = {"valid_ndcg@10": [r["best_valid_result"]["ndcg@10"] for r in records]}
-    columns.update({m: [r["test_result"][m] for r in records] for m in METRICS})
+    columns = {"valid_ndcg@10": [r.best_valid_result["ndcg@10"] for r in records]}
+    columns.update({m: [r.test_result[m] for r in records] for m in METRICS})
     return {
         "n": len(records),
         "mean": {k: statistics.fmean(v) for k, v in columns.items()},
         "std": {k: statistics.stdev(v) if len(v) > 1 else 0.0 for k, v in columns.items()},
-        "epochs": ", ".join(sorted({r["epochs"] for r in records})),
-        "wall_s": statistics.fmean(r.get("training_wall_s", r["wall_s"]) for r in records),
-        "threads": ", ".join(sorted({str(r.get("threads", "?")) for r in records})),
-        "trainer": records[0]["trainer"],
-        "dirty": any((r.get("git") or "").endswith("-dirty") for r in records),
-        "by_seed": {r["seed"]: {k: columns[k][i] for k in columns} for i, r in enumerate(records)},
+        "epochs": ", ".join(sorted({r.epochs for r in records})),
+        "wall_s": statistics.fmean(r.wall_s if r.training_wall_s is None else r.training_wall_s for r in records),
+        "threads": ", ".join(sorted({"?" if r.threads is None else str(r.threads) for r in records})),
+        "trainer": records[0].trainer,
+        "dirty": any(r.git_dirty for r in records),
+        "by_seed": {r.seed: {k: columns[k][i] for k in columns} for i, r in enumerate(records)},
     }
 
 
@@ -95,7 +95,7 @@ def cell(summary, column, best):
 def by_variant(records, order):
     grouped = {}
     for record in records:
-        grouped.setdefault(record["variant"], []).append(record)
+        grouped.setdefault(record.variant, []).append(record)
     known = [name for name in order if name in grouped]
     return {name: grouped[name] for name in known + sorted(set(grouped) - set(known))}
 
@@ -165,14 +165,14 @@ def detail_table(summaries, variants):
 def same_seeds(records, seeds):
     """The records of ``seeds`` only: an ablation is compared with its reference run of the
     same seed, not with the reference's mean over seeds the ablation never ran."""
-    return [r for r in records if r["seed"] in seeds]
+    return [r for r in records if r.seed in seeds]
 
 
 def dataset_sections(records, variants, groups, level):
     """Per dataset, one table per group that has rows, under headings of ``level``."""
     lines = []
-    for dataset in sorted({r["dataset"] for r in records}):
-        rows = by_variant([r for r in records if r["dataset"] == dataset], list(variants))
+    for dataset in sorted({r.dataset for r in records}):
+        rows = by_variant([r for r in records if r.dataset == dataset], list(variants))
         for group in groups:
             names = [n for n in rows if variants.get(n, {}).get("group", "experiment") == group]
             if not names:
@@ -180,7 +180,7 @@ def dataset_sections(records, variants, groups, level):
             members = {n: rows[n] for n in names}
             if group == "ablation":  # each ablation's reference run first
                 parents = [variants[n]["parent"] for n in names if "parent" in variants[n]]
-                seeds = {r["seed"] for n in names for r in rows[n]}
+                seeds = {r.seed for n in names for r in rows[n]}
                 references = {p: same_seeds(rows[p], seeds) for p in dict.fromkeys(parents) if p in rows and p not in names}
                 members = {**{p: r for p, r in references.items() if r}, **members}
             members = {n: summarise(r) for n, r in members.items()}
@@ -210,10 +210,10 @@ def headline_rows(records, variants):
     """Per dataset and protocol (``main``, ``masked``): the baseline best on validation NDCG@10
     against each variant marked ``headline`` in the variants file, on the seeds both have."""
     rows = []
-    for dataset in sorted({r["dataset"] for r in records}):
+    for dataset in sorted({r.dataset for r in records}):
         for group in ("main", "masked"):
             runs = by_variant(
-                [r for r in records if r["dataset"] == dataset and variants.get(r["variant"], {}).get("group") == group],
+                [r for r in records if r.dataset == dataset and variants.get(r.variant, {}).get("group") == group],
                 list(variants),
             )
             baselines = {n: summarise(r) for n, r in runs.items() if is_baseline(n, variants)}
@@ -221,7 +221,7 @@ def headline_rows(records, variants):
                 continue
             best = max(baselines, key=lambda n: baselines[n]["mean"]["valid_ndcg@10"])
             for name in (n for n in runs if variants[n].get("headline")):
-                seeds = sorted({r["seed"] for r in runs[name]} & {r["seed"] for r in runs[best]})
+                seeds = sorted({r.seed for r in runs[name]} & {r.seed for r in runs[best]})
                 if seeds:
                     ours, theirs = summarise(same_seeds(runs[name], seeds)), summarise(same_seeds(runs[best], seeds))
                     rows.append((dataset, group, variants[name]["headline"], best, seeds, ours, theirs))
@@ -283,11 +283,11 @@ def chart(records, variants, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    main = [r for r in records if variants.get(r["variant"], {}).get("group") == "main"]
+    main = [r for r in records if variants.get(r.variant, {}).get("group") == "main"]
     if not main:
         return
-    datasets = sorted({r["dataset"] for r in main})
-    names = [n for n in variants if any(r["variant"] == n for r in main)]
+    datasets = sorted({r.dataset for r in main})
+    names = [n for n in variants if any(r.variant == n for r in main)]
     fig, axes = plt.subplots(1, 2, figsize=(12, 5))
     width = 0.8 / len(names)
     for ax, metric in zip(axes, ("ndcg@10", "hit@10")):
@@ -295,7 +295,7 @@ def chart(records, variants, path):
             # A row not run yet gets no bar (a zero-height bar would read as a score of 0).
             xs, means, stds = [], [], []
             for d, dataset in enumerate(datasets):
-                values = [r["test_result"][metric] for r in main if r["dataset"] == dataset and r["variant"] == name]
+                values = [r.test_result[metric] for r in main if r.dataset == dataset and r.variant == name]
                 if values:
                     xs.append(d + i * width)
                     means.append(statistics.fmean(values))
@@ -323,15 +323,15 @@ def sweep_panels(records, variants):
             sweeps.setdefault((spec["sweep"], spec["parent"]), []).append(name)
     panels = []
     for (parameter, parent), names in sweeps.items():
-        for dataset in sorted({r["dataset"] for r in records}):
-            swept = [r for r in records if r["dataset"] == dataset and r["variant"] in names]
-            reference = [r for r in records if r["dataset"] == dataset and r["variant"] == parent]
+        for dataset in sorted({r.dataset for r in records}):
+            swept = [r for r in records if r.dataset == dataset and r.variant in names]
+            reference = [r for r in records if r.dataset == dataset and r.variant == parent]
             points = {}
-            for record in swept + same_seeds(reference, {r["seed"] for r in swept}):
-                results = {**record["test_result"], "valid ndcg@10": record["best_valid_result"]["ndcg@10"]}
-                points.setdefault(record["config"][parameter], []).append(results)
+            for record in swept + same_seeds(reference, {r.seed for r in swept}):
+                results = {**record.test_result, "valid ndcg@10": record.best_valid_result["ndcg@10"]}
+                points.setdefault(record.config[parameter], []).append(results)
             if len(points) > 1:
-                seeds = sorted({r["seed"] for r in swept})
+                seeds = sorted({r.seed for r in swept})
                 which = f"seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}"
                 panels.append((f"{dataset}: {parameter} ({parent}), {which}", sorted(points.items())))
     return panels
@@ -376,15 +376,15 @@ def experiments_markdown(dataset, records, variants):
         "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |",
     ]
     for record in records:
-        spec = variants.get(record["variant"], {})
-        if record["dataset"] != dataset or spec.get("group") not in ("experiment", "masked"):
+        spec = variants.get(record.variant, {})
+        if record.dataset != dataset or spec.get("group") not in ("experiment", "masked"):
             continue
-        command = record.get("campaign_command") or record["command"]
+        command = record.campaign_command or record.command
         lines.append(
-            f"| {record['variant']} | {spec.get('description', '')} | {spec.get('parent', '')} | {record['seed']} | "
-            f"{record['best_valid_result']['ndcg@10']:.4f} | {record['test_result']['ndcg@10']:.4f} | "
-            f"{record['test_result']['hit@10']:.4f} | {record['epochs']} | {record['wall_s']:.0f} | "
-            f"{short_revision(record.get('git'))} | `{command}` |"
+            f"| {record.variant} | {spec.get('description', '')} | {spec.get('parent', '')} | {record.seed} | "
+            f"{record.best_valid_result['ndcg@10']:.4f} | {record.test_result['ndcg@10']:.4f} | "
+            f"{record.test_result['hit@10']:.4f} | {record.epochs} | {record.wall_s:.0f} | "
+            f"{short_revision(record)} | `{command}` |"
         )
     return "\n".join(lines) + "\n"
 
@@ -414,7 +414,7 @@ def build_tables(store="results/runs", out="results", variants=None, document=No
         writer.writeheader()
         writer.writerows(csv_row(r) for r in records)
     (out / "comparison.md").write_text(markdown(records, variants))
-    for dataset in sorted({r["dataset"] for r in records}):
+    for dataset in sorted({r.dataset for r in records}):
         (out / f"experiments-{dataset}.md").write_text(experiments_markdown(dataset, records, variants))
     chart(records, variants, out / "comparison.png")
     sweep_chart(records, variants, out / "ablations.png")

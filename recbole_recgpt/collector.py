@@ -9,6 +9,10 @@ result comes from the positive pairs and the top-k lists only.
 When the metrics read nothing but the top-k lists (Hit, NDCG, Recall, MRR, Precision and the
 list-based ones such as ItemCoverage), the trainer hands over the lists themselves
 (:class:`recbole_recgpt.ranking.TopItems`), ranked without a ``[users, n_items]`` matrix.
+
+Beside it the collector keeps each evaluated row's user id (``rec.users``), and the last
+evaluation's per-user rows (:meth:`TopkCollector.per_user_rows`): a run's record keeps its
+test users' hit ranks from them, so no evaluation is run twice.
 """
 
 import torch
@@ -50,6 +54,8 @@ class TopkCollector(Collector):
         needed = {key for metric in self.register.metrics for key in metric_information[metric]}
         # Whether the metrics read the top-k lists only (RecBole's ranking metrics do).
         self.reads_top_k_only = needed <= {*self.FROM_TOP_K_LISTS, *self.FROM_TRAINING_DATA}
+        self.user_field = config["USER_ID_FIELD"]
+        self.last_struct = None  # what the last evaluation's metrics were computed from
 
     def eval_batch_collect(self, scores_tensor, interaction, positive_u, positive_i):
         if isinstance(scores_tensor, TopItems):
@@ -58,13 +64,40 @@ class TopkCollector(Collector):
                 self.data_struct.update_tensor("rec.items", topk_idx)
             if self.register.need("rec.topk"):
                 self.data_struct.update_tensor("rec.topk", topk_hits(topk_idx, positive_u, positive_i, scores_tensor.n_items))
+                self.data_struct.update_tensor("rec.users", self._row_users(interaction, len(scores_tensor)))
             return
         if self.register.need("rec.topk"):
             _, topk_idx = torch.topk(scores_tensor, max(self.topk), dim=-1)
             hits = topk_hits(topk_idx, positive_u, positive_i, scores_tensor.size(1))
             self.data_struct.update_tensor("rec.topk", hits)
+            self.data_struct.update_tensor("rec.users", self._row_users(interaction, scores_tensor.size(0)))
         register, self.register = self.register, self.register_without_topk
         try:
             super().eval_batch_collect(scores_tensor, interaction, positive_u, positive_i)
         finally:
             self.register = register
+
+    def _row_users(self, interaction, n_rows):
+        """``[n_rows]`` user id of each score row; -1 where the rows are not the batch's
+        interactions one to one (a sampled evaluation scores a user's several rows as one)."""
+        if interaction is None or self.user_field not in interaction or len(interaction[self.user_field]) != n_rows:
+            return torch.full((n_rows,), -1, dtype=torch.long)
+        return interaction[self.user_field].long()
+
+    def get_data_struct(self):
+        struct = super().get_data_struct()
+        if "rec.users" in self.data_struct:  # RecBole clears only the keys it knows of
+            del self.data_struct["rec.users"]
+        self.last_struct = struct
+        return struct
+
+    def per_user_rows(self):
+        """``(user ids [U], rec.topk [U, k + 1])`` of the last evaluation, in its order, or None
+        when it collected no top-k lists or a row's user is unknown."""
+        struct = self.last_struct
+        if struct is None or "rec.topk" not in struct or "rec.users" not in struct:
+            return None
+        users = struct["rec.users"]
+        if (users < 0).any():
+            return None
+        return users.numpy(), struct["rec.topk"].numpy()

@@ -249,7 +249,7 @@ class GatheringCollector(TopkCollector):
     process would, instead of averaging per-process metrics with RecBole's ``_map_reduce``.
     """
 
-    PER_USER_KEYS = ("rec.topk", "rec.meanrank", "rec.score", "rec.items", "data.label")
+    PER_USER_KEYS = ("rec.topk", "rec.users", "rec.meanrank", "rec.score", "rec.items", "data.label")
 
     def get_data_struct(self):
         struct = super().get_data_struct()

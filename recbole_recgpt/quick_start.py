@@ -1,10 +1,10 @@
 """Run any model (RecGPT or a RecBole built-in) through the same data, split and evaluator."""
 
-import json
 import logging
 import os
 from logging import getLogger
 
+import torch
 from recbole.data import create_dataset, data_preparation
 from recbole.utils import ModelType, init_logger, init_seed
 
@@ -13,8 +13,8 @@ from recbole_recgpt.checks import check_dataset_files, check_pretrained_checkpoi
 from recbole_recgpt.checkpoints import load_weights, read_checkpoint
 from recbole_recgpt.config import complete_load_col, create_config, for_this_process
 from recbole_recgpt.errors import ConfigError, Interrupted
-from recbole_recgpt.files import write_text_atomically
 from recbole_recgpt.protocol import EvaluationProtocol
+from recbole_recgpt.record import RunRecord, hit_ranks
 from recbole_recgpt.trainer.whole_sequence import WholeSequenceTrainer
 from recbole_recgpt.utils import get_model, get_trainer
 
@@ -81,11 +81,12 @@ def run_recgpt(
     model="RecGPT", dataset="ml-100k", config_files=None, config_dict=None, saved=True, result_file=None, resume=None,
     epoch_callback=None, last_phase=None,
 ):
-    """Train, validate and test one model; return (and optionally write as JSON) the results.
+    """Train, validate and test one model; return its :class:`~recbole_recgpt.record.RunRecord`
+    (and write it, as JSON, to ``result_file``).
 
-    The result holds ``best_valid_result`` and ``test_result`` (RecBole's metric keys, e.g.
-    ``ndcg@10``), per-phase ``epochs`` and seconds, the number of processes that trained
-    (``world_size``) and the resolved config. ``resume`` is the ``*-resume.pth`` file of a
+    The record holds ``best_valid_result`` and ``test_result`` (RecBole's metric keys, e.g.
+    ``ndcg@10``), the test users' hit ranks, per-phase ``epochs`` and seconds, the number of
+    processes that trained (``world_size``) and the resolved config. ``resume`` is the ``*-resume.pth`` file of a
     killed run, which then continues with its own settings (``config_dict`` may then hold
     only the keys of where it runs: ``nproc``, ``world_size``, ``ip``, ``port``, ``offset``)
     and writes the ``result_file`` the killed run was asked for, unless given another.
@@ -94,7 +95,7 @@ def run_recgpt(
 
     RecBole's ``nproc`` (processes on this machine) and ``world_size`` (on all machines) above
     one make this call start the processes (:func:`recbole_recgpt.distributed.launch`),
-    each of which runs this function; it then returns the first process's result. Under
+    each of which runs this function; it then returns the first process's record. Under
     ``torchrun`` each process calls it directly. Only process 0 writes files.
     ``epoch_callback(epoch_idx, valid_score)`` is called after every validation of every
     phase (``epoch_idx`` counts from 0 in each phase); tuning reports progress through it.
@@ -131,10 +132,11 @@ def run_recgpt(
 
 
 def train_and_test(config, trainer, loaders, saved, result_file, epoch_callback):
-    """:func:`run_recgpt` from a built trainer on: train, test, write and return the result."""
+    """:func:`run_recgpt` from a built trainer on: train, test, write and return the record."""
     logger = getLogger()
     train_data, valid_data, test_data = loaders
-    best_valid_score, best_valid_result = trainer.fit(
+    # The best score is the record's best_valid_score, read off best_valid_result.
+    _, best_valid_result = trainer.fit(
         train_data, valid_data, saved=saved, show_progress=config["show_progress"], callback_fn=epoch_callback
     )
     test_result = None
@@ -143,22 +145,14 @@ def train_and_test(config, trainer, loaders, saved, result_file, epoch_callback)
     logger.info(f"best valid: {best_valid_result}")
     logger.info(f"test result: {test_result}")
 
-    result = {
-        "model": config["model"],
-        "dataset": config["dataset"],
-        "best_valid_score": best_valid_score,
-        "best_valid_result": plain_metrics(best_valid_result),
-        "test_result": plain_metrics(test_result),
-        "phases": trainer.phases,
-        "checkpoint": trainer.saved_model_file if saved else None,
-        "parameters": parameter_counts(trainer.model),
-        "world_size": distributed.world_size(),
-        "config": jsonable_config(config),
-    }
+    record = run_record(
+        config, trainer, best_valid_result, test_result, phases=trainer.phases,
+        checkpoint=trainer.saved_model_file if saved else None,
+    )
     if result_file and distributed.is_main():
-        write_result(result, result_file)
+        record.write(result_file)
     distributed.finish()
-    return result
+    return record
 
 
 def resolve_run(model="RecGPT", dataset="ml-100k", config_files=None, config_dict=None, resume=None, last_phase=None):
@@ -184,9 +178,27 @@ def parameter_counts(model):
     return counts
 
 
-def write_result(result, path):
-    """The result as JSON, a whole file or none."""
-    write_text_atomically(path, json.dumps(result, indent=2, sort_keys=False) + "\n")
+def run_record(config, trainer, best_valid_result, test_result, **fields):
+    """The :class:`~recbole_recgpt.record.RunRecord` of a run evaluated by ``trainer`` with
+    ``config``: what ran, its metrics, the test users' hit ranks (from the last evaluation,
+    the test, so none is run again), its parameters and where it ran; ``fields`` add the rest
+    (phases, checkpoint)."""
+    per_user = trainer.eval_collector.per_user_rows() if test_result is not None else None
+    return RunRecord(
+        dataset=config["dataset"],
+        model=config["model"],
+        seed=config["seed"],
+        trainer=type(trainer).display_name,
+        best_valid_result=plain_metrics(best_valid_result),
+        test_result=plain_metrics(test_result),
+        world_size=distributed.world_size(),
+        threads=torch.get_num_threads(),
+        torch_version=torch.__version__,
+        parameters=parameter_counts(trainer.model),
+        config=jsonable_config(config),
+        test_hit_ranks=hit_ranks(*per_user) if per_user else None,
+        **fields,
+    )
 
 
 def objective_function(config_dict=None, config_file_list=None, saved=False, model=None, dataset=None, base_config=None):
@@ -202,7 +214,7 @@ def objective_function(config_dict=None, config_file_list=None, saved=False, mod
         settings.update(read_config_file(path))
     settings.update(config_dict or {})
     logging.getLogger().setLevel(logging.ERROR)
-    result = run_recgpt(
+    record = run_recgpt(
         model=settings.get("model", model or "RecGPT"),
         dataset=settings.get("dataset", dataset or "ml-100k"),
         config_files=config_file_list,
@@ -210,11 +222,11 @@ def objective_function(config_dict=None, config_file_list=None, saved=False, mod
         saved=saved,
     )
     return {
-        "model": result["model"],
-        "best_valid_score": result["best_valid_score"],
-        "valid_score_bigger": result["config"]["valid_metric_bigger"],
-        "best_valid_result": result["best_valid_result"],
-        "test_result": result["test_result"],
+        "model": record.model,
+        "best_valid_score": record.best_valid_score,
+        "valid_score_bigger": record.config["valid_metric_bigger"],
+        "best_valid_result": record.best_valid_result,
+        "test_result": record.test_result,
     }
 
 

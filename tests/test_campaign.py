@@ -1,6 +1,7 @@
 """Comparison campaigns: one record per run, reuse of unchanged runs, derived rows, tables."""
 
 import csv
+import dataclasses
 import json
 import shutil
 import subprocess
@@ -20,9 +21,10 @@ from benchmarks.plan import main as plan_main, planned_runs
 from benchmarks.repeats import KINDS, breakdown, main as repeats, target_kinds
 from benchmarks.significance import main as significance
 from benchmarks.tables import README_END, README_START, dataset_sections, gain_lines, summarise, sweep_panels, update_readme
-from benchmarks.store import Run, adopt, claim, cpu_seconds, git_revision, load_variants, record_path, write_record
+from benchmarks.store import Run, adopt, claim, cpu_seconds, git_revision, load_variants, record_path
 from recbole_recgpt.errors import ConfigError
 from recbole_recgpt.quick_start import run_recgpt
+from recbole_recgpt.record import RunRecord
 from recbole_recgpt.trainer import RecGPTTrainer
 from tests.conftest import REPO, TINY_DATA, TINY_RECGPT
 
@@ -67,7 +69,7 @@ def tiny_campaign(tiny_data_path, tmp_path):
 
 
 def record(root, variant, seed=1):
-    return json.loads(record_path(root / "runs", "tiny", variant, seed).read_text())
+    return RunRecord.read(record_path(root / "runs", "tiny", variant, seed))
 
 
 def forget_checkpoints(root):
@@ -91,17 +93,17 @@ def test_a_campaign_writes_one_record_per_run_with_what_reproduces_it(tiny_campa
     for variant in ("Pop", "SASRec", "RecGPT"):
         for seed in (1, 2):
             result = record(root, variant, seed)
-            assert result["seed"] == seed and result["config"]["seed"] == seed
-            assert result["command"].startswith(f"python run_recgpt.py --model={result['model']} --dataset=tiny")
-            assert f"--seed={seed}" in result["command"]
-            assert result["git"] == git_revision() and result["wall_s"] > 0
-    assert record(root, "SASRec")["trainer"] == "whole-sequence"
+            assert result.seed == seed and result.config["seed"] == seed
+            assert result.command.startswith(f"python run_recgpt.py --model={result.model} --dataset=tiny")
+            assert f"--seed={seed}" in result.command
+            assert result.revision == git_revision() and result.wall_s > 0
+    assert record(root, "SASRec").trainer == "whole-sequence"
     # Parameter counts: RecGPT's frozen prompt writer is a copy of its network; SASRec has none.
-    recgpt, sasrec = record(root, "RecGPT")["parameters"], record(root, "SASRec")["parameters"]
+    recgpt, sasrec = record(root, "RecGPT").parameters, record(root, "SASRec").parameters
     assert recgpt["trainable"] > 0 and recgpt["frozen"] > 0 and sasrec["trainable"] > 0 and sasrec["frozen"] == 0
     assert recgpt["frozen"] == recgpt["trainable"]  # the writer is a copy of the whole network
-    assert record(root, "RecGPT")["epochs"] == "2+2"
-    assert record(root, "RecGPT", 1)["test_result"] != record(root, "RecGPT", 2)["test_result"]
+    assert record(root, "RecGPT").epochs == "2+2"
+    assert record(root, "RecGPT", 1).test_result != record(root, "RecGPT", 2).test_result
 
     rows = list(csv.DictReader(open(root / "comparison.csv")))
     assert len(rows) == 6
@@ -112,7 +114,7 @@ def test_a_campaign_writes_one_record_per_run_with_what_reproduces_it(tiny_campa
     assert (root / "comparison.png").stat().st_size > 1000
     # The headline: RecGPT against the baseline best on validation (Pop or SASRec), both seeds.
     def over_seeds(variant, result, metric):
-        return sum(record(root, variant, seed)[result][metric] for seed in (1, 2))
+        return sum(getattr(record(root, variant, seed), result)[metric] for seed in (1, 2))
 
     best = max(("Pop", "SASRec"), key=lambda variant: over_seeds(variant, "best_valid_result", "ndcg@10"))
     gain = over_seeds("RecGPT", "test_result", "ndcg@10") / over_seeds(best, "test_result", "ndcg@10") - 1
@@ -128,20 +130,20 @@ def test_a_campaign_writes_one_record_per_run_with_what_reproduces_it(tiny_campa
 
 def test_unchanged_runs_are_kept_and_changed_ones_run_again(tiny_campaign, capsys):
     root = tiny_campaign("Pop,SASRec")
-    before = {v: record(root, v)["finished"] + record(root, v)["settings_hash"] for v in ("Pop", "SASRec")}
+    before = {v: record(root, v).finished + record(root, v).settings_hash for v in ("Pop", "SASRec")}
     capsys.readouterr()
     tiny_campaign("Pop,SASRec", SASRec={"learning_rate": 0.002})
     output = capsys.readouterr().out
     assert "tiny Pop seed 1: kept" in output
     assert "tiny SASRec seed 1: kept" not in output
-    assert record(root, "Pop")["finished"] + record(root, "Pop")["settings_hash"] == before["Pop"]
-    assert record(root, "SASRec")["settings_hash"] not in before["SASRec"]
-    assert record(root, "SASRec")["config"]["learning_rate"] == 0.002
+    assert record(root, "Pop").finished + record(root, "Pop").settings_hash == before["Pop"]
+    assert record(root, "SASRec").settings_hash not in before["SASRec"]
+    assert record(root, "SASRec").config["learning_rate"] == 0.002
 
 
 def test_the_script_form_rebuilds_the_three_outputs_from_the_store_without_training(tiny_campaign):
     root = tiny_campaign("Pop,SASRec")
-    finished = {variant: record(root, variant)["finished"] for variant in ("Pop", "SASRec")}
+    finished = {variant: record(root, variant).finished for variant in ("Pop", "SASRec")}
     outputs = [root / name for name in ("comparison.csv", "comparison.md", "comparison.png")]
     for output in outputs:
         output.unlink()
@@ -149,7 +151,7 @@ def test_the_script_form_rebuilds_the_three_outputs_from_the_store_without_train
     done = subprocess.run(script, cwd=REPO, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert "tiny Pop seed 1: kept" in done.stdout and "tiny SASRec seed 1: kept" in done.stdout
-    assert {variant: record(root, variant)["finished"] for variant in finished} == finished
+    assert {variant: record(root, variant).finished for variant in finished} == finished
     assert all(output.stat().st_size > 0 for output in outputs)
 
 
@@ -185,14 +187,14 @@ def test_a_record_made_before_an_option_existed_is_kept(tiny_campaign, capsys):
     root = tiny_campaign("Pop")
     path = record_path(root / "runs", "tiny", "Pop", 1)
     made_before = record(root, "Pop")
-    del made_before["config"]["eval_mask_history"]
-    made_before["settings_hash"] = "from-older-code"
-    path.write_text(json.dumps(made_before))
+    del made_before.config["eval_mask_history"]
+    made_before.settings_hash = "from-older-code"
+    made_before.write(path)
     capsys.readouterr()
     tiny_campaign("Pop")
     assert "tiny Pop seed 1: kept" in capsys.readouterr().out
     tiny_campaign("Pop", Pop={"eval_mask_history": True})  # the option set otherwise: a new run
-    assert record(root, "Pop")["config"]["eval_mask_history"] is True
+    assert record(root, "Pop").config["eval_mask_history"] is True
 
 
 def test_a_killed_run_resumes_from_its_resume_file_to_the_same_numbers(tiny_campaign, monkeypatch):
@@ -215,21 +217,21 @@ def test_a_killed_run_resumes_from_its_resume_file_to_the_same_numbers(tiny_camp
     monkeypatch.setattr("benchmarks.store.LOADED_REVISION", "second-revision")
     root = tiny_campaign("RecGPT", seeds="2")
     resumed = record(root, "RecGPT", 2)
-    assert resumed["resumed"] is True and resumed["epochs"] == "2+2"
+    assert resumed.resumed is True and resumed.epochs == "2+2"
     # Each attempt ran its own checkout: the record names both.
-    assert [attempt["git"] for attempt in resumed["attempts"]] == ["first-revision", "second-revision"]
-    assert resumed["git"] == "second-revision"
+    assert [attempt["git"] for attempt in resumed.attempts] == ["first-revision", "second-revision"]
+    assert resumed.git == "second-revision"
     # Phase 2's wall time holds the killed attempt's epoch too, and the run's holds its phases'.
-    finetune = resumed["phases"]["finetune"]
+    finetune = resumed.phases["finetune"]
     assert finetune["wall_seconds"] >= untimed_seconds + finetune["train_seconds"] + finetune["valid_seconds"]
-    phase_seconds = sum(phase["wall_seconds"] for phase in resumed["phases"].values())
-    assert resumed["wall_s"] >= round(phase_seconds, 1) and resumed["last_attempt_wall_s"] <= resumed["wall_s"]
+    phase_seconds = sum(phase["wall_seconds"] for phase in resumed.phases.values())
+    assert resumed.wall_s >= round(phase_seconds, 1) and resumed.last_attempt_wall_s <= resumed.wall_s
     record_path(root / "runs", "tiny", "RecGPT", 2).unlink()
     shutil.rmtree(root / "saved")
     uninterrupted = record(tiny_campaign("RecGPT", seeds="2"), "RecGPT", 2)
-    assert uninterrupted["resumed"] is False and len(uninterrupted["attempts"]) == 1
-    for key in ("best_valid_result", "test_result"):
-        assert resumed[key] == uninterrupted[key]
+    assert uninterrupted.resumed is False and len(uninterrupted.attempts) == 1
+    for key in ("best_valid_result", "test_result", "test_hit_ranks"):
+        assert getattr(resumed, key) == getattr(uninterrupted, key)
 
 
 def test_attempts_are_kept_across_resumes_and_restart_with_a_fresh_run(tmp_path, monkeypatch):
@@ -254,25 +256,26 @@ def test_derived_rows_score_the_parent_checkpoints_without_training(tiny_campaig
     parent = record(root, "RecGPT")
     pretrain_only = record(root, "RecGPT-pretrain-only")
     # Phase 1 is validated on plain next-item ranking: its best is what the derived row scores.
-    best_phase1 = max(score for _, score in parent["phases"]["pretrain"]["valid_curve"])
-    assert pretrain_only["best_valid_result"]["ndcg@10"] == pytest.approx(best_phase1, abs=1e-4)
-    assert pretrain_only["epochs"] == "2" and pretrain_only["derived_checkpoint"] == "pretrain"
-    assert pretrain_only["config"]["prompt_tuning"] is False
+    best_phase1 = max(score for _, score in parent.phases["pretrain"]["valid_curve"])
+    assert pretrain_only.best_valid_result["ndcg@10"] == pytest.approx(best_phase1, abs=1e-4)
+    assert pretrain_only.epochs == "2" and pretrain_only.derived_checkpoint == "pretrain"
+    assert pretrain_only.config["prompt_tuning"] is False
     # Two-stage recall with N = 5 returns stage 1's top 5 first: @5 is the single-stage @5.
     single, n5 = record(root, "RecGPT-single-stage"), record(root, "RecGPT-N5")
-    assert single["epochs"] == n5["epochs"] == "2+2"
+    assert single.epochs == n5.epochs == "2+2"
     for key in ("best_valid_result", "test_result"):
-        assert n5[key]["hit@5"] == single[key]["hit@5"] and n5[key]["ndcg@5"] == single[key]["ndcg@5"]
-    assert n5["best_valid_result"]["ndcg@10"] != single["best_valid_result"]["ndcg@10"]
+        for metric in ("hit@5", "ndcg@5"):
+            assert getattr(n5, key)[metric] == getattr(single, key)[metric]
+    assert n5.best_valid_result["ndcg@10"] != single.best_valid_result["ndcg@10"]
     assert (root / "ablations.png").stat().st_size > 1000
 
 
 def test_a_phase_2_variant_starts_from_the_parent_phase_1_checkpoint(tiny_campaign):
     root = tiny_campaign("RecGPT-K0")
     parent, child = record(root, "RecGPT"), record(root, "RecGPT-K0")
-    assert child["config"]["pretrained_checkpoint"] == parent["phases"]["pretrain"]["checkpoint"]
-    assert child["config"]["prompt_length"] == 0 and set(child["phases"]) == {"finetune"}
-    assert child["parent_hash"] == parent["settings_hash"] and child["epochs"] == "2"
+    assert child.config["pretrained_checkpoint"] == parent.phases["pretrain"]["checkpoint"]
+    assert child.config["prompt_length"] == 0 and set(child.phases) == {"finetune"}
+    assert child.parent_hash == parent.settings_hash and child.epochs == "2"
     assert list(csv.DictReader(open(root / "comparison.csv")))[-1]["parent"].endswith("RecGPT/seed1.json")
 
 
@@ -284,9 +287,9 @@ def test_a_run_made_outside_the_campaign_is_adopted_only_if_its_settings_match(t
     result = run_recgpt("SASRec", "tiny", run.config_files, run.overrides)
     meta = {"git": "abc", "wall_s": 1.5, "threads": 1, "command": "python run_recgpt.py --model=SASRec"}
     with pytest.raises(ValueError, match="learning_rate differ"):
-        adopt(run, "SASRec", {**result, "config": {**result["config"], "learning_rate": 0.5}}, meta)
+        adopt(run, "SASRec", dataclasses.replace(result, config={**result.config, "learning_rate": 0.5}), meta)
     adopted = adopt(run, "SASRec", result, meta)
-    assert adopted["git"] == "abc" and adopted["adopted"] and adopted["test_result"] == result["test_result"]
+    assert adopted.git == "abc" and adopted.adopted and adopted.test_result == result.test_result
     capsys.readouterr()
     tiny_campaign("SASRec")
     assert "tiny SASRec seed 1: kept" in capsys.readouterr().out
@@ -304,8 +307,8 @@ def test_a_parent_whose_checkpoints_are_gone_is_trained_again_for_a_new_child(ti
     root = tiny_campaign("RecGPT-single-stage")
     before, single = record(root, "RecGPT"), record(root, "RecGPT-single-stage")
     # Trained again at the threads its record names, not the campaign's.
-    before["threads"] = torch.get_num_threads() + 1
-    record_path(root / "runs", "tiny", "RecGPT", 1).write_text(json.dumps(before))
+    before.threads = torch.get_num_threads() + 1
+    before.write(record_path(root / "runs", "tiny", "RecGPT", 1))
     forget_checkpoints(root)
     assert "tiny RecGPT seed 1: its checkpoints are not in this checkout; the campaign trains it again" in plan_of(
         root, tiny_data_path, "RecGPT-N5", capsys)
@@ -315,13 +318,13 @@ def test_a_parent_whose_checkpoints_are_gone_is_trained_again_for_a_new_child(ti
     assert "tiny RecGPT seed 1: trained again, its checkpoints are not in this checkout" in output
     assert "tiny RecGPT seed 1: reproduced" in output
     after = record(root, "RecGPT")
-    assert after["checkpoint"] != before["checkpoint"] and Path(after["checkpoint"]).is_file()
-    assert after["threads"] == before["threads"] and torch.get_num_threads() == before["threads"] - 1
-    assert after["remade"]["reproduced"] and after["remade"]["previous"]["test_result"] == before["test_result"]
-    assert after["remade"]["equivalent_checkpoints"]["final"] == [before["checkpoint"]]
+    assert after.checkpoint != before.checkpoint and Path(after.checkpoint).is_file()
+    assert after.threads == before.threads and torch.get_num_threads() == before.threads - 1
+    assert after.remade["reproduced"] and after.remade["previous"]["test_result"] == before.test_result
+    assert after.remade["equivalent_checkpoints"]["final"] == [before.checkpoint]
     # The same run again: the row scored from the earlier checkpoint stays, the new one uses the new file.
     assert "tiny RecGPT-single-stage seed 1: kept" in output and record(root, "RecGPT-single-stage") == single
-    assert record(root, "RecGPT-N5")["checkpoint"] == after["checkpoint"]
+    assert record(root, "RecGPT-N5").checkpoint == after.checkpoint
 
 
 def as_if_it_had_ended_elsewhere(root, *keys):
@@ -344,11 +347,11 @@ def test_a_parent_trained_again_to_other_numbers_makes_its_children_stale(tiny_c
     capsys.readouterr()
     tiny_campaign("RecGPT-N5")
     assert "tiny RecGPT seed 1: NOT reproduced" in capsys.readouterr().out
-    remade = record(root, "RecGPT")["remade"]
+    remade = record(root, "RecGPT").remade
     assert not remade["reproduced"] and remade["equivalent_checkpoints"] == {}
     tiny_campaign("RecGPT-single-stage")
     assert "tiny RecGPT-single-stage seed 1: kept" not in capsys.readouterr().out
-    assert record(root, "RecGPT-single-stage")["checkpoint"] == record(root, "RecGPT")["checkpoint"]
+    assert record(root, "RecGPT-single-stage").checkpoint == record(root, "RecGPT").checkpoint
 
 
 def test_a_new_phase_2_child_trains_the_parent_again_through_phase_1_only(tiny_campaign, tiny_data_path, capsys):
@@ -364,14 +367,14 @@ def test_a_new_phase_2_child_trains_the_parent_again_through_phase_1_only(tiny_c
     assert "tiny RecGPT seed 1: reproduced its pretrain phase" in output
     after = record(root, "RecGPT")
     # The record keeps its numbers and names the new phase-1 checkpoint; phase 2 was not trained.
-    assert {k: v for k, v in after.items() if k not in ("phases", "remade")} == {
-        k: v for k, v in before.items() if k != "phases"}
-    new_phase_1 = after["phases"]["pretrain"]["checkpoint"]
-    assert new_phase_1 != before["phases"]["pretrain"]["checkpoint"] and Path(new_phase_1).is_file()
-    assert not Path(after["checkpoint"]).exists()
-    assert after["remade"]["phases"] == ["pretrain"]
-    assert after["remade"]["equivalent_checkpoints"] == {"pretrain": [before["phases"]["pretrain"]["checkpoint"]]}
-    assert record(root, "RecGPT-K1")["config"]["pretrained_checkpoint"] == new_phase_1
+    assert {k: v for k, v in after.to_dict().items() if k not in ("phases", "remade")} == {
+        k: v for k, v in before.to_dict().items() if k != "phases"}
+    new_phase_1 = after.phases["pretrain"]["checkpoint"]
+    assert new_phase_1 != before.phases["pretrain"]["checkpoint"] and Path(new_phase_1).is_file()
+    assert not Path(after.checkpoint).exists()
+    assert after.remade["phases"] == ["pretrain"]
+    assert after.remade["equivalent_checkpoints"] == {"pretrain": [before.phases["pretrain"]["checkpoint"]]}
+    assert record(root, "RecGPT-K1").config["pretrained_checkpoint"] == new_phase_1
     assert record(root, "RecGPT-K0") == k0
 
     # A derived child then needs the final checkpoint: the run continues from its phase 1.
@@ -379,9 +382,9 @@ def test_a_new_phase_2_child_trains_the_parent_again_through_phase_1_only(tiny_c
     output = capsys.readouterr().out
     assert "tiny RecGPT seed 1: reproduced (valid" in output
     final = record(root, "RecGPT")
-    assert final["resumed"] and len(final["attempts"]) == 2 and final["test_result"] == before["test_result"]
-    assert final["remade"]["equivalent_checkpoints"]["pretrain"] == [before["phases"]["pretrain"]["checkpoint"]]
-    assert final["remade"]["equivalent_checkpoints"]["final"] == [before["checkpoint"]]
+    assert final.resumed and len(final.attempts) == 2 and final.test_result == before.test_result
+    assert final.remade["equivalent_checkpoints"]["pretrain"] == [before.phases["pretrain"]["checkpoint"]]
+    assert final.remade["equivalent_checkpoints"]["final"] == [before.checkpoint]
     for child in ("RecGPT-single-stage", "RecGPT-K0", "RecGPT-K1"):
         assert f"tiny {child} seed 1: kept" in output
     assert record(root, "RecGPT-single-stage") == single and record(root, "RecGPT-K0") == k0
@@ -395,28 +398,43 @@ def test_a_parent_whose_phase_1_differs_is_trained_to_the_end_and_its_children_g
     output = capsys.readouterr().out
     assert "tiny RecGPT seed 1: NOT reproduced" in output
     after = record(root, "RecGPT")
-    assert Path(after["checkpoint"]).is_file() and after["remade"]["equivalent_checkpoints"] == {}
-    assert len(after["attempts"]) == 2  # phase 2 continued the phase 1 just trained
+    assert Path(after.checkpoint).is_file() and after.remade["equivalent_checkpoints"] == {}
+    assert len(after.attempts) == 2  # phase 2 continued the phase 1 just trained
     tiny_campaign("RecGPT-K0")
     assert "tiny RecGPT-K0 seed 1: kept" not in capsys.readouterr().out
 
 
 def test_cpu_time_counts_runs_trained_again_and_the_runs_they_replaced():
-    assert cpu_seconds({"wall_s": 10, "threads": 2}) == 20
-    phase_1_again = {"wall_s": 10, "threads": 2, "remade": {"wall_s": 3, "threads": 1, "previous": {"git": "a"}}}
-    assert cpu_seconds(phase_1_again) == 23
-    assert cpu_seconds({"wall_s": 10, "threads": 2, "remade": {"previous": {"wall_s": 5, "threads": 1}}}) == 25
+    def run(remade=None):
+        return RunRecord(dataset="tiny", model="Pop", wall_s=10, threads=2, remade=remade)
+
+    assert cpu_seconds(run()) == 20
+    assert cpu_seconds(run({"wall_s": 3, "threads": 1, "previous": {"git": "a"}})) == 23  # phase 1 again
+    assert cpu_seconds(run({"previous": {"wall_s": 5, "threads": 1}})) == 25
 
 
-def test_paired_significance_rescores_the_stored_checkpoints_on_the_same_users(tiny_campaign, tiny_data_path, capsys):
+def test_paired_significance_pairs_the_same_users_from_stored_hit_ranks_or_rescored_checkpoints(
+        tiny_campaign, tiny_data_path, capsys):
     root = tiny_campaign("SASRec,RecGPT-single-stage", seeds="1,2")
     common = [f"--data_path={tiny_data_path}", f"--store={root / 'runs'}", f"--variants_file={root / 'variants.yaml'}",
               "--dataset=tiny", "--seeds=1,2"]
+    paths = [record_path(root / "runs", "tiny", variant, seed) for variant in ("SASRec", "RecGPT-single-stage")
+             for seed in (1, 2)]
+    with_ranks = {path: RunRecord.read(path) for path in paths}
+    assert all(stored.test_hit_ranks for stored in with_ranks.values())
+    for path, stored in with_ranks.items():  # as records made before they kept hit ranks
+        dataclasses.replace(stored, test_hit_ranks=None).write(path)
     # Each rescored per-user mean is checked against the stored test result, or it fails.
     significance(common + ["--variants=RecGPT-single-stage,SASRec", f"--out={root / 'sig.md'}"])
     table = (root / "sig.md").read_text()
     assert "| mean of seeds | ndcg@10 |" in table and table.count("| 1 | ") == 2
     assert "Made by `python -m benchmarks.significance --data_path=" in table
+    # From the records' hit ranks, with no checkpoint left: the same table.
+    for path, stored in with_ranks.items():
+        stored.write(path)
+    forget_checkpoints(root)
+    significance(common + ["--variants=RecGPT-single-stage,SASRec", f"--out={root / 'sig.md'}"])
+    assert (root / "sig.md").read_text() == table
     capsys.readouterr()
     significance(common + ["--variants=SASRec,SASRec"])
     for line in capsys.readouterr().out.splitlines():
@@ -455,8 +473,8 @@ def test_the_repeat_breakdown_adds_up_to_the_stored_metrics(tiny_campaign, tiny_
     stored = record(root, "SASRec")
     lines = [line.split(" | ") for line in capsys.readouterr().out.splitlines() if line.startswith("| SASRec |")]
     totals = {row[1]: row for row in lines if row[2] == "all"}
-    assert float(totals["test"][4]) == pytest.approx(stored["test_result"]["ndcg@10"], abs=1e-4)
-    assert float(totals["valid"][5]) == pytest.approx(stored["best_valid_result"]["hit@10"], abs=1e-4)
+    assert float(totals["test"][4]) == pytest.approx(stored.test_result["ndcg@10"], abs=1e-4)
+    assert float(totals["valid"][5]) == pytest.approx(stored.best_valid_result["hit@10"], abs=1e-4)
     assert len(lines) == 8  # three kinds and the total, for each split
 
 
@@ -479,7 +497,7 @@ def test_the_plan_lists_missing_and_stale_rows_and_the_commands_that_fill_them(t
     assert ("python -m benchmarks.compare --datasets=tiny --seeds=2 --variants=Pop,SASRec "
             f"--data_path={tiny_data_path}") in output
     assert "--seeds=1,2 --variants=RecGPT-pretrain-only" in output
-    wall = sum(record(root, variant)["wall_s"] for variant in ("Pop", "SASRec"))
+    wall = sum(record(root, variant).wall_s for variant in ("Pop", "SASRec"))
     assert f"CPU time of the 2 runs in {root / 'runs'}: {wall / 3600:.1f} core-hours" in output
 
     variants = yaml.safe_load((root / "variants.yaml").read_text())
@@ -493,10 +511,10 @@ def test_the_plan_lists_missing_and_stale_rows_and_the_commands_that_fill_them(t
         planned_runs([{"datasets": ["tiny"], "seeds": [1], "variants": ["BERT"]}], variants)
 
 
-def fake_record(variant, seed, ndcg):
+def fake_record(variant, seed, ndcg, **fields):
     metrics = {m: ndcg for m in ("hit@5", "hit@10", "hit@20", "ndcg@5", "ndcg@10", "ndcg@20")}
-    return {"variant": variant, "seed": seed, "best_valid_result": {"ndcg@10": ndcg}, "test_result": metrics,
-            "epochs": "1", "wall_s": 1.0, "trainer": "t"}
+    return RunRecord(dataset="tiny", model="any", variant=variant, seed=seed, best_valid_result={"ndcg@10": ndcg},
+                     test_result=metrics, phases={"train": {"epochs": 1}}, wall_s=1.0, trainer="t", **fields)
 
 
 def test_the_gain_over_the_best_baseline_uses_the_seeds_both_rows_have():
@@ -514,7 +532,7 @@ def test_the_gain_over_the_best_baseline_uses_the_seeds_both_rows_have():
 def test_an_ablation_is_compared_with_its_reference_run_of_the_same_seed():
     variants = {"RecGPT": {"model": "RecGPT", "group": "main"},
                 "RecGPT-N5": {"derived_from": "RecGPT", "parent": "RecGPT", "group": "ablation", "sweep": "stage1_n"}}
-    records = [{**fake_record(name, seed, ndcg), "dataset": "tiny", "config": {"stage1_n": n}}
+    records = [fake_record(name, seed, ndcg, config={"stage1_n": n})
                for name, seed, ndcg, n in (("RecGPT", 1, 0.10, 9), ("RecGPT", 2, 0.30, 9), ("RecGPT-N5", 1, 0.12, 5))]
     main, ablations = "\n".join(dataset_sections(records, variants, ("main", "ablation"), 4)).split("Paper ablations")
     assert "| RecGPT | t | 2 | **0.2000 ± 0.1414** |" in main
@@ -532,13 +550,13 @@ def test_the_readme_block_gets_the_headline_and_nothing_else_changes(tmp_path):
                 "RecGPT-N5": {"derived_from": "RecGPT", "parent": "RecGPT", "group": "ablation", "description": "N=5"},
                 "SASRec-masked": {"derived_from": "SASRec", "parent": "SASRec", "group": "masked"},
                 "RecGPT-masked": {"derived_from": "RecGPT", "parent": "RecGPT", "group": "masked", "headline": "RecGPT"}}
-    records = [{**fake_record(name, seed, ndcg), "dataset": "tiny"}
+    records = [fake_record(name, seed, ndcg)
                for name, seed, ndcg in (("SASRec", 1, 0.10), ("GRU4Rec", 1, 0.09), ("GRU4Rec", 2, 0.09), ("RecGPT", 1, 0.12),
                                         ("RecGPT", 2, 0.12), ("RecGPT-N5", 1, 0.20), ("SASRec-masked", 1, 0.15),
                                         ("RecGPT-masked", 1, 0.18))]
     for record in records:
-        if record["variant"] == "GRU4Rec":
-            record["best_valid_result"]["ndcg@10"] = 0.30  # best on validation
+        if record.variant == "GRU4Rec":
+            record.best_valid_result["ndcg@10"] = 0.30  # best on validation
     readme = tmp_path / "README.md"
     readme.write_text(f"# before\n{README_START}\nstale table\n{README_END}\nafter\n")
     update_readme(readme, records, variants)
@@ -558,14 +576,15 @@ def test_migration_gives_old_records_the_parameter_counts_a_campaign_writes(tiny
     from benchmarks.migrate import add_parameter_counts
 
     root = tiny_campaign("SASRec,RecGPT,RecGPT-pretrain-only")
-    written = {variant: record(root, variant)["parameters"] for variant in ("SASRec", "RecGPT", "RecGPT-pretrain-only")}
+    written = {variant: record(root, variant).parameters for variant in ("SASRec", "RecGPT", "RecGPT-pretrain-only")}
     for variant in written:  # as made before records carried counts
-        old = record(root, variant)
+        path = record_path(root / "runs", "tiny", variant, 1)
+        old = json.loads(path.read_text())
         del old["parameters"]
-        write_record(record_path(root / "runs", "tiny", variant, 1), old)
+        path.write_text(json.dumps(old))
     changed = add_parameter_counts(root / "runs", tiny_data_path)
     assert sorted(path.parent.name for path in changed) == sorted(written)
-    assert {variant: record(root, variant)["parameters"] for variant in written} == written
+    assert {variant: record(root, variant).parameters for variant in written} == written
     assert add_parameter_counts(root / "runs", tiny_data_path) == []  # nothing left to do
 
 
@@ -573,9 +592,9 @@ def test_a_row_with_a_run_made_at_a_dirty_revision_is_marked_and_explained():
     from benchmarks.tables import DIRTY_NOTE, markdown
 
     variants = {"SASRec": {"model": "SASRec", "group": "main"}, "GRU4Rec": {"model": "GRU4Rec", "group": "main"}}
-    records = [{**fake_record("SASRec", 1, 0.1), "dataset": "tiny", "git": "abc1234-dirty", "threads": 1},
-               {**fake_record("SASRec", 2, 0.1), "dataset": "tiny", "git": "abc1234", "threads": 1},
-               {**fake_record("GRU4Rec", 1, 0.1), "dataset": "tiny", "git": "abc1234", "threads": 1}]
+    records = [fake_record("SASRec", 1, 0.1, git="abc1234", git_dirty=True, threads=1),
+               fake_record("SASRec", 2, 0.1, git="abc1234", threads=1),
+               fake_record("GRU4Rec", 1, 0.1, git="abc1234", threads=1)]
     table = markdown(records, variants)
     assert "| SASRec † | t | 2 |" in table and "| GRU4Rec | t | 1 |" in table
     assert DIRTY_NOTE in table

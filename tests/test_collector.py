@@ -11,7 +11,7 @@ from recbole_recgpt.ranking import TopItems
 
 def config(metrics):
     return {"metrics": metrics, "topk": [1, 3, 5], "eval_args": {"mode": {"valid": "full", "test": "full"}},
-            "device": torch.device("cpu"), "metric_decimal_place": 6}
+            "device": torch.device("cpu"), "metric_decimal_place": 6, "USER_ID_FIELD": "user_id"}
 
 
 def batch(seed, n_users=7, n_items=12):

@@ -217,8 +217,8 @@ def test_recgpt_trains_both_phases_with_sampled_softmax(tiny_data_path, tmp_path
                 "finetune_epochs": 1, "pretrain_loss": "sampled_softmax", "finetune_loss": "sampled_softmax",
                 "loss_negatives": 8, "loss_sampling": "popularity"}
     result = run_recgpt("RecGPT", "tiny", config_dict=settings)
-    assert set(result["phases"]) == {"pretrain", "finetune"}
-    assert 0 < result["test_result"]["hit@10"] <= 1
+    assert set(result.phases) == {"pretrain", "finetune"}
+    assert 0 < result.test_result["hit@10"] <= 1
 
 
 def test_recgpt_pretrains_with_gbce_and_its_loss_falls(tiny_config):
@@ -242,8 +242,8 @@ def test_sasrec_trains_with_sampled_softmax_and_sparse_item_gradients_under_the_
                 "hidden_size": 16, "inner_size": 32, "baseline_loss": "sampled_softmax", "loss_negatives": 8,
                 "sparse_item_gradients": True}
     result = run_recgpt("SASRec", "tiny", config_dict=settings)
-    assert result["config"]["baseline_trainer"] == "whole_sequence"
-    assert 0 < result["test_result"]["hit@10"] <= 1
+    assert result.config["baseline_trainer"] == "whole_sequence"
+    assert 0 < result.test_result["hit@10"] <= 1
 
 
 def test_the_whole_sequence_trainer_scores_with_the_modules_loss(tiny_config):

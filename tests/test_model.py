@@ -194,16 +194,21 @@ def test_predict_agrees_with_full_sort(tiny):
 def test_a_saved_model_reloads_with_identical_scores(tiny_data_path, tmp_path):
     settings = {**TINY_CONFIG, "data_path": str(tiny_data_path), "checkpoint_dir": str(tmp_path)}
     result = run_recgpt("RecGPT", "tiny", config_dict=settings)
-    _, model, _, _, _, test_data = load_data_and_model(result["checkpoint"])
+    _, model, _, _, _, test_data = load_data_and_model(result.checkpoint)
     assert bool(model.prompt_tuned)
     model.eval()
     interaction = next(iter(test_data))[0]
     first = model.full_sort_predict(interaction)
-    _, again, _, _, _, _ = load_data_and_model(result["checkpoint"])
+    _, again, _, _, _, _ = load_data_and_model(result.checkpoint)
     again.eval()
     torch.testing.assert_close(again.full_sort_predict(interaction), first, rtol=0, atol=0)
     # The reloaded model reproduces the test metrics of the run that saved it.
-    assert result["test_result"] == pytest.approx(reevaluate(result["checkpoint"]))
+    assert result.test_result == pytest.approx(reevaluate(result.checkpoint))
+    # Its record's per-user hit ranks give those test metrics back, user by user averaged.
+    users, per_user = result.per_user_test(10)
+    assert len(users) == len(test_data.dataset) and list(users) == sorted(users)
+    for metric, values in per_user.items():
+        assert values.mean() == pytest.approx(result.test_result[metric], abs=1e-4)
 
 
 def reevaluate(checkpoint):
@@ -294,8 +299,8 @@ def test_recboles_case_study_top_k_works(tiny):
 def test_ablations_are_a_config_change(tiny_data_path, tmp_path, overrides, phases):
     settings = {**TINY_CONFIG, "data_path": str(tiny_data_path), "checkpoint_dir": str(tmp_path), **overrides}
     result = run_recgpt("RecGPT", "tiny", config_dict=settings)
-    assert set(result["phases"]) == phases
-    _, model, _, _, _, test_data = load_data_and_model(result["checkpoint"])
+    assert set(result.phases) == phases
+    _, model, _, _, _, test_data = load_data_and_model(result.checkpoint)
     model.eval()
     interaction = next(iter(test_data))[0]
     batch_len = interaction[model.ITEM_SEQ_LEN]

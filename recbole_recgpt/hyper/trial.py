@@ -10,7 +10,6 @@ from time import time
 
 from recbole_recgpt.errors import RecGPTError
 from recbole_recgpt.quick_start import run_recgpt
-from recbole_recgpt.trainer.phased import global_curve
 
 # A trial ends in one of these states. ``ok``, ``stopped`` and ``failed`` are final: a rerun
 # of the search skips them. ``error`` (anything unforeseen: a crash, out of memory) is
@@ -39,7 +38,7 @@ def run_trial(params, settings, epoch_callback=None):
     """
     start = time()
     try:
-        result = run_recgpt(
+        record = run_recgpt(
             model=settings.model,
             dataset=settings.dataset,
             config_files=settings.config_files,
@@ -51,17 +50,22 @@ def run_trial(params, settings, epoch_callback=None):
         return trial_row(params, FAILED, seconds=time() - start, error=str(error))
     except Exception as error:  # a search of many trials goes on; the row says what happened
         return trial_row(params, ERROR, seconds=time() - start, error=f"{type(error).__name__}: {error}")
-    phase_epochs = {name: phase["epochs"] for name, phase in result["phases"].items()}
+    return record_row(params, record, seconds=time() - start)
+
+
+def record_row(params, record, seconds):
+    """The row of a trial that ran to the end: every value read off its run's
+    :class:`~recbole_recgpt.record.RunRecord`."""
     return trial_row(
         params, OK,
-        best_valid_score=result["best_valid_score"],
-        valid=result["best_valid_result"],
-        test=result["test_result"],
-        epochs=sum(phase_epochs.values()),
-        phase_epochs=phase_epochs,
-        seconds=time() - start,
-        checkpoint=result["checkpoint"],
-        valid_curve=[[epoch, score] for epoch, score, _ in global_curve(result["phases"])],
+        best_valid_score=record.best_valid_score,
+        valid=record.best_valid_result,
+        test=record.test_result,
+        epochs=record.total_epochs,
+        phase_epochs=record.phase_epochs,
+        seconds=seconds,
+        checkpoint=record.checkpoint,
+        valid_curve=[[epoch, score] for epoch, score, _ in record.valid_curve],
     )
 
 

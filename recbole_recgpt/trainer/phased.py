@@ -70,16 +70,6 @@ def set_rng_state(state):
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def global_curve(phases):
-    """``[(global epoch, valid score, phase)]`` of a run's ``phases`` (its result's), the
-    phases one after the other: epochs count 1, 2, ... across them."""
-    points, offset = [], 0
-    for name, phase in phases.items():
-        points += [(offset + epoch + 1, score, name) for epoch, score in phase.get("valid_curve", [])]
-        offset += phase["epochs"]
-    return points
-
-
 class SplitOptimizer:
     """The run's optimizer for the dense parameters beside SparseAdam for the sparse item
     table, zeroed, stepped, saved and restored as one optimizer (RecBole's loop and the
