@@ -16,8 +16,11 @@ on validation, both protocols), then the main, masked and ablation tables.
 
 import argparse
 import csv
+import math
 import statistics
 from pathlib import Path
+
+from scipy import stats
 
 from benchmarks.store import METRICS, load_variants
 from recbole_recgpt.record import RunRecord
@@ -228,20 +231,46 @@ def headline_rows(records, variants):
     return rows
 
 
+def paired_over_seeds(ours, theirs, metric="ndcg@10"):
+    """``(mean, interval)``: the mean over seeds of the per-seed difference ``ours - theirs``
+    and its 95% t-interval over those seeds (None with one seed). Both runs of a seed share
+    the seed's data order and initial draws, so the difference varies less than either score."""
+    differences = [ours["by_seed"][seed][metric] - theirs["by_seed"][seed][metric] for seed in sorted(ours["by_seed"])]
+    mean = statistics.fmean(differences)
+    if len(differences) < 2:
+        return mean, None
+    half = stats.t.ppf(0.975, len(differences) - 1) * statistics.stdev(differences) / math.sqrt(len(differences))
+    return mean, (mean - half, mean + half)
+
+
+def difference_cell(mean, interval):
+    if interval is None:
+        return f"{mean:+.4f} (one seed)"
+    return f"{mean:+.4f} [{interval[0]:+.4f}, {interval[1]:+.4f}]"
+
+
 def headline_table(records, variants):
     """The results at a glance: RecGPT vs the best baseline on validation, per dataset and protocol."""
     lines = [
         "| dataset | history items | model | seeds | valid NDCG@10 | test NDCG@10 | test HR@10 | best baseline on validation "
-        "| its test NDCG@10 | test NDCG@10 vs it |",
-        "| --- | --- | --- | ---: | ---: | ---: | ---: | --- | ---: | ---: |",
+        "| its test NDCG@10 | test NDCG@10 vs it | difference, 95% interval over seeds |",
+        "| --- | --- | --- | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: |",
     ]
     for dataset, group, label, best, seeds, ours, theirs in headline_rows(records, variants):
         gain = 100 * (ours["mean"]["ndcg@10"] / theirs["mean"]["ndcg@10"] - 1)
         lines.append(
             f"| {dataset} | {'masked' if group == 'masked' else 'ranked'} | {label} | {len(seeds)} | "
             f"{cell(ours, 'valid_ndcg@10', False)} | {cell(ours, 'ndcg@10', False)} | {cell(ours, 'hit@10', False)} | "
-            f"{variants[best].get('parent', best)} | {cell(theirs, 'ndcg@10', False)} | {gain:+.1f}% |"
+            f"{variants[best].get('parent', best)} | {cell(theirs, 'ndcg@10', False)} | {gain:+.1f}% | "
+            f"{difference_cell(*paired_over_seeds(ours, theirs))} |"
         )
+    return lines
+
+
+def tuning_table(variants):
+    """What was searched for each main row's settings, and on what (the variants' ``tuned``)."""
+    lines = ["| row | what was searched, and on what |", "| --- | --- |"]
+    lines += [f"| {name} | {spec['tuned']} |" for name, spec in variants.items() if spec.get("tuned")]
     return lines
 
 
@@ -263,9 +292,17 @@ def results_document(records, variants):
         "configuration) against the baseline that is best on validation NDCG@10, on the seeds both have. "
         "*ranked*: items of the user's history stay in the ranking (RecBole's sequential protocol); "
         "*masked*: they are never ranked (`eval_mask_history: True`, the reference code's protocol), "
-        "scored from the same checkpoints. Paired per-user tests: the `results/significance-*.md` files.",
+        "scored from the same checkpoints. The last column pairs the two models seed by seed (test "
+        "NDCG@10, RecGPT minus the baseline; Student's t over the seeds); paired per-user tests: the "
+        "`results/significance-*.md` files.",
         "",
         *headline_table(records, variants),
+        "",
+        "### What was tuned",
+        "",
+        "Every choice was made on validation; none of these settings was searched on test.",
+        "",
+        *tuning_table(variants),
         "",
         "![test NDCG@10 and HR@10 of the main rows](../results/comparison.png)",
         "",

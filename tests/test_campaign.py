@@ -120,7 +120,11 @@ def test_a_campaign_writes_one_record_per_run_with_what_reproduces_it(tiny_campa
     gain = over_seeds("RecGPT", "test_result", "ndcg@10") / over_seeds(best, "test_result", "ndcg@10") - 1
     [headline] = [line for line in (root / "results.md").read_text().splitlines() if line.startswith("| tiny |")]
     assert headline.startswith("| tiny | ranked | RecGPT | 2 |") and f"| {best} |" in headline
-    assert headline.endswith(f"| {100 * gain:+.1f}% |")
+    # Then the per-seed difference and its 95% interval over the two seeds (t with 1 degree of freedom: 12.706).
+    differences = [record(root, "RecGPT", seed).test_result["ndcg@10"] - record(root, best, seed).test_result["ndcg@10"]
+                   for seed in (1, 2)]
+    mean, half = sum(differences) / 2, 12.7062 * abs(differences[0] - differences[1]) / 2
+    assert headline.endswith(f"| {100 * gain:+.1f}% | {mean:+.4f} [{mean - half:+.4f}, {mean + half:+.4f}] |")
     # Validation curves: RecGPT's two phases one after the other.
     points = curve(record(root, "RecGPT"))
     assert [(x, phase) for x, _, phase in points] == [(1, "pretrain"), (2, "pretrain"), (3, "finetune"), (4, "finetune")]
@@ -564,8 +568,10 @@ def test_the_readme_block_gets_the_headline_and_nothing_else_changes(tmp_path):
     assert text.startswith(f"# before\n{README_START}\n| dataset |") and text.endswith(f"{README_END}\nafter\n")
     rows = [line for line in text.splitlines() if line.startswith("| tiny |")]
     assert rows == [
-        "| tiny | ranked | RecGPT | 2 | 0.1200 ± 0.0000 | 0.1200 ± 0.0000 | 0.1200 ± 0.0000 | GRU4Rec | 0.0900 ± 0.0000 | +33.3% |",
-        "| tiny | masked | RecGPT | 1 | 0.1800 | 0.1800 | 0.1800 | SASRec | 0.1500 | +20.0% |",
+        # The same difference on both seeds: an interval of width 0.
+        "| tiny | ranked | RecGPT | 2 | 0.1200 ± 0.0000 | 0.1200 ± 0.0000 | 0.1200 ± 0.0000 | GRU4Rec | 0.0900 ± 0.0000 | +33.3% "
+        "| +0.0300 [+0.0300, +0.0300] |",
+        "| tiny | masked | RecGPT | 1 | 0.1800 | 0.1800 | 0.1800 | SASRec | 0.1500 | +20.0% | +0.0300 (one seed) |",
     ]
     readme.write_text("no block\n")
     with pytest.raises(SystemExit, match="has no"):
