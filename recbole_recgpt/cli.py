@@ -5,7 +5,10 @@ import functools
 import os
 import shlex
 import shutil
+import signal
 import sys
+import threading
+from contextlib import contextmanager
 from pathlib import Path
 
 RUN_USAGE = """Train and evaluate RecGPT (or a RecBole baseline) on one dataset.
@@ -142,7 +145,6 @@ def parse_run(argv):
 
 @_one_line_errors
 def run_main(argv=None):
-    from recbole_recgpt.distributed import sigterm_interrupts
     from recbole_recgpt.errors import ProcessKilled
     from recbole_recgpt.quick_start import check_run, run_recgpt
 
@@ -164,6 +166,25 @@ def run_main(argv=None):
     except (KeyboardInterrupt, ProcessKilled) as stopped:
         stopped.next_step = next_step(stopped, argv, resumed=bool(args.resume))
         raise
+
+
+@contextmanager
+def sigterm_interrupts():
+    """Within, SIGTERM (a scheduler's or ``kill``'s stop) stops the run as Ctrl-C does: the
+    run saves nothing half-written, a launcher stops its processes, and the user is told how
+    to continue."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def next_step(stopped, argv, resumed=False):

@@ -6,9 +6,9 @@ Two ways to start them, then one code path:
   its environment (``RANK``, ``LOCAL_RANK``, ``WORLD_SIZE``, ``LOCAL_WORLD_SIZE``,
   ``MASTER_ADDR``, ``MASTER_PORT``);
 * RecBole's keys ``--nproc=N`` (with ``--world_size``, ``--ip``, ``--port`` and ``--offset`` for
-  several machines) make the command a launcher: :func:`launch` checks the request, starts N
-  processes with the environment torchrun would give them, and reports the first failure in
-  one line after stopping the others.
+  several machines) make the command a launcher: :func:`launch` checks the request, has
+  torch's elastic agent (what torchrun runs) start the N processes, and reports the first
+  failure in one line after the agent has stopped the others.
 
 Each process joins the group in :func:`configure_processes`, which replaces the process setup
 of RecBole 1.2.1's ``Config`` (NCCL and CUDA devices only): gloo on CPU, nccl on GPU. The rest
@@ -18,30 +18,44 @@ gathering small objects, the model in DDP and evaluation results gathered from e
 
 import errno
 import hashlib
+import json
+import logging
 import multiprocessing
-import multiprocessing.connection
 import os
 import signal
 import socket
+import tempfile
 import threading
+import time
 import traceback
 from contextlib import contextmanager
 from datetime import timedelta
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
+from torch.distributed.elastic.multiprocessing import DefaultLogsSpecs, SignalException
+from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 from torch.nn.parallel import DistributedDataParallel
 
 from recbole_recgpt.collector import TopkCollector
 from recbole_recgpt.errors import ConfigError, Interrupted, ProcessGroupError, ProcessKilled, one_line
+from recbole_recgpt.files import write_text_atomically
 
 # RecBole's keys for where a run's processes run: processes on this machine, in all, the
 # address and port of process 0, and the rank of this machine's first process.
 LAUNCH_KEYS = ("nproc", "world_size", "ip", "port", "offset")
-# Seconds a stopped process is given to exit on SIGTERM before it is killed.
-STOP_SECONDS = 10
-# In a process :func:`launch` started: its end of the pipe to the launcher (None elsewhere).
-_launcher = None
+# Seconds between two looks of torch's agent at its processes (torchrun's default).
+MONITOR_SECONDS = 0.1
+# Seconds a failed process waits before it exits (see _run_process): ten of those looks.
+REPORT_DELAY_SECONDS = 10 * MONITOR_SECONDS
+# The signals on which torch's agent stops its processes (and the launcher the run).
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT)
+# Where torch's agent and its process helpers log.
+QUIET_LOGGERS = ("torch.distributed.elastic", "torch.distributed.launcher", "torch.multiprocessing")
+# In a process :func:`launch` started: the launcher's folder, to tell it facts in (None elsewhere).
+_launcher_folder = None
 
 
 # --- this process ------------------------------------------------------------------------
@@ -124,7 +138,7 @@ def configure_processes(config):
                 "nccl" if gpu else "gloo", init_method="env://", rank=rank, world_size=world_size,
                 timeout=timedelta(seconds=config["dist_timeout"]),
             )
-        except (RuntimeError, ValueError) as error:  # torch's DistNetworkError / DistStoreError are RuntimeErrors
+        except dist.DistError as error:  # the machines did not meet (DistNetworkError, DistStoreError)
             raise ProcessGroupError(
                 f"process {rank} of {world_size} cannot join the process group at {env['ip']}:{env['port']} "
                 f"({str(error).strip().splitlines()[0]}); check --ip and --port, and that process 0 is running"
@@ -197,14 +211,6 @@ def share(count, of_rank=None, of_world_size=None):
     return range(r * count // size, (r + 1) * count // size)
 
 
-def tell_launcher(**facts):
-    """Let the launcher of this process know ``facts`` (``resume_file``: the resume state the
-    run has saved), so that it can tell the user how to continue should this process die; a
-    no-op in a process it did not start."""
-    if _launcher is not None:
-        _launcher.send(("facts", facts, None))
-
-
 def finish():
     """End this process's part of the run: wait for the others (process 0 has written the
     result), then leave the group."""
@@ -259,7 +265,7 @@ class GatheringCollector(TopkCollector):
         return struct
 
 
-# --- the launcher ----------------------------------------------------------------------------
+# --- the launcher: torch's elastic agent, as torchrun runs it ---------------------------------
 
 
 def available_cores():
@@ -268,14 +274,21 @@ def available_cores():
 
 def check_launch(config):
     """``(nproc, world_size, offset, ip, port)`` of a launch request, or a one-line error: more
-    processes than this machine has CPU cores (GPUs on GPU), ranks outside the world, or a
-    port process 0 cannot listen on."""
+    processes than this machine has CPU cores (GPUs on GPU), ranks outside the world, machines
+    with different numbers of processes, or a port process 0 cannot listen on."""
     nproc, world_size = requested_processes(config)
     offset, ip, port = config["offset"], str(config["ip"]), config["port"]
     if not isinstance(offset, int) or not 0 <= offset <= world_size - nproc:
         raise ConfigError(
             f"offset={offset!r} must be an integer from 0 to world_size - nproc = {world_size - nproc} "
             "(the rank of this machine's first process)"
+        )
+    # torch's agents number the machines and give each nproc consecutive ranks (as torchrun's
+    # --nnodes and --node-rank), so every machine starts the same number of processes.
+    if world_size % nproc or offset % nproc:
+        raise ConfigError(
+            f"world_size={world_size} and offset={offset} must be multiples of nproc={nproc}: every machine "
+            "starts the same number of processes (offset: 0, nproc, 2*nproc, ...)"
         )
     if not isinstance(port, int) or not 0 < port < 65536:
         raise ConfigError(f"port={port!r} must be a port number (1 to 65535)")
@@ -317,146 +330,133 @@ def check_port(ip, port):
 def launch(config, target, kwargs):
     """Start this machine's processes of a multi-process run and wait for them.
 
-    Process ``offset + i`` runs ``target(**kwargs)`` with the environment torchrun would give
-    it (and ``OMP_NUM_THREADS``: this machine's cores shared out, unless set). Returns what
-    this machine's first process returned. The first process to fail stops the others; its
-    error is raised as one :class:`ProcessGroupError`, or, where it died without one,
+    torch's elastic agent (what ``torchrun`` runs) starts them, as ``torchrun
+    --nproc-per-node=nproc --nnodes=world_size/nproc --node-rank=offset/nproc
+    --master-addr=ip --master-port=port`` would: process ``offset + i`` runs
+    ``target(**kwargs)`` (with ``OMP_NUM_THREADS``: this machine's cores shared out, unless
+    set), and the machines wait ``dist_timeout`` seconds for each other. Returns what this
+    machine's first process returned. The first process to fail stops the others; its error is
+    raised as one :class:`ProcessGroupError`, or, where it died without one,
     :class:`ProcessKilled`. Ctrl-C or SIGTERM stops them all with :class:`Interrupted`. Both
     name the resume file the processes told of (:func:`tell_launcher`), for the hint.
     """
     nproc, world_size, offset, ip, port = check_launch(config)
-    threads = os.environ.get("OMP_NUM_THREADS") or str(max(1, available_cores() // nproc))
-    context = multiprocessing.get_context("spawn")
-    processes, readers = [], []
-    facts = {}  # what the processes told on the way
-    with sigterm_interrupts():
+    threads = int(os.environ.get("OMP_NUM_THREADS") or max(1, available_cores() // nproc))
+    machines = world_size // nproc
+    with tempfile.TemporaryDirectory(prefix="recgpt-launch-") as folder, _agent_quiet(), _signal_handlers_kept():
+        agent = LaunchConfig(
+            min_nodes=machines, max_nodes=machines, nproc_per_node=nproc, run_id="recbole-recgpt",
+            rdzv_backend="static", rdzv_endpoint=f"{ip}:{port}",
+            rdzv_configs={"rank": offset // nproc, "timeout": config["dist_timeout"]},
+            max_restarts=0, monitor_interval=MONITOR_SECONDS, start_method="spawn",
+            logs_specs=DefaultLogsSpecs(log_dir=folder),  # error files and what processes tell, removed after
+        )
         try:
-            for local_rank in range(nproc):
-                env = {
-                    "RANK": offset + local_rank, "LOCAL_RANK": local_rank, "WORLD_SIZE": world_size,
-                    "LOCAL_WORLD_SIZE": nproc, "MASTER_ADDR": ip, "MASTER_PORT": port, "OMP_NUM_THREADS": threads,
-                }
-                reader, writer = context.Pipe(duplex=False)
-                process = context.Process(
-                    target=_run_process, args=(target, kwargs, {k: str(v) for k, v in env.items()}, writer),
-                    name=f"process {offset + local_rank}",
-                )
-                process.start()
-                writer.close()
-                processes.append(process)
-                readers.append(reader)
-            return _wait(processes, readers, facts, nproc, offset, world_size)
-        except KeyboardInterrupt:
-            for reader in readers:  # a resume file saved just before is told of, unread
-                try:
-                    _receive(reader, facts)
-                except EOFError:
-                    pass
-            raise Interrupted("interrupted", facts.get("resume_file"), nproc, offset)
-        finally:
-            _stop(processes)
+            returned = elastic_launch(agent, _run_process)(target, kwargs, threads, folder)
+        except ChildFailedError as failed:
+            raise _failure(failed, world_size, _told(folder), nproc, offset)  # --debug: its traceback
+        except (KeyboardInterrupt, SignalException):  # Ctrl-C or SIGTERM, before or after the agent took them
+            raise Interrupted("interrupted", _told(folder).get("resume_file"), nproc, offset)
+        except dist.DistError as error:  # the machines did not meet (DistNetworkError, DistStoreError)
+            raise ProcessGroupError(
+                f"processes {offset} to {offset + nproc - 1} of {world_size} cannot join the run at {ip}:{port} "
+                f"({str(error).strip().splitlines()[0]}); check --ip and --port, and that every machine's command "
+                "is running"
+            ) from None
+    return returned[offset]
 
 
-def _run_process(target, kwargs, env, writer):
-    global _launcher
-    _launcher = writer
-    os.environ.update(env)
+def _run_process(target, kwargs, threads, folder):
+    """One process of the run, as the agent starts it (its environment says which)."""
+    global _launcher_folder
+    _launcher_folder = folder
     # Started by "spawn", this process would make its own helpers (tqdm's lock, loader
     # workers) the spawn way too, registering semaphores with the launcher's resource
     # tracker, which warns about them when the process is killed. Back to the platform's
     # default, as a process torchrun starts.
     multiprocessing.set_start_method(None, force=True)
-    torch.set_num_threads(int(env["OMP_NUM_THREADS"]))
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    torch.set_num_threads(threads)
     try:
         result = target(**kwargs)
     except BaseException as error:  # SystemExit and KeyboardInterrupt too: the launcher reports them
-        writer.send(("error", one_line(error), traceback.format_exc()))
+        _record_error(error)
+        # A process killed by a signal caused the others' errors, never the reverse, but the
+        # agent reports only the first process it finds ended, and the others fail within
+        # milliseconds of a peer's death (a collective's socket closes): waiting, they let
+        # it find the killed one first.
+        time.sleep(REPORT_DELAY_SECONDS)
         raise SystemExit(1) from None
-    writer.send(("result", result if env["LOCAL_RANK"] == "0" else None, None))
+    return result if os.environ["LOCAL_RANK"] == "0" else None  # only the first's is returned
+
+
+def _record_error(error):
+    """Write ``error`` into this process's error file of torch's agent (``TORCHELASTIC_ERROR_FILE``),
+    which it reads when the process has failed: as ``message`` the one line the user sees, and
+    the traceback ``--debug`` shows."""
+    record = {"message": one_line(error), "timestamp": str(int(time.time())), "traceback": traceback.format_exc()}
+    write_text_atomically(os.environ["TORCHELASTIC_ERROR_FILE"], json.dumps(record))
+
+
+def tell_launcher(**facts):
+    """Let the launcher of this process know ``facts`` (``resume_file``: the resume state the
+    run has saved), so that it can tell the user how to continue should this process die; a
+    no-op in a process it did not start."""
+    if _launcher_folder is not None:
+        told = Path(_launcher_folder, f"told-{os.environ['LOCAL_RANK']}.json")
+        known = json.loads(told.read_text()) if told.exists() else {}
+        write_text_atomically(told, json.dumps({**known, **facts}))
+
+
+def _told(folder):
+    """What this machine's processes told the launcher (:func:`tell_launcher`)."""
+    facts = {}
+    for told in sorted(Path(folder).glob("told-*.json")):
+        facts.update(json.loads(told.read_text()))
+    return facts
 
 
 class _RemoteTraceback(Exception):
     """A failed process's traceback, chained under the launcher's error (``--debug`` shows it)."""
 
 
-def _wait(processes, readers, facts, nproc, offset, world_size):
-    messages = {}  # local rank -> (kind, payload, traceback): its last message
-    arrival = {}  # local rank -> order in which its last message came
-    waiting = {reader: local_rank for local_rank, reader in enumerate(readers)}
-    running = dict(enumerate(processes))
-    while running:
-        ready = multiprocessing.connection.wait(list(waiting) + [p.sentinel for p in running.values()])
-        for reader in [r for r in ready if r in waiting]:
-            local_rank = waiting[reader]
-            try:
-                message = _receive(reader, facts)
-            except EOFError:  # it ended without a last message
-                del waiting[reader]
-                continue
-            if message is not None:
-                messages[local_rank] = message
-                arrival[local_rank] = len(arrival)
-                del waiting[reader]
-        ended = {r: p for r, p in running.items() if not p.is_alive()}
-        for local_rank, process in ended.items():
-            process.join()
-            del running[local_rank]
-        failed = [r for r, p in ended.items() if p.exitcode != 0]
-        if failed:
-            # A process killed by a signal caused the others' errors, never the reverse;
-            # otherwise the first error to arrive is the cause.
-            first = min(failed, key=lambda r: (ended[r].exitcode > 0, arrival.get(r, len(processes))))
-            raise _failure(first, ended[first].exitcode, messages.get(first), facts, nproc, offset, world_size)
-    kind, result, _ = messages.get(0, (None, None, None))
-    return result if kind == "result" else None
-
-
-def _receive(reader, facts):
-    """A process's last message (its result or error) once it has come, else None; the facts
-    it tells on the way go into ``facts``. EOFError: it ended without a last message."""
-    while reader.poll():  # every message that has come: a process may end right after its last
-        message = reader.recv()
-        if message[0] != "facts":
-            return message
-        facts.update(message[1])
-    return None
-
-
-def _failure(local_rank, exitcode, message, facts, nproc, offset, world_size):
-    name = f"process {offset + local_rank} of {world_size}"
-    if message and message[0] == "error":
-        error = ProcessGroupError(f"{name}: {message[1]}; the other processes were stopped")
-        error.__cause__ = _RemoteTraceback(message[2])
+def _failure(failed, world_size, facts, nproc, offset):
+    """The error of a :class:`ChildFailedError`: its process's own line, or how it died."""
+    rank, failure = failed.get_first_failure()  # the first the agent found ended (see _run_process)
+    name = f"process {rank} of {world_size}"
+    if "traceback" in failure.error_file_data:  # written by _record_error
+        error = ProcessGroupError(f"{name}: {failure.message}; the other processes were stopped")
+        error.__cause__ = _RemoteTraceback(failure.error_file_data["traceback"])
         return error
-    how = f"was killed ({signal.Signals(-exitcode).name})" if exitcode < 0 else f"exited with status {exitcode}"
+    how = f"was killed ({failure.signal_name()})" if failure.exitcode < 0 else f"exited with status {failure.exitcode}"
     return ProcessKilled(f"{name} {how}; the other processes were stopped", facts.get("resume_file"), nproc, offset)
 
 
-def _stop(processes):
-    for process in processes:
-        if process.is_alive():
-            process.terminate()
-    for process in processes:
-        process.join(STOP_SECONDS)
-        if process.is_alive():
-            process.kill()
-            process.join()
-
-
 @contextmanager
-def sigterm_interrupts():
-    """Within, SIGTERM (a scheduler's or ``kill``'s stop) stops the run as Ctrl-C does: a
-    launcher stops its processes rather than leaving them running, and the user is told how
-    to continue. (Processes the launcher starts keep the default: it stops them at once.)"""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def interrupt(signum, frame):
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
+def _agent_quiet():
+    """Within, torch's agent and process helpers log nothing: the launcher's one line says what
+    happened, and their reports (the failure, the processes stopped) would bury it."""
+    loggers = [logging.getLogger(name) for name in QUIET_LOGGERS]
+    kept = [(logger.handlers[:], logger.propagate) for logger in loggers]
+    for logger in loggers:
+        logger.handlers, logger.propagate = [logging.NullHandler()], False
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for logger, (handlers, propagate) in zip(loggers, kept):
+            logger.handlers, logger.propagate = handlers, propagate
+
+
+@contextmanager
+def _signal_handlers_kept():
+    """Within, torch's agent may take over the stop signals (it stops its processes on them
+    and raises :class:`SignalException`); after, the caller's handlers are back."""
+    if threading.current_thread() is not threading.main_thread():  # the agent then leaves them too
+        yield
+        return
+    kept = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for signum, handler in kept.items():
+            signal.signal(signum, handler)

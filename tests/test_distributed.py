@@ -6,6 +6,7 @@ import glob
 import json
 import math
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -19,6 +20,7 @@ from recbole_recgpt import distributed
 from recbole_recgpt.cli import run_main
 from recbole_recgpt.config import for_this_process
 from recbole_recgpt.data import UserSequenceDataLoader
+from recbole_recgpt.errors import DataError, ProcessGroupError
 from recbole_recgpt.quick_start import build, load_data_and_model
 from recbole_recgpt.trainer import RecGPTTrainer
 from tests.conftest import REPO
@@ -134,7 +136,8 @@ def test_a_port_in_use_is_refused(capsys, tiny_args):  # noqa: F811
 @pytest.mark.parametrize(
     "args, expected",
     [(["--nproc=0"], "nproc=0 must be an integer >= 1"), (["--nproc=2", "--world_size=1"], "world_size=1 must be"),
-     (["--nproc=2", "--world_size=4", "--offset=3"], "offset=3 must be an integer from 0 to")],
+     (["--nproc=2", "--world_size=4", "--offset=3"], "offset=3 must be an integer from 0 to"),
+     (["--nproc=2", "--world_size=3"], "world_size=3 and offset=0 must be multiples of nproc=2")],
 )
 def test_impossible_process_counts_are_refused(capsys, tiny_args, args, expected):  # noqa: F811
     fails_with(capsys, [*tiny_args, *args], expected)
@@ -146,6 +149,25 @@ def test_a_model_that_counts_instead_of_learning_is_refused(capsys, tiny_data_pa
 
 
 # --- real processes -------------------------------------------------------------------------
+
+
+def fail_in_process_1():
+    """Process 1 fails; process 0 fails in turn at the barrier it waits at for process 1."""
+    torch.distributed.init_process_group("gloo")
+    if torch.distributed.get_rank() == 1:
+        raise DataError("process 1 found no data")
+    torch.distributed.barrier()
+
+
+def test_a_failing_process_stops_the_run_with_its_own_error_in_one_line():
+    config = {"nproc": 2, "world_size": -1, "offset": 0, "ip": "localhost", "port": free_port(), "gpu_id": "",
+              "dist_timeout": 60}
+    handlers = {signum: signal.getsignal(signum) for signum in distributed.STOP_SIGNALS}
+    with pytest.raises(ProcessGroupError) as raised:
+        distributed.launch(config, fail_in_process_1, {})
+    assert str(raised.value) == "process 1 of 2: process 1 found no data; the other processes were stopped"
+    assert "raise DataError" in str(raised.value.__cause__)  # the traceback --debug shows
+    assert {signum: signal.getsignal(signum) for signum in handlers} == handlers  # torch's agent took them only meanwhile
 
 
 @pytest.fixture(scope="module")
