@@ -3,7 +3,7 @@
 ``run_recgpt`` returns a :class:`RunRecord` (and writes it as its ``result_file``), the
 comparison store keeps one per (dataset, variant, seed), and a tuning trial's row is read
 off one. Every writer goes through :meth:`RunRecord.write` (one atomic write, fields in
-the class's order, optional fields left out while at their default) and every reader
+the class's order, every field written) and every reader
 through :meth:`RunRecord.read` / :meth:`RunRecord.from_dict`, which bring a record written
 by older code up to :data:`SCHEMA_VERSION` with one function per older shape
 (:data:`MIGRATIONS`), so no reader needs a ``.get`` fallback.
@@ -147,14 +147,8 @@ class RunRecord:
 
     def to_dict(self):
         """The record as JSON-ready data: ``schema`` first, then every field in the class's
-        order; an optional field at its default is left out."""
-        data = {"schema": SCHEMA_VERSION}
-        for spec in dataclasses.fields(self):
-            value = getattr(self, spec.name)
-            if _has_default(spec) and value == _default(spec):
-                continue
-            data[spec.name] = value
-        return data
+        order (a field not known for this run is null: readers never guess a default)."""
+        return {"schema": SCHEMA_VERSION, **{spec.name: getattr(self, spec.name) for spec in dataclasses.fields(self)}}
 
     @classmethod
     def from_dict(cls, data):
@@ -184,14 +178,6 @@ class RunRecord:
         """The record in ``path``, or None when there is no such file."""
         path = Path(path)
         return cls.from_dict(json.loads(path.read_text())) if path.is_file() else None
-
-
-def _has_default(spec):
-    return spec.default is not dataclasses.MISSING or spec.default_factory is not dataclasses.MISSING
-
-
-def _default(spec):
-    return spec.default if spec.default is not dataclasses.MISSING else spec.default_factory()
 
 
 # --- older shapes --------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from recbole_recgpt.cli import next_step, run_main
 from recbole_recgpt.errors import ConfigError, Interrupted, ProcessKilled, TrainingError
 from recbole_recgpt.quick_start import build, check_before_loading, resumed_config, run_recgpt
 from recbole_recgpt.trainer import RecGPTTrainer, save_atomically
+from recbole_recgpt.record import RunRecord
 from tests.conftest import REPO, TINY_CONFIG, TINY_DATA
 from tests.test_distributed import free_port
 from tests.test_errors import tiny_args  # noqa: F401  (the fixture)
@@ -26,7 +27,9 @@ RUN = {**TINY_CONFIG, "epochs": 3, "finetune_epochs": 3, "stopping_step": 10}
 
 
 def comparable(result):
-    return {key: result[key] for key in ("best_valid_score", "best_valid_result", "test_result")}
+    """What a run scored: from its RunRecord, or from the result file it wrote."""
+    record = RunRecord.from_dict(result) if isinstance(result, dict) else result
+    return {key: record[key] for key in ("best_valid_score", "best_valid_result", "test_result")}
 
 
 @pytest.fixture
