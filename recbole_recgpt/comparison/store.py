@@ -21,7 +21,8 @@ import filelock
 import torch
 
 from recbole_recgpt.checkpoints import read_checkpoint
-from recbole_recgpt.config import create_config, yaml_defaults
+from recbole_recgpt.checks import inter_columns
+from recbole_recgpt.config import complete_load_col, create_config, yaml_defaults
 from recbole_recgpt.quick_start import jsonable, jsonable_config, run_recgpt
 from recbole_recgpt.record import RunRecord, split_revision
 
@@ -97,7 +98,12 @@ class Run:
         return None
 
     def config(self, model=None):
-        return create_config(model or self.model, self.dataset, self.config_files, self.overrides)
+        """The run's resolved config, as its record keeps it."""
+        config = create_config(model or self.model, self.dataset, self.config_files, self.overrides)
+        # A run completes load_col from the .inter header (a dataset without yaml) when it
+        # loads the data, and its record keeps the completed one: compare like with like.
+        complete_load_col(config, inter_columns(config)[1])
+        return config
 
     def finished(self, config, ignored=()):
         """The stored record when it was made with ``config``'s settings (``ignored`` aside), else None."""

@@ -77,7 +77,8 @@ class Comparison:
             row = {"model": name, "trainer": records[0].trainer, "seeds": len(records),
                    "chosen_on_validation": name == self.chosen}
             for column, (mean, std) in self.summary(name).items():
-                row[column], row[f"{column}_std"] = mean, std
+                # RecBole rounds every metric to 4 digits; 6 keep the mean of a few seeds exact.
+                row[column], row[f"{column}_std"] = round(mean, 6), round(std, 6)
             row["epochs"] = " ".join(r.epochs for r in records)
             row["wall_s"] = round(statistics.fmean(r.wall_s or 0.0 for r in records), 1)
             rows.append(row)
