@@ -26,8 +26,9 @@ import torch
 if not __package__:  # run as `python benchmarks/compare.py`: the repository root holds `benchmarks`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.store import Run, claim, load_variants
+from benchmarks.store import Run, load_variants
 from benchmarks.tables import build_tables
+from recbole_recgpt.comparison.store import claim
 
 
 def parse(argv):
@@ -82,7 +83,7 @@ def run_one(run, parent_record, command):
         else:
             if parent_record:
                 run.existing_parent_checkpoint(parent_record)
-            record = run.train(run.model_name(parent_record), command, parent_record)
+            record = run.train(command, parent_record)
     print(
         f"{run.dataset} {run.variant} seed {run.seed}: valid ndcg@10 {record.best_valid_result['ndcg@10']:.4f}, "
         f"test ndcg@10 {record.test_result['ndcg@10']:.4f}, epochs {record.epochs}, {record.wall_s:.0f} s",

@@ -10,7 +10,7 @@ prompt-tuning), validation NDCG@10 per epoch, from ``phases.<name>.valid_curve``
 import argparse
 from pathlib import Path
 
-from benchmarks.store import record_path
+from recbole_recgpt.comparison.store import record_path
 from recbole_recgpt.record import RunRecord
 
 

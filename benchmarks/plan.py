@@ -22,8 +22,8 @@ import yaml
 if not __package__:  # run as `python benchmarks/plan.py`: the repository root holds `benchmarks`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.store import Run, cpu_seconds, load_variants, record_path
-from benchmarks.tables import load_records
+from benchmarks.store import Run, cpu_seconds, load_variants
+from recbole_recgpt.comparison.store import load_records, record_path
 from recbole_recgpt.errors import ConfigError
 
 PLAN_FILE = Path(__file__).resolve().parent / "plan.yaml"

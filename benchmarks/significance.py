@@ -24,7 +24,8 @@ import torch
 from recbole.evaluator.metrics import NDCG, Hit
 from scipy import stats
 
-from benchmarks.store import LOADED_REVISION, Run, load_variants, record_path, scorer, settings_differ
+from benchmarks.store import LOADED_REVISION, Run, load_variants, scorer
+from recbole_recgpt.comparison.store import record_path, settings_differ
 from recbole_recgpt.record import RunRecord
 
 

@@ -1,43 +1,31 @@
-"""The result store: one JSON file per finished run, ``results/runs/<dataset>/<variant>/seed<seed>.json``.
+"""The paper's result store: ``results/runs/<dataset>/<variant>/seed<seed>.json``, one record per run.
 
 A *variant* is a named setting of a model (``benchmarks/variants.yaml``): a model and its
 overrides, or a row *derived* from another variant's checkpoints (scored differently, not
-retrained). A record (:class:`~recbole_recgpt.record.RunRecord`, read and written by that class only)
-holds what a table needs (best-valid and test metrics, epochs, seconds) and what reproduces
-it (resolved config, seed, git revision, the equivalent ``run_recgpt.py`` command). A campaign reuses a record only when its resolved config agrees
-with the run's, paths and devices aside (:func:`settings_differ`), and reruns a changed one;
-``settings_hash`` fingerprints those settings so a child row can name its parent's.
+retrained), or a phase 2 *started* from another variant's phase-1 checkpoint. The generic
+store (records, claims, training what is missing, resuming, reusing a record whose settings
+match) is :mod:`recbole_recgpt.comparison.store`; this module adds what the paper's campaign
+needs on top: variants, the revision of this checkout, child rows and their parents'
+checkpoints (derived rows, phase-2 rows, parents trained again), runs adopted from
+``run_recgpt.py``.
 """
 
-import contextlib
 import copy
 import dataclasses
-import hashlib
-import json
-import shlex
 import subprocess
 import time
 from pathlib import Path
 
-import filelock
 import torch
 import yaml
 
 from recbole_recgpt.checkpoints import load_weights, read_checkpoint
-from recbole_recgpt.config import create_config, yaml_defaults
+from recbole_recgpt.comparison.store import Run as ComparisonRun, record_path, settings_differ
 from recbole_recgpt.errors import ConfigError
-from recbole_recgpt.quick_start import build, jsonable, jsonable_config, run_record, run_recgpt
-from recbole_recgpt.record import RunRecord, split_revision
+from recbole_recgpt.quick_start import build, run_record
+from recbole_recgpt.record import split_revision
 
 VARIANTS_FILE = Path(__file__).resolve().parent / "variants.yaml"
-METRICS = ("hit@5", "hit@10", "hit@20", "ndcg@5", "ndcg@10", "ndcg@20")
-# Config keys that say where or on what a run happens, not what it computes.
-VOLATILE_KEYS = {
-    "data_path", "checkpoint_dir", "device", "gpu_id", "use_gpu", "state", "show_progress", "log_wandb",
-    "wandb_project", "shuffle", "worker", "local_rank", "nproc", "world_size", "ip", "port", "offset",
-    "single_spec", "config_files", "benchmark_filename", "save_dataset", "save_dataloaders",
-    "dataset_save_path", "dataloaders_save_path", "eval_batch_size",
-}
 
 
 PARENT_KEYS = ("derived_from", "start_from")
@@ -89,62 +77,31 @@ def git_revision():
 LOADED_REVISION = git_revision()
 
 
-def settings_hash(config):
-    """Hash of a resolved RecBole config without its volatile keys."""
-    settings = {k: v for k, v in config.final_config_dict.items() if k not in VOLATILE_KEYS}
-    text = json.dumps(settings, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+class Run(ComparisonRun):
+    """One (dataset, variant, seed) of the paper's campaign: a variant's settings, its record
+    file and checkpoints (``<checkpoint_dir>/campaign/<dataset>/<variant>/seed<seed>/``); a
+    child row also has its parent's record to judge and use."""
 
-
-def settings_differ(stored, config, config_files=(), ignored=()):
-    """The keys whose value in ``config`` is not the stored run's (volatile keys and
-    ``ignored`` aside). A key the stored run lacks counts at its value in the run's yaml
-    layers (the project's, then ``config_files``): an option is added to the code with the
-    default that keeps the behaviour runs had before it."""
-    mine = jsonable_config(config)
-    defaults = yaml_defaults(config["model"], config["dataset"], config_files)
-    missing = object()
-    return [
-        key for key, value in mine.items()
-        if key not in VOLATILE_KEYS and key not in ignored
-        and stored.get(key, jsonable(defaults.get(key, missing))) != value
-    ]
-
-
-def record_path(store, dataset, variant, seed):
-    return Path(store) / dataset / variant / f"seed{seed}.json"
-
-
-def run_command(model, dataset, overrides, config_files=()):
-    """The ``run_recgpt.py`` command line that makes the same run."""
-    words = ["python", "run_recgpt.py", f"--model={model}", f"--dataset={dataset}"]
-    if config_files:
-        words.append(f"--config_files={' '.join(config_files)}")
-    words += [f"--{key}={value}" for key, value in overrides.items()]
-    return shlex.join(words)
-
-
-class Run:
-    """One (dataset, variant, seed) of a campaign: its settings, record file and checkpoints."""
+    program = ("python", "run_recgpt.py")
 
     def __init__(self, store, dataset, variant, spec, seed, shared):
-        self.dataset, self.variant, self.spec, self.seed = dataset, variant, spec, seed
-        self.path = record_path(store, dataset, variant, seed)
-        self.checkpoint_dir = Path(shared.get("checkpoint_dir", "saved")) / "campaign" / dataset / variant / f"seed{seed}"
-        self.overrides = {**shared, **spec.get("overrides", {}), "seed": seed}
-        self.config_files = list(spec.get("config_files", []))
+        checkpoint_dir = Path(shared.get("checkpoint_dir", "saved")) / "campaign" / dataset / variant / f"seed{seed}"
+        super().__init__(store, dataset, variant, seed, spec.get("model"), spec.get("config_files", []),
+                         {**shared, **spec.get("overrides", {})}, checkpoint_dir)
+        self.spec = spec
 
-    def config(self, model):
-        return create_config(model, self.dataset, self.config_files, self.overrides)
+    @property
+    def variant(self):
+        return self.name
+
+    def code_revision(self):
+        return LOADED_REVISION  # read when called: tests stand in other revisions
 
     def finished(self, config):
         """The stored record when it was made with these settings, else None. Which parent
         checkpoint a phase-2 child started from is :meth:`current`'s to judge."""
-        record = RunRecord.read(self.path)
         ignored = ("pretrained_checkpoint",) if "start_from" in self.spec else ()
-        if record and not settings_differ(record.config, config, self.config_files, ignored):
-            return record
-        return None
+        return super().finished(config, ignored)
 
     def model_name(self, parent):
         """The model this run trains or scores: its own, or its parent record's."""
@@ -165,24 +122,6 @@ class Run:
     def used_checkpoint(self, record):
         """The parent checkpoint a child record was scored or trained from."""
         return record.checkpoint if "derived_from" in self.spec else record.config["pretrained_checkpoint"]
-
-    def record(self, config, run, wall_seconds, **fields):
-        """``run`` (the record a run or a scoring made) as this campaign row's record: named
-        by variant, with its wall time, the revision and command that reproduce it."""
-        git, dirty = split_revision(LOADED_REVISION)
-        return dataclasses.replace(
-            run,
-            variant=self.variant,
-            seed=self.seed,
-            wall_s=round(wall_seconds, 1),
-            threads=torch.get_num_threads(),
-            git=git,
-            git_dirty=dirty,
-            command=run_command(config["model"], self.dataset, self.overrides, self.config_files),
-            settings_hash=settings_hash(config),
-            finished=time.strftime("%Y-%m-%d %H:%M:%S"),
-            **fields,
-        )
 
     def start_from(self, parent):
         """Make this run's phase 2 start from the parent run's phase-1 checkpoint. Only its
@@ -209,35 +148,13 @@ class Run:
             )
         return self.parent_checkpoint(parent)
 
-    def train(self, model, campaign_command, parent=None):
-        """Train to early stopping (resuming a killed attempt of the same settings)."""
-        config, result, wall_seconds, extra = self._fit(model)
-        extra["campaign_command"] = campaign_command
+    def train(self, campaign_command, parent=None):
+        """Train to early stopping (resuming a killed attempt of the same settings); a phase-2
+        child names the ``parent`` record it started from."""
+        lineage = {}
         if parent:
-            extra.update(started_from=str(parent_path(self, parent)), parent_hash=parent.settings_hash)
-        record = self.record(config, result, wall_seconds, **extra)
-        record.write(self.path)
-        return record
-
-    def _fit(self, model, last_phase=None):
-        """``(config, result, wall seconds, record extras)`` of training this run (through
-        ``last_phase`` only, when given), continuing its resume file if a killed attempt left one."""
-        config = self.config(model)
-        self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
-        resume = self._resumable(config)
-        attempts = self._attempts(resume)
-        start = time.time()
-        # A resume file carries its run's settings (matched above), so none are passed with it.
-        settings = None if resume else {**self.overrides, "checkpoint_dir": str(self.checkpoint_dir)}
-        result = run_recgpt(model, self.dataset, self.config_files, settings, resume=resume, last_phase=last_phase)
-        wall_seconds = time.time() - start
-        extra = {"resumed": bool(resume), "attempts": attempts}
-        if resume:
-            # The phases' wall seconds add up every attempt's epochs; this attempt's clock does not.
-            phase_seconds = sum(p["wall_seconds"] for p in result.phases.values())
-            extra["last_attempt_wall_s"] = round(wall_seconds, 1)
-            wall_seconds = max(wall_seconds, phase_seconds)
-        return config, result, wall_seconds, extra
+            lineage = {"started_from": str(parent_path(self, parent)), "parent_hash": parent.settings_hash}
+        return super().train(campaign_command, self.model_name(parent), **lineage)
 
     def remake(self, previous, campaign_command, kind="final"):
         """Train this finished run again with the same settings, seed and threads, because a child
@@ -254,7 +171,7 @@ class Run:
                 record = self._remake_phases(previous, kind)
                 if record:
                     return record
-            record = self.train(self.model_name(None), campaign_command)  # continues the phases just trained
+            record = self.train(campaign_command)  # continues the phases just trained
         finally:
             torch.set_num_threads(threads)
         reproduced = (record.best_valid_result, record.test_result) == (
@@ -294,30 +211,6 @@ class Run:
         }
         record.write(self.path)
         return record
-
-    def _attempts(self, resume):
-        """Every attempt at this run so far, this one last: the code revision each ran (a
-        resumed run may span commits), when it started and its torch threads (the record's
-        ``threads`` is the last attempt's). Kept beside the resume files; an earlier attempt
-        that left no account (older code) is listed with all three unknown (None)."""
-        path = self.checkpoint_dir / "attempts.json"
-        attempts = []
-        if resume:
-            unknown = {"git": None, "started": None, "threads": None}
-            attempts = json.loads(path.read_text()) if path.is_file() else [unknown]
-        attempts.append(
-            {"git": LOADED_REVISION, "started": time.strftime("%Y-%m-%d %H:%M:%S"), "threads": torch.get_num_threads()}
-        )
-        path.write_text(json.dumps(attempts, indent=1) + "\n")
-        return attempts
-
-    def _resumable(self, config):
-        """The resume file a killed attempt with the same settings left, if any."""
-        for path in sorted(self.checkpoint_dir.glob("*-resume.pth")):
-            state = read_checkpoint(path, "resume")
-            if not settings_differ(jsonable_config(state["config"]), config, self.config_files):
-                return str(path)
-        return None
 
     def derive(self, parent, campaign_command):
         """Score a checkpoint of the parent run with this variant's overrides (no training)."""
@@ -401,19 +294,3 @@ def cpu_seconds(record):
     runs = ({"wall_s": record.wall_s, "threads": record.threads}, remade, remade.get("previous", {}))
     return sum(run.get("wall_s", 0) * (run.get("threads") or 1) for run in runs)
 
-
-@contextlib.contextmanager
-def claim(path):
-    """An exclusive claim on a run, so several campaign processes can share one queue: yields
-    True when this process holds it, False when another does. The operating system releases
-    the claim (a ``flock`` through ``filelock``) when its process ends, however it ends."""
-    lock = filelock.FileLock(f"{path}.lock")
-    try:
-        lock.acquire(timeout=0)
-    except filelock.Timeout:
-        yield False
-        return
-    try:
-        yield True
-    finally:
-        lock.release()

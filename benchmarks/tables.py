@@ -22,10 +22,12 @@ from pathlib import Path
 
 from scipy import stats
 
-from benchmarks.store import METRICS, load_variants
-from recbole_recgpt.record import RunRecord
+from benchmarks.store import load_variants
+from recbole_recgpt.comparison.store import load_records
+from recbole_recgpt.comparison.table import mean_and_std, mean_std_text, metric_label
 from recbole_recgpt.utils import MODELS as PLUGIN_MODELS
 
+METRICS = ("hit@5", "hit@10", "hit@20", "ndcg@5", "ndcg@10", "ndcg@20")
 CSV_COLUMNS = (
     "dataset", "model", "seed", "valid_ndcg@10", *METRICS, "epochs", "wall_s", "git", "command",
     "trainer", "parent", "threads",
@@ -36,10 +38,6 @@ GROUPS = {
     "ablation": "Paper ablations",
     "experiment": "Controlled experiments",
 }
-
-
-def load_records(store):
-    return [RunRecord.read(path) for path in sorted(Path(store).glob("*/*/seed*.json"))]
 
 
 def short_revision(record):
@@ -64,10 +62,11 @@ def summarise(records):
     """Per variant: n seeds, mean and std of valid NDCG@10 and every test metric."""
     columns = {"valid_ndcg@10": [r.best_valid_result["ndcg@10"] for r in records]}
     columns.update({m: [r.test_result[m] for r in records] for m in METRICS})
+    spreads = {k: mean_and_std(v) for k, v in columns.items()}
     return {
         "n": len(records),
-        "mean": {k: statistics.fmean(v) for k, v in columns.items()},
-        "std": {k: statistics.stdev(v) if len(v) > 1 else 0.0 for k, v in columns.items()},
+        "mean": {k: mean for k, (mean, _) in spreads.items()},
+        "std": {k: std for k, (_, std) in spreads.items()},
         "epochs": ", ".join(sorted({r.epochs for r in records})),
         "wall_s": statistics.fmean(r.wall_s if r.training_wall_s is None else r.training_wall_s for r in records),
         "threads": ", ".join(sorted({"?" if r.threads is None else str(r.threads) for r in records})),
@@ -89,10 +88,7 @@ def row_name(name, summary):
 
 
 def cell(summary, column, best):
-    text = f"{summary['mean'][column]:.4f}"
-    if summary["n"] > 1:
-        text += f" ± {summary['std'][column]:.4f}"
-    return f"**{text}**" if best else text
+    return mean_std_text(summary["mean"][column], summary["std"][column], summary["n"], best)
 
 
 def by_variant(records, order):
@@ -105,7 +101,7 @@ def by_variant(records, order):
 
 def main_table(dataset, summaries, variants):
     columns = ("valid_ndcg@10", *METRICS)
-    header = ["model", "trainer", "seeds", "valid NDCG@10", *(m.upper().replace("HIT", "HR") for m in METRICS), "epochs", "wall s", "threads"]
+    header = ["model", "trainer", "seeds", "valid NDCG@10", *(metric_label(m) for m in METRICS), "epochs", "wall s", "threads"]
     best = {c: max(s["mean"][c] for s in summaries.values()) for c in columns}
     lines = ["| " + " | ".join(header) + " |", "| --- | --- | ---: | " + " | ".join("---:" for _ in header[3:]) + " |"]
     for name, s in summaries.items():

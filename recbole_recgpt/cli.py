@@ -21,6 +21,7 @@ RUN_USAGE = """Train and evaluate RecGPT (or a RecBole baseline) on one dataset.
     torchrun --nproc-per-node=2 run_recgpt.py ...          # the same, started by torchrun
     python run_recgpt.py recommend --help                  # top-K items from a saved checkpoint
     python run_recgpt.py hyper --help                      # hyper-parameter search (run_hyper.py)
+    python run_recgpt.py compare --help                    # several models and seeds side by side
 
 Several machines: --nproc=N --world_size=W --ip=<address of the first> --port=P --offset=K
 on each (K: rank of its first process: 0, N, 2N, ...).
@@ -52,6 +53,22 @@ The search space uses RecBole's format (name choice [a,b] / uniform lo,hi / logu
 Every finished trial is written to the CSV at once; the same command skips them when rerun.
 Beside it: <name>.txt (RecBole's text), <name>-ranked.md, <name>-best.yaml, <name>.png.
 Any other --key=value is a fixed override for every trial.
+"""
+
+
+COMPARE_USAGE = """Several models on one dataset, several seeds each, side by side in one table.
+
+    recbole-recgpt compare --dataset=mydata --data_path=dataset --models=SASRec,GRU4Rec,RecGPT \\
+        --seeds=2020,2021,2022 --out=comparison
+    recbole-recgpt compare ... --epochs=20      # any parameter, for every model that has it
+    recbole-recgpt compare ... --check          # which runs it would train, resume or keep
+
+Every (model, seed) is one run, as `recbole-recgpt --model=...` makes it (the same data, split,
+evaluator and budget; selected on validation), recorded in <out>/runs/<dataset>/<model>/seed<seed>.json,
+its checkpoints in <out>/saved/. Rerun the same command to go on: finished runs are kept while their
+settings are the command's, a killed run resumes from its last epoch. Then <out>/comparison.csv,
+.md and .png: per model, mean ± std over seeds of the best-valid and test metrics, the model best
+on validation marked.
 """
 
 
@@ -120,6 +137,8 @@ def main(argv=None):
         recommend_main(argv[1:])
     elif argv[:1] == ["hyper"]:
         hyper_main(argv[1:])
+    elif argv[:1] == ["compare"]:
+        compare_main(argv[1:])
     else:
         run_main(argv)
 
@@ -209,8 +228,8 @@ def next_step(stopped, argv, resumed=False):
 
 def _entry():
     """The words that started this program, as the user would type them: ``python
-    run_recgpt.py``, ``recbole-recgpt`` (the installed command), or, in a process torchrun
-    started, torchrun's (``--nproc-per-node``; on several machines their count, this one's
+    run_recgpt.py``, ``recbole-recgpt`` (the installed command), ``python -m
+    recbole_recgpt.cli``, or, in a process torchrun started, torchrun's (``--nproc-per-node``; on several machines their count, this one's
     rank and process 0's address)."""
     from recbole_recgpt.distributed import launched_env
 
@@ -223,6 +242,8 @@ def _entry():
                       f"--node-rank={(env['rank'] - env['local_rank']) // env['local_world_size']}",
                       f"--master-addr={env['ip']}", f"--master-port={env['port']}"]
         return [*words, script]
+    if os.path.abspath(script) == os.path.abspath(__file__):  # python -m recbole_recgpt.cli
+        return [_as_typed(sys.executable), "-m", "recbole_recgpt.cli"]
     if script.endswith(".py"):
         return [_as_typed(sys.executable), script]
     return [_as_typed(script)]
@@ -346,3 +367,57 @@ def hyper_main(argv=None):
         print(f"interrupted; finished trials are in {args.output_file}: rerun the same command to go on", file=sys.stderr)
         sys.exit(2)
     return summary
+
+
+def compare_parser():
+    parser = argparse.ArgumentParser(
+        prog="recbole-recgpt compare", description=COMPARE_USAGE, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--dataset", default="ml-100k", help="dataset name (a folder under --data_path)")
+    parser.add_argument("--data_path", default=None, help="folder holding <dataset>/<dataset>.inter")
+    parser.add_argument("--models", default="SASRec,GRU4Rec,RecGPT", help="comma-separated: RecGPT and RecBole models")
+    parser.add_argument("--seeds", default="2020", help="comma-separated integers")
+    parser.add_argument("--out", default="comparison", help="folder of the records (runs/), checkpoints (saved/) and tables")
+    parser.add_argument("--config_files", default="", help="space-separated yaml files, for every model")
+    parser.add_argument("--check", action="store_true",
+                        help="validate every model's configuration and say which runs would be trained, resumed or kept")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
+    return parser
+
+
+def parse_compare(argv):
+    """``(args, models, seeds, overrides)`` of a ``compare`` command line."""
+    from recbole_recgpt.errors import ConfigError
+
+    args, overrides = _parse(compare_parser(), argv)
+    models = [name.strip() for name in args.models.split(",") if name.strip()]
+    words = [word.strip() for word in args.seeds.split(",") if word.strip()]
+    try:
+        seeds = [int(word) for word in words]
+    except ValueError:
+        raise ConfigError(f"--seeds={args.seeds!r}: seeds are integers separated by commas, e.g. --seeds=2020,2021") from None
+    return args, models, seeds, overrides
+
+
+@_one_line_errors
+def compare_main(argv=None):
+    from recbole_recgpt.comparison import compare, comparison_runs, state_of
+
+    argv = sys.argv[1:] if argv is None else argv
+    args, models, seeds, overrides = parse_compare(argv)
+    config_files = args.config_files.split()
+    if args.check:
+        for run in comparison_runs(args.dataset, models, seeds, args.out, overrides=overrides, config_files=config_files):
+            print(f"{run.dataset} {run.name} seed {run.seed}: {state_of(run)} ({run.path})")
+        return
+    command = shlex.join([*_entry(), "compare", *argv])
+    try:
+        compare(args.dataset, models, seeds, args.out, overrides=overrides, config_files=config_files,
+                command=command, log=lambda line: print(line, flush=True))
+    except KeyboardInterrupt as stopped:
+        stopped.next_step = f"finished runs are kept and the stopped one resumes: continue with: {command}"
+        raise
+
+
+if __name__ == "__main__":  # python -m recbole_recgpt.cli
+    main()

@@ -21,7 +21,8 @@ from benchmarks.plan import main as plan_main, planned_runs
 from benchmarks.repeats import KINDS, breakdown, main as repeats, target_kinds
 from benchmarks.significance import main as significance
 from benchmarks.tables import README_END, README_START, dataset_sections, gain_lines, summarise, sweep_panels, update_readme
-from benchmarks.store import Run, adopt, claim, cpu_seconds, git_revision, load_variants, record_path
+from benchmarks.store import Run, adopt, cpu_seconds, git_revision, load_variants
+from recbole_recgpt.comparison.store import claim, record_path
 from recbole_recgpt.errors import ConfigError
 from recbole_recgpt.quick_start import run_recgpt
 from recbole_recgpt.record import RunRecord
@@ -174,7 +175,7 @@ def test_a_campaign_that_finds_a_run_claimed_leaves_the_claim_in_place(tmp_path)
 def test_a_claim_ends_with_the_process_that_held_it_however_it_ends(tmp_path):
     path = tmp_path / "seed1.json"
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from benchmarks.store import claim\n"
+        [sys.executable, "-c", "import sys, time; from recbole_recgpt.comparison.store import claim\n"
          f"with claim({str(path)!r}) as mine:\n    print(mine, flush=True); time.sleep(60)"],
         cwd=REPO, stdout=subprocess.PIPE, text=True,
     )

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from recbole_recgpt.cli import parse_hyper, parse_run, recommend_parser
+from recbole_recgpt.cli import parse_compare, parse_hyper, parse_run, recommend_parser
+from recbole_recgpt.comparison import comparison_runs
 from recbole_recgpt.config import parameter_names
 from recbole_recgpt.hyper import check_search
 from recbole_recgpt.quick_start import check_run
@@ -109,6 +110,8 @@ def problems_of(command):
             problems += module_problems(words[2], arguments)
         elif entry == "run" and arguments[:1] == ["recommend"]:
             recommend_parser().parse_args(arguments[1:])
+        elif entry == "run" and arguments[:1] == ["compare"]:
+            problems += compare_problems(arguments[1:], given, checked=not any(map(placeholder, words)))
         elif entry == "run" and arguments[:1] == ["hyper"]:
             problems += run_problems("hyper", arguments[1:], given, checked=not any(map(placeholder, words)))
         else:
@@ -142,6 +145,21 @@ def run_problems(entry, arguments, given, checked):
                      algo=args.algo, max_evals=args.max_evals, early_stop=args.early_stop, config_files=config_files,
                      fixed=overrides, cpus_per_trial=args.cpus_per_trial, grace_period=args.grace_period,
                      reduction_factor=args.reduction_factor)
+    return problems
+
+
+def compare_problems(arguments, given, checked):
+    """A ``recbole-recgpt compare`` line: it parses, names only parameters one of its models has
+    and, written in full, passes the checks ``--check`` runs (on the shipped datasets, unless it
+    names its own ``--data_path``); nothing is trained."""
+    args, models, seeds, overrides = parse_compare(arguments)
+    known = set().union(*(parameter_names(model) for model in models if not placeholder(model)))
+    problems = [f"--{key} is neither an option nor a parameter" for key in overrides if key not in known]
+    if problems or not checked:
+        return problems
+    overrides = {"data_path": str(DATASETS), **overrides}
+    comparison_runs(args.dataset, models, seeds, args.out, overrides=overrides,
+                    config_files=[str(REPO / path) for path in args.config_files.split()])
     return problems
 
 
@@ -213,6 +231,8 @@ def test_documented_command_works_as_written(path, number, command):
         ("python -m benchmarks.plan --made_up_flag", "does not parse"),
         ("python -m benchmarks.compare --datasets=amazon-beauty --stage_1n=3", "--stage_1n is neither"),
         ("python run_recgpt.py recommend --checkpoint=<file> --top=5", "does not parse"),
+        ("recbole-recgpt compare --dataset=amazon-beauty --models=SASRec,RecGPT --stage_1n=3", "--stage_1n is neither"),
+        ("recbole-recgpt compare --dataset=amazon-beauty --models=SASRec,SASRek", "unknown model 'SASRek'"),
     ],
 )
 def test_a_wrong_command_is_caught(command, problem):

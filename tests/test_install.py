@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.conftest import REPO
+from tests.conftest import REPO, tiny_sequences, write_inter
 
 # What a wheel is built from; a copy, because building in the checkout leaves build/ there.
 SOURCES = ("pyproject.toml", "README.md", "recbole_recgpt", "properties")
@@ -70,3 +70,15 @@ def test_the_wheel_runs_ml100k_from_an_empty_directory(tmp_path):
     shown = run([str(venv / "bin" / "recbole-recgpt"), "recommend", f"--checkpoint={result['checkpoint']}",
                  "--users=196", "--k=3"], cwd=empty, env=env).stdout.splitlines()
     assert shown[0] == "user,rank,item" and [line.split(",")[:2] for line in shown[1:]] == [["196", "1"], ["196", "2"], ["196", "3"]]
+
+    # Side by side on a dataset without yaml, from another empty folder: two models, one seed, one epoch.
+    write_inter(tmp_path / "data", "mine", tiny_sequences())
+    elsewhere = tmp_path / "side-by-side"
+    elsewhere.mkdir()
+    run([str(venv / "bin" / "recbole-recgpt"), "compare", "--dataset=mine", f"--data_path={tmp_path / 'data'}",
+         "--models=SASRec,RecGPT", "--seeds=2020", "--out=out", "--epochs=1", "--finetune_epochs=1",
+         "--MAX_ITEM_LIST_LENGTH=6", "--topk=[5,10]", *SMALL], cwd=elsewhere, env=env)
+    assert {path.name for path in (elsewhere / "out").glob("comparison.*")} == {"comparison.csv", "comparison.md",
+                                                                              "comparison.png"}
+    table = (elsewhere / "out" / "comparison.md").read_text()
+    assert "| SASRec" in table and "| RecGPT" in table and "recbole-recgpt compare --dataset=mine" in table

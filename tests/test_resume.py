@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from recbole_recgpt import quick_start
+from recbole_recgpt import cli, quick_start
 from recbole_recgpt.cli import next_step, run_main
 from recbole_recgpt.errors import ConfigError, Interrupted, ProcessKilled, TrainingError
 from recbole_recgpt.quick_start import build, check_before_loading, resumed_config, run_recgpt
@@ -283,6 +283,7 @@ def killed(nproc, offset=0):
     [
         ("run_recgpt.py", {}, interrupted, RESUME, f"continue with: python run_recgpt.py --resume={RESUME}"),
         ("bin/recbole-recgpt", {}, interrupted, RESUME, f"continue with: recbole-recgpt --resume={RESUME}"),
+        (cli.__file__, {}, interrupted, RESUME, f"continue with: python -m recbole_recgpt.cli --resume={RESUME}"),
         ("run_recgpt.py", {}, killed(2), RESUME, f"continue with: python run_recgpt.py --resume={RESUME} --nproc=2"),
         ("run_recgpt.py", {}, killed(2, offset=2), RESUME,
          f"continue with: python run_recgpt.py --resume={RESUME} --nproc=2 --offset=2"),
@@ -298,7 +299,7 @@ def killed(nproc, offset=0):
         ("run_recgpt.py", {}, lambda _: KeyboardInterrupt(), None,
          "nothing to resume from yet; start again with: python run_recgpt.py --epochs=3 --result_file=r.json"),
     ],
-    ids=["alone", "installed", "launcher", "launcher-second-machine", "torchrun", "torchrun-second-machine", "elsewhere",
+    ids=["alone", "installed", "module", "launcher", "launcher-second-machine", "torchrun", "torchrun-second-machine", "elsewhere",
          "nothing-saved", "stopped-before-the-trainer"],
 )
 def test_the_next_step_is_the_command_the_user_would_type(tmp_path, monkeypatch, argv0, torchrun, stopped, resume_file, expected):
