@@ -16,11 +16,13 @@ sparse item-table gradients) one process measures, from the project's defaults:
 ``seconds`` is wall time, ``peak_mb`` the process's peak resident memory during the phase.
 A phase that cannot allocate its memory under ``--memory_gb`` (the process's data limit) is
 ``out_of_memory``; one that would run past ``--budget`` seconds is stopped and ``skipped``,
-with ``estimated_seconds`` from the share of its batches done. Every result is written as it
+with ``estimated_seconds`` from the share of its batches done, except for the ``--finish``
+losses (sampled softmax), which run to the end. Every result is written as it
 comes; a rerun keeps the ones measured with the same settings. Timing: run it alone.
 """
 
 import argparse
+import contextlib
 import json
 import resource
 import subprocess
@@ -83,11 +85,20 @@ class Budget:
         def call(*args, **kwargs):
             result = function(*args, **kwargs)
             self.done += 1
-            if time.perf_counter() - self.start > self.seconds and self.done < self.batches:
+            if self.seconds is not None and time.perf_counter() - self.start > self.seconds and self.done < self.batches:
                 raise OverBudget
             return result
 
         return call
+
+    @contextlib.contextmanager
+    def counting(self, model, method):
+        """Inside, each call of ``model.<method>`` is one counted batch."""
+        setattr(model, method, self.counted(getattr(type(model), method).__get__(model)))
+        try:
+            yield
+        finally:
+            delattr(model, method)
 
 
 def settings(loss, data_path, dataset):
@@ -100,7 +111,7 @@ def settings(loss, data_path, dataset):
     }
 
 
-def measure_size(data_path, dataset, losses, phases, budget):
+def measure_size(data_path, dataset, losses, phases, budget, finish=()):
     """In this process: every (loss, phase) asked for, one JSON line each on stdout."""
     from recbole_recgpt.config import create_config
     from recbole_recgpt.data import UserSequenceDataLoader
@@ -115,12 +126,9 @@ def measure_size(data_path, dataset, losses, phases, budget):
         def pretrain(clock):
             loader = UserSequenceDataLoader(config, dataset_obj, neg_sample_num=0)
             clock.batches = len(loader)
-            model.calculate_loss = clock.counted(type(model).calculate_loss.__get__(model))
             trainer.phase_name = "pretrain"
-            try:
+            with clock.counting(model, "calculate_loss"):
                 trainer._train_epoch(loader, 0)
-            finally:
-                del model.calculate_loss
 
         def finetune(clock):
             model.start_prompt_tuning()
@@ -129,20 +137,14 @@ def measure_size(data_path, dataset, losses, phases, budget):
             # Prompt writing goes a batch at a time, then the epoch: one budget for both.
             clock.batches = 2 * len(loader)
             loader.write_prompts(clock.counted(model.prompted_training_batch))
-            model.calculate_loss = clock.counted(type(model).calculate_loss.__get__(model))
-            try:
+            with clock.counting(model, "calculate_loss"):
                 trainer._train_epoch(loader, 0)
-            finally:
-                del model.calculate_loss
 
         def evaluate(clock):
             model.start_prompt_tuning()
             clock.batches = len(test_data)
-            model.full_sort_top_k = clock.counted(type(model).full_sort_top_k.__get__(model))
-            try:
+            with clock.counting(model, "full_sort_top_k"):
                 trainer.evaluate(test_data, load_best_model=False)
-            finally:
-                del model.full_sort_top_k
 
         for phase, run in (("pretrain", pretrain), ("finetune", finetune), ("eval", evaluate)):
             if phase not in phases:
@@ -150,7 +152,7 @@ def measure_size(data_path, dataset, losses, phases, budget):
             row = {"loss": loss, "phase": phase}
             release_free_memory()
             with PeakMemory() as peak:
-                clock = Budget(budget)
+                clock = Budget(None if loss in finish else budget)
                 try:
                     run(clock)
                     row.update(status="ok", seconds=round(time.perf_counter() - clock.start, 2))
@@ -175,6 +177,7 @@ def main(argv=None):
     parser.add_argument("--length", type=int, default=50)
     parser.add_argument("--exponent", type=float, default=1.0)
     parser.add_argument("--budget", type=float, default=600, help="seconds a phase may run before it is stopped")
+    parser.add_argument("--finish", default="sampled_softmax", help="losses whose phases are never stopped (comma-separated)")
     parser.add_argument("--memory_gb", type=float, default=20, help="data limit of each measuring process")
     parser.add_argument("--data_path", default="saved/scale-data")
     parser.add_argument("--measure", help=argparse.SUPPRESS)  # internal: DATASET measured in this process
@@ -183,7 +186,8 @@ def main(argv=None):
     if args.measure:
         limit = int(args.memory_gb * 2**30)
         resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))
-        measure_size(args.data_path, args.measure, args.losses.split(","), args.phases.split(","), args.budget)
+        measure_size(args.data_path, args.measure, args.losses.split(","), args.phases.split(","), args.budget,
+                     args.finish.split(","))
         return
     run_all(args)
 
@@ -191,7 +195,7 @@ def main(argv=None):
 def run_all(args):
     out = Path(args.out)
     shape = {"users": args.users, "length": args.length, "exponent": args.exponent, "budget": args.budget,
-             "memory_gb": args.memory_gb}
+             "finish": args.finish, "memory_gb": args.memory_gb}
     report = json.loads(out.read_text()) if out.exists() else {}
     if report.get("settings") != shape:
         report = {"settings": shape, "runs": []}
@@ -214,7 +218,7 @@ def run_all(args):
         losses = sorted({loss for loss, _ in wanted}, key=LOSSES.index)
         command = [sys.executable, "-m", "benchmarks.scale", f"--measure={dataset}", f"--data_path={args.data_path}",
                    f"--losses={','.join(losses)}", f"--phases={','.join(sorted({p for _, p in wanted}, key=PHASES.index))}",
-                   f"--budget={args.budget}", f"--memory_gb={args.memory_gb}"]
+                   f"--budget={args.budget}", f"--finish={args.finish}", f"--memory_gb={args.memory_gb}"]
         process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parents[1])
         reported = set()
         for line in process.stdout:

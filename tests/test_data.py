@@ -111,12 +111,22 @@ def test_masked_evaluation_never_ranks_a_history_item(tiny_config, monkeypatch, 
     collect = trainer.eval_collector.eval_batch_collect
     monkeypatch.setattr(
         trainer.eval_collector, "eval_batch_collect",
-        lambda scores, interaction, *rest: seen.append((scores.clone(), interaction)) or collect(scores, interaction, *rest),
+        lambda ranked, interaction, *rest: seen.append((ranked, interaction)) or collect(ranked, interaction, *rest),
     )
+    # Ranking metrics: evaluation hands over top-k lists. None holds a history item (30 items,
+    # histories of at most 6: every list fills with others).
+    trainer.evaluate(test_data, load_best_model=False)
+    lists, seen[:] = list(seen), []
+    history = config["ITEM_ID_FIELD"] + config["LIST_SUFFIX"]
+    for top, interaction in lists:
+        assert top.indices.size(1) == 10
+        assert not (top.indices.unsqueeze(2) == interaction[history].unsqueeze(1)).any()
+    # Metrics that read every score get scores, with the history at -inf.
+    trainer.eval_collector.reads_top_k_only = False
     trainer.evaluate(test_data, load_best_model=False)
     masked = 0
     for scores, interaction in seen:
-        seq = interaction[config["ITEM_ID_FIELD"] + config["LIST_SUFFIX"]]
+        seq = interaction[history]
         assert torch.isinf(scores.gather(1, seq)).all()
         # Every item outside the history is still ranked (padding id 0 never is).
         distinct = torch.tensor([len(set(row.tolist()) - {0}) for row in seq])

@@ -38,6 +38,15 @@ def test_a_phase_past_its_budget_is_stopped_with_an_estimate():
     assert 10 * 0.03 <= clock.estimate() < 10 * 0.1  # ten batches of ~30 ms
 
 
+def test_a_phase_that_must_finish_is_never_stopped():
+    clock = scale.Budget(seconds=None)
+    clock.batches = 3
+    step = clock.counted(lambda: time.sleep(0.01))
+    for _ in range(3):
+        step()
+    assert clock.done == 3
+
+
 def test_the_report_names_every_catalogue_loss_and_phase(tmp_path):
     out = tmp_path / "scale.json"
     args = [f"--out={out}", "--sizes=400", "--losses=sampled_softmax,ce", "--users=60", "--length=12",
