@@ -9,8 +9,7 @@ from recbole.config import Config
 from recbole_recgpt.checks import check_parameter_names, known_parameters, read_config_file
 from recbole_recgpt.distributed import configure_processes, several_processes
 from recbole_recgpt.errors import ConfigError
-from recbole_recgpt.protocol import EvaluationProtocol
-from recbole_recgpt.utils import get_model, resolve_baseline_trainer
+from recbole_recgpt.utils import get_model, validate
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 # The one copy of the yaml is the checkout's top-level properties/; a wheel ships it inside
@@ -74,7 +73,7 @@ def _without_command_line():
 def create_config(model="RecGPT", dataset="ml-100k", config_files=None, config_dict=None):
     """RecBole ``Config`` for any model (plugin or built-in): the project's yaml layers, then
     ``config_files``, then ``config_dict``. Unknown parameter names are errors, not ignored;
-    a plugin model checks its own parameters (``check_config``)."""
+    then every component of the run checks the settings it reads (:func:`recbole_recgpt.utils.validate`)."""
     model_class = get_model(model)
     project_files = project_config_files(model_class.__name__, dataset)
     known = parameter_names(model, dataset)
@@ -88,11 +87,7 @@ def create_config(model="RecGPT", dataset="ml-100k", config_files=None, config_d
             config_file_list=project_files + list(config_files or []),
             config_dict=config_dict,
         )
-    EvaluationProtocol.from_config(config)  # refuses settings it cannot honour
-    resolve_baseline_trainer(config)
-    check_model_config = getattr(model_class, "check_config", None)
-    if check_model_config is not None:
-        check_model_config(config)
+    validate(config)
     return for_this_process(config)
 
 

@@ -15,8 +15,7 @@ from recbole_recgpt.config import complete_load_col, create_config, for_this_pro
 from recbole_recgpt.errors import ConfigError, Interrupted
 from recbole_recgpt.protocol import EvaluationProtocol
 from recbole_recgpt.record import RunRecord, hit_ranks
-from recbole_recgpt.trainer.whole_sequence import WholeSequenceTrainer
-from recbole_recgpt.utils import get_model, get_trainer
+from recbole_recgpt.utils import get_model, trainer_class
 
 
 def build(config):
@@ -49,11 +48,6 @@ def build(config):
     return dataset, (train_data, valid_data, test_data), model, trainer
 
 
-def trainer_class(config):
-    """The trainer class a config asks for (``baseline_trainer`` for RecBole's models)."""
-    return get_trainer(config["MODEL_TYPE"], config["model"], config["baseline_trainer"])
-
-
 def check_before_loading(config, resumed=False, last_phase=None):
     """Every check that needs no data, so that bad input stops with its one-line error before
     RecBole loads (and logs) anything."""
@@ -65,11 +59,7 @@ def check_before_loading(config, resumed=False, last_phase=None):
         )
     if config["pretrained_checkpoint"] and not resumed:  # a resumed run has it loaded already
         check_pretrained_checkpoint(config["pretrained_checkpoint"], config)
-    trainer = trainer_class(config)
-    WholeSequenceTrainer.check_not_set_elsewhere(config, trainer)
-    check_trainer_config = getattr(trainer, "check_config", None)
-    if check_trainer_config is not None:
-        check_trainer_config(config)
+    trainer = trainer_class(config)  # its settings were checked with the config's (create_config)
     if last_phase is not None and last_phase not in trainer.phase_order:
         raise ConfigError(
             f"last_phase={last_phase!r} is not a phase of {config['model']}'s trainer; "

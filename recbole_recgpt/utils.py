@@ -5,6 +5,7 @@ from recbole.utils import get_trainer as recbole_get_trainer
 
 from recbole_recgpt.errors import ConfigError
 from recbole_recgpt.model import RecGPT
+from recbole_recgpt.protocol import EvaluationProtocol
 from recbole_recgpt.trainer import PhasedTrainer, RecGPTTrainer, WholeSequenceTrainer
 
 MODELS = {"RecGPT": RecGPT}
@@ -50,3 +51,24 @@ def get_trainer(model_type, model_name, baseline_trainer="recbole"):
         return WholeSequenceTrainer
     trainer = recbole_get_trainer(model_type, model_name)
     return type(trainer.__name__, (PhasedTrainer, trainer), {})
+
+
+def trainer_class(config):
+    """The trainer class a config asks for (``baseline_trainer`` for RecBole's models)."""
+    return get_trainer(config["MODEL_TYPE"], config["model"], config["baseline_trainer"])
+
+
+def validate(config):
+    """Ask every component of a run whether it can honour ``config``: the evaluation
+    protocol, the model class and the trainer class (each its own ``check_config``), and the
+    whole-sequence trainer for the loss keys only it reads. :class:`ConfigError` names the
+    first problem. Settles ``baseline_trainer: auto`` on the way; returns the trainer class."""
+    EvaluationProtocol.from_config(config)
+    resolve_baseline_trainer(config)
+    trainer = trainer_class(config)
+    for component in (get_model(config["model"]), trainer):
+        check = getattr(component, "check_config", None)
+        if check is not None:
+            check(config)
+    WholeSequenceTrainer.check_not_set_elsewhere(config, trainer)
+    return trainer

@@ -184,7 +184,6 @@ def test_auto_picks_the_whole_sequence_trainer_where_it_can_and_the_config_names
         assert (trainer_class(config) is WholeSequenceTrainer) == (trainer == "whole_sequence")
 
 
-def test_models_it_cannot_feed_are_refused(tiny_config):
-    config = tiny_config("Caser", baseline_trainer="whole_sequence")
+def test_models_it_cannot_feed_are_refused_when_the_config_is_made(tiny_config):
     with pytest.raises(ConfigError, match="supports SASRec, GRU4Rec, BERT4Rec with loss_type CE or BPR, not Caser"):
-        build(config)
+        tiny_config("Caser", baseline_trainer="whole_sequence")
