@@ -409,10 +409,13 @@ def tell_launcher(**facts):
 
 
 def _told(folder):
-    """What this machine's processes told the launcher (:func:`tell_launcher`)."""
+    """What this machine's processes told the launcher (:func:`tell_launcher`); a resume file
+    only once it exists (a process tells before it writes one)."""
     facts = {}
     for told in sorted(Path(folder).glob("told-*.json")):
         facts.update(json.loads(told.read_text()))
+    if facts.get("resume_file") and not os.path.exists(facts["resume_file"]):
+        del facts["resume_file"]
     return facts
 
 

@@ -285,6 +285,9 @@ class PhasedTrainer:
         if not distributed.is_main():
             self._saved_resume(gathered[0][1])
             return
+        # The launcher hears of the file before it is written: a run stopped right after the
+        # write still names it (the launcher names a file only once it exists).
+        distributed.tell_launcher(resume_file=self.resume_file)
         save_atomically(
             {
                 "config": self.config,
