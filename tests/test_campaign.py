@@ -605,3 +605,20 @@ def test_a_row_with_a_run_made_at_a_dirty_revision_is_marked_and_explained():
     table = markdown(records, variants)
     assert "| SASRec † | t | 2 |" in table and "| GRU4Rec | t | 1 |" in table
     assert DIRTY_NOTE in table
+
+
+def test_a_run_trained_again_is_set_beside_its_stored_record(tmp_path, capsys):
+    from benchmarks import reproduce
+    from recbole_recgpt.comparison.store import record_path
+
+    store = tmp_path / "runs"
+    fake_record("SASRec", 2020, 0.05, threads=1, git="abc").write(record_path(store, "tiny", "SASRec", 2020))
+    same = tmp_path / "tiny-SASRec-seed2020.json"
+    fake_record("SASRec", 2020, 0.05, threads=1, git="def").write(same)
+    assert reproduce.main([str(same), f"--store={store}"]) == 0
+    assert "identical" in capsys.readouterr().out
+    moved = tmp_path / "again" / "tiny-SASRec-seed2020.json"
+    fake_record("SASRec", 2020, 0.0512, threads=1, git="def").write(moved)
+    assert reproduce.main([str(moved), f"--store={store}"]) == 1
+    out = capsys.readouterr().out
+    assert "| test ndcg@10 | 0.0500 | 0.0512 | +0.0012 |" in out and "NOT identical" in out
