@@ -7,7 +7,7 @@ Synthetic catalogues of 10^4, 10^5 and 10^6 items share their users and sequence
 (RecBole counts only items that occur), at a random place; the other interactions draw items
 with power-law popularity (the r-th most popular in proportion to ``r^-exponent``). For every
 catalogue and loss (full-softmax ``ce``, ``sampled_softmax``, ``gbce``; the sampled ones with
-sparse item-table gradients) one process measures, from the project's defaults:
+sparse item-table gradients) a process of its own measures, from the project's defaults:
 
 * ``pretrain``: one pre-training epoch;
 * ``finetune``: one prompt-tuning epoch, writing the prompts of every training sequence included;
@@ -195,7 +195,7 @@ def main(argv=None):
 def run_all(args):
     out = Path(args.out)
     shape = {"users": args.users, "length": args.length, "exponent": args.exponent, "budget": args.budget,
-             "finish": args.finish, "memory_gb": args.memory_gb}
+             "finish": args.finish, "memory_gb": args.memory_gb, "process": "one per catalogue and loss"}
     report = json.loads(out.read_text()) if out.exists() else {}
     if report.get("settings") != shape:
         report = {"settings": shape, "runs": []}
@@ -208,39 +208,41 @@ def run_all(args):
         plot(report, out.with_suffix(".png"))
 
     for items in (int(size) for size in args.sizes.split(",")):
-        wanted = [(loss, phase) for loss in args.losses.split(",") for phase in PHASES if (items, loss, phase) not in measured]
-        if not wanted:
-            print(f"{items} items: kept", flush=True)
-            continue
         dataset = f"scale-{items}"
-        if not (Path(args.data_path) / dataset / f"{dataset}.inter").exists():
-            write_catalogue(args.data_path, dataset, items, args.users, args.length, args.exponent)
-        losses = sorted({loss for loss, _ in wanted}, key=LOSSES.index)
-        command = [sys.executable, "-m", "benchmarks.scale", f"--measure={dataset}", f"--data_path={args.data_path}",
-                   f"--losses={','.join(losses)}", f"--phases={','.join(sorted({p for _, p in wanted}, key=PHASES.index))}",
-                   f"--budget={args.budget}", f"--finish={args.finish}", f"--memory_gb={args.memory_gb}"]
-        process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parents[1])
-        reported = set()
-        for line in process.stdout:
-            if not line.startswith("{"):
+        for loss in args.losses.split(","):
+            wanted = [phase for phase in PHASES if (items, loss, phase) not in measured]
+            if not wanted:
+                print(f"{items} items, {loss}: kept", flush=True)
                 continue
-            row = json.loads(line)
-            if (row["loss"], row["phase"]) not in wanted:
-                continue
-            reported.add((row["loss"], row["phase"]))
-            report["runs"].append({"items": items, **row, "command": " ".join(["python", "-m", "benchmarks.scale", *sys.argv[1:]])})
-            print(f"{items} items, {row['loss']} {row['phase']}: {row['status']} "
-                  f"{row.get('seconds') or row.get('estimated_seconds') or 0:.1f} s, {row['peak_mb']} MB", flush=True)
-            save()
-        if process.wait() != 0:
-            # Killed from outside (the kernel's out-of-memory killer, or a stop): what it left is unmeasured.
-            for loss, phase in wanted:
-                if (loss, phase) not in reported and process.returncode == -9:
-                    report["runs"].append({"items": items, "loss": loss, "phase": phase, "status": "out_of_memory",
-                                           "seconds": None, "peak_mb": None, "reason": "the process was killed"})
-            save()
-            if process.returncode != -9:
-                raise SystemExit(f"error: measuring {items} items failed (exit {process.returncode}); rerun to continue")
+            if not (Path(args.data_path) / dataset / f"{dataset}.inter").exists():
+                write_catalogue(args.data_path, dataset, items, args.users, args.length, args.exponent)
+            # A process per catalogue and loss: its peak memory is that configuration's alone.
+            command = [sys.executable, "-m", "benchmarks.scale", f"--measure={dataset}", f"--data_path={args.data_path}",
+                       f"--losses={loss}", f"--phases={','.join(wanted)}", f"--budget={args.budget}",
+                       f"--finish={args.finish}", f"--memory_gb={args.memory_gb}"]
+            process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parents[1])
+            reported = set()
+            for line in process.stdout:
+                if not line.startswith("{"):
+                    continue
+                row = json.loads(line)
+                if row["phase"] not in wanted:
+                    continue
+                reported.add(row["phase"])
+                report["runs"].append({"items": items, **row, "command": " ".join(["python", "-m", "benchmarks.scale", *sys.argv[1:]])})
+                print(f"{items} items, {row['loss']} {row['phase']}: {row['status']} "
+                      f"{row.get('seconds') or row.get('estimated_seconds') or 0:.1f} s, {row['peak_mb']} MB", flush=True)
+                save()
+            if process.wait() != 0:
+                # Killed from outside (the kernel's out-of-memory killer, or a stop): what it left is unmeasured.
+                if process.returncode != -9:
+                    raise SystemExit(f"error: measuring {loss} on {items} items failed (exit {process.returncode}); "
+                                     "rerun to continue")
+                for phase in wanted:
+                    if phase not in reported:
+                        report["runs"].append({"items": items, "loss": loss, "phase": phase, "status": "out_of_memory",
+                                               "seconds": None, "peak_mb": None, "reason": "the process was killed"})
+                save()
     save()
 
 
