@@ -135,3 +135,15 @@ def check_pretrained_checkpoint(path, config, map_location="cpu"):
             f"this run is {config['model']} on '{config['dataset']}'"
         )
     return checkpoint
+
+
+def check_catalogue(config, dataset):
+    """The evaluation's lists fit the catalogue the data holds (:class:`ConfigError` if not):
+    a top-k longer than the items there are has nothing to fill it with."""
+    items = dataset.item_num - 1  # id 0 is padding
+    largest_k = max(config["topk"])
+    if largest_k > items:
+        raise ConfigError(
+            f"topk={largest_k} is more than the {items} items of dataset '{config['dataset']}'; "
+            f"set topk to at most {items}"
+        )

@@ -33,8 +33,14 @@ Patched here:
 * RecBole's ``ensure_dir`` checks, then creates: two processes of one run (``--nproc``,
   torchrun) starting together race, and the loser fails with ``FileExistsError: './log'``.
   The modules that call it get one that creates with ``exist_ok=True``.
+* RecBole's ``Collector.get_data_struct`` calls ``.cpu()`` on every collected value, but
+  ``data_collect`` stores the catalogue size as an ``int`` and the item / user counts as a
+  ``Counter``: every run asking for ItemCoverage, GiniIndex, ShannonEntropy, AveragePopularity
+  or TailPercentage failed at its first evaluation (RecBole issues #2131, #2191). Only tensors
+  are moved now.
 """
 
+import copy
 import functools
 import os
 import types
@@ -44,6 +50,7 @@ import torch
 
 import recbole.trainer.trainer as recbole_trainer_module
 from recbole.config import Config
+from recbole.evaluator.collector import Collector
 
 
 def load_checkpoint(path, map_location=None):
@@ -87,3 +94,18 @@ def patch_recbole_ensure_dir():
 
 
 patch_recbole_ensure_dir()
+
+
+def get_data_struct(self):
+    """RecBole's ``Collector.get_data_struct``, moving only tensors to the CPU."""
+    for key, value in self.data_struct._data_dict.items():
+        if isinstance(value, torch.Tensor):
+            self.data_struct._data_dict[key] = value.cpu()
+    returned_struct = copy.deepcopy(self.data_struct)
+    for key in ["rec.topk", "rec.meanrank", "rec.score", "rec.items", "data.label"]:
+        if key in self.data_struct:
+            del self.data_struct[key]
+    return returned_struct
+
+
+Collector.get_data_struct = get_data_struct

@@ -9,7 +9,9 @@ from recbole.data import create_dataset, data_preparation
 from recbole.utils import ModelType, init_logger, init_seed
 
 from recbole_recgpt import distributed
-from recbole_recgpt.checks import check_dataset_files, check_pretrained_checkpoint, inter_columns, read_config_file
+from recbole_recgpt.checks import (
+    check_catalogue, check_dataset_files, check_pretrained_checkpoint, inter_columns, read_config_file,
+)
 from recbole_recgpt.checkpoints import load_weights, read_checkpoint
 from recbole_recgpt.config import complete_load_col, create_config, for_this_process
 from recbole_recgpt.errors import ConfigError, Interrupted
@@ -32,6 +34,7 @@ def build(config):
         getLogger().info(assumed)
     init_seed(config["seed"], config["reproducibility"])
     dataset = create_dataset(config)
+    check_catalogue(config, dataset)
     train_data, valid_data, test_data = data_preparation(config, dataset)
     protocol = EvaluationProtocol.from_config(config)
     if protocol.mask_history or not config["single_spec"]:

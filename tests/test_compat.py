@@ -52,3 +52,17 @@ def test_recboles_directory_creation_tolerates_a_directory_another_process_just_
     recbole.utils.logger.ensure_dir(str(target))
     recbole_trainer_module.ensure_dir(str(target))
     assert target.is_dir()
+
+
+def test_metrics_over_the_catalogue_evaluate(tiny_config):
+    """ItemCoverage and GiniIndex read the catalogue size RecBole's collector stores as an int."""
+    from recbole_recgpt.quick_start import build
+
+    config = tiny_config("SASRec", metrics=["Hit", "ItemCoverage", "GiniIndex"])
+    _, (train_data, _, test_data), _, trainer = build(config)
+    trainer.eval_collector.data_collect(train_data)  # as Trainer.fit does
+    struct_size = train_data.dataset.item_num
+    result = trainer.evaluate(test_data, load_best_model=False)
+    # At most every item but padding is covered; some item is.
+    assert 0 < result["itemcoverage@10"] <= (struct_size - 1) / struct_size
+    assert 0 <= result["giniindex@10"] <= 1

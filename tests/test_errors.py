@@ -65,6 +65,17 @@ def test_impossible_parameters(capsys, tiny_args, changes, expected):
     fails_with(capsys, with_args(tiny_args, **changes), expected)
 
 
+@pytest.mark.parametrize(
+    "changes, expected",
+    [
+        ({"topk": "[5,31]"}, "topk=31 is more than the 30 items of dataset 'tiny'; set topk to at most 30"),
+        ({"prompt_length": 31, "two_stage": False}, "prompt_length=31 is more than the 30 items of dataset 'tiny'"),
+    ],
+)
+def test_lists_longer_than_the_catalogue(capsys, tiny_args, changes, expected):
+    fails_with(capsys, with_args(tiny_args, **changes), expected)
+
+
 def test_unknown_dataset_without_a_local_folder(capsys, tmp_path):
     fails_with(capsys, ["--dataset=nosuch", f"--data_path={tmp_path}"], "dataset 'nosuch' not found")
 
