@@ -23,7 +23,7 @@ import torch
 
 from benchmarks.store import git_revision
 from recbole_recgpt.data import UserSequenceDataLoader
-from recbole_recgpt.ranking import full_sort_top_k, top_k
+from recbole_recgpt.ranking import excluded_lists, full_sort_top_k, top_k
 from recbole_recgpt.quick_start import load_data_and_model
 
 
@@ -94,8 +94,10 @@ def ranking_pairs(model, loader, k):
     """The model's full-sort top-``k`` for every validation (or test) history."""
     tally = Tally(k)
     model.eval()
-    for interaction, _, _, _ in loader:
-        tally.add(interaction[model.ITEM_SEQ], interaction[model.ITEM_SEQ_LEN], full_sort_top_k(model, interaction, k),
+    for interaction, history_index, _, _ in loader:
+        # As evaluation ranks: the loader names what the protocol skips.
+        excluded = excluded_lists(history_index, len(interaction))
+        tally.add(interaction[model.ITEM_SEQ], interaction[model.ITEM_SEQ_LEN], full_sort_top_k(model, interaction, k, excluded),
                   interaction[model.ITEM_ID])
     return tally.summary()
 

@@ -144,6 +144,32 @@ def test_full_sort_scores_are_exactly_the_two_stage_list(tiny, stage2_extension)
     assert torch.equal(ranked[:, n:], stage2.topk(10 - n, dim=1).indices)
 
 
+@pytest.mark.parametrize("overrides", [{}, {"prompt_positions": "item"}, {"user_embedding": True}])
+def test_stage2_continues_stage1s_pass_with_the_states_of_a_whole_pass(tiny, overrides):
+    _, (_, _, test_data), model = tiny(**overrides)
+    model.start_prompt_tuning()
+    model.eval()
+    interaction = next(iter(test_data))[0]
+    users, lengths = interaction[model.USER_ID], interaction[model.ITEM_SEQ_LEN]
+    seq = interaction[model.ITEM_SEQ][:, : int(lengths.max())]
+    batch = model.prompt_builder.for_inference(model._generator(users), seq, lengths)
+    stage1_items = torch.arange(1, 4).repeat(seq.size(0), 1)
+    extended, segments, end = model.two_stage_recall.extend_with(batch, stage1_items)
+    whole = model.gather_indexes(model.forward(extended, segments, users), end)
+    states = model._states_at(users)
+    states(batch.item_seq, batch.segment_ids, batch.last_item_index)
+    # Two tokens (prompt_length 2) appended after every row's last real item: only they are computed.
+    assert states._appended(extended, segments, end) == 2
+    torch.testing.assert_close(states(extended, segments, end), whole, rtol=1e-5, atol=1e-5)
+    # A changed earlier token makes it a new sequence: a whole pass.
+    changed = extended.clone()
+    changed[:, 0] = 5
+    assert states._appended(changed, segments, end) == 0
+    torch.testing.assert_close(
+        states(changed, segments, end), model.gather_indexes(model.forward(changed, segments, users), end), rtol=0, atol=0
+    )
+
+
 def test_with_item_positions_an_extension_as_long_as_the_table_keeps_the_whole_history(tiny):
     # Item positions need only MAX_ITEM_LIST_LENGTH = 6 positions; stage 2 appends 6 items.
     _, (_, _, test_data), model = tiny(prompt_positions="item", stage1_n=6, stage2_extension=6)

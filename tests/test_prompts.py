@@ -68,7 +68,10 @@ def test_insert_at_inference_reads_the_last_real_item_and_leaves_tail_slots():
     builder = PromptBuilder(prompt_length=2, prompt_mode="insert")
     batch = builder.for_inference(successor_generator(), t([[1, 3, 5], [4, 0, 0]]), t([3, 1]))
     assert batch.target_seq is None
-    assert batch.item_seq[0].tolist() == [1, 2, 3, 3, 4, 5, 5, 6, 7]
+    # The last item's prompts would follow the state that ranks (and stage 2 writes there): the
+    # tail slots stay empty, and a one-item history needs no prompt at all.
+    assert batch.item_seq.tolist() == [[1, 2, 3, 3, 4, 5, 5, 0, 0], [4, 0, 0, 0, 0, 0, 0, 0, 0]]
+    assert batch.segment_ids.tolist() == [[0, 1, 1, 0, 1, 1, 0, 0, 0], [0] * 9]
     assert batch.last_item_index.tolist() == [6, 0]
     assert batch.tail_length == 2
 

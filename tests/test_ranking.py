@@ -101,12 +101,32 @@ def test_recgpts_lists_are_the_top_of_its_full_sort_scores_in_every_phase(tiny_c
     _, (_, _, test_data), model, _ = build(config)
     model.eval()
     interaction = next(iter(test_data))[0]
+    # The caller skips what its protocol skips, as evaluation and recommendation do.
+    skipped = model.protocol.excluded(interaction[model.ITEM_SEQ])
     with torch.no_grad():
         for phase in ("pretrained", "prompt-tuned"):
             if phase == "prompt-tuned":
                 model.start_prompt_tuning()
             expected = top_k_of_scores(model.full_sort_predict(interaction), 10)
-            assert torch.equal(full_sort_top_k(model, interaction, 10), expected), phase
+            assert torch.equal(full_sort_top_k(model, interaction, 10, skipped), expected), phase
+
+
+def test_recgpt_skips_what_its_caller_names_once(tiny_config, monkeypatch):
+    """Under eval_mask_history the evaluator names the history items; RecGPT's ranking skips
+    them as named, not a second copy from its own protocol."""
+    from recbole_recgpt.model import recgpt
+
+    _, (_, _, test_data), model, _ = build(tiny_config(eval_mask_history=True, two_stage=False))
+    model.eval()
+    interaction = next(iter(test_data))[0]
+    history = interaction[model.ITEM_SEQ]
+    skipped = []
+    monkeypatch.setattr(recgpt, "top_k", lambda vectors, table, k, excluded: skipped.append(excluded) or
+                        top_k(vectors, table, k, excluded))
+    with torch.no_grad():
+        model.full_sort_top_k(interaction, 10, history)
+    assert sum(len(rows) for rows in skipped) == len(history)
+    assert all(rows.size(1) == history.size(1) for rows in skipped)
 
 
 @pytest.mark.parametrize("model_name", ["RecGPT", "SASRec"])

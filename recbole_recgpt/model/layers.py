@@ -39,6 +39,39 @@ class ItemGPT(nn.Module):
 
         ``position_ids`` ``[B, T]`` defaults to each token's index in the sequence.
         """
+        emb = self.embed(item_seq, segment_ids, user_ids, position_ids)
+        return self.trm_encoder(emb, attention_mask, output_all_encoded_layers=False)[-1]
+
+    def layer_inputs(self, item_seq, segment_ids, attention_mask, user_ids=None, position_ids=None):
+        """As :meth:`forward`, keeping every layer's input: ``n_layers + 1`` tensors ``[B, T, H]``,
+        the embeddings first and the hidden states last, for :meth:`continue_from`."""
+        emb = self.embed(item_seq, segment_ids, user_ids, position_ids)
+        return [emb, *self.trm_encoder(emb, attention_mask, output_all_encoded_layers=True)]
+
+    def continue_from(self, layer_inputs, seen, item_seq, segment_ids, position_ids, user_ids=None):
+        """Hidden states ``[B, E, H]`` of ``E`` tokens that follow earlier ones: what :meth:`forward`
+        gives at their places in the whole sequence, computed for the new tokens alone.
+
+        ``layer_inputs``: :meth:`layer_inputs` of the earlier sequence (``[B, T, H]`` each);
+        ``seen``: ``[B, T]``, the earlier tokens the new ones attend to (a row's prefix, not its
+        padding); ``item_seq``, ``segment_ids``, ``position_ids``: ``[B, E]`` the new tokens.
+        Causal attention lets the earlier tokens' states stand: each layer attends from the new
+        tokens to the earlier tokens' keys and values and to their own, earlier ones first.
+        """
+        hidden = self.embed(item_seq, segment_ids, user_ids, position_ids)
+        causal = torch.ones(hidden.size(1), hidden.size(1), dtype=torch.bool, device=hidden.device).tril()
+        visible = torch.cat((
+            seen.unsqueeze(1).expand(-1, hidden.size(1), -1), causal & (item_seq != 0).unsqueeze(1),
+        ), dim=2)
+        # RecBole's additive mask values (SequentialRecommender.get_attention_mask), [B, 1, E, T + E].
+        bias = torch.where(visible, 0.0, -10000.0).unsqueeze(1)
+        for layer, earlier in zip(self.trm_encoder.layer, layer_inputs):
+            hidden = layer.feed_forward(_attend_after(layer.multi_head_attention, hidden, earlier, bias))
+        return hidden
+
+    def embed(self, item_seq, segment_ids, user_ids=None, position_ids=None):
+        """``[B, T]`` tokens -> ``[B, T, H]`` transformer inputs: item + position + segment (+ user)
+        embeddings, normalised; positions default to the token indices."""
         if position_ids is None:
             position_ids = torch.arange(item_seq.size(1), device=item_seq.device).unsqueeze(0)
         emb = (
@@ -48,9 +81,24 @@ class ItemGPT(nn.Module):
         )
         if self.user_embedding is not None:
             emb = emb + self.user_embedding(user_ids).unsqueeze(1)
-        emb = self.dropout(self.LayerNorm(emb))
-        return self.trm_encoder(emb, attention_mask, output_all_encoded_layers=False)[-1]
+        return self.dropout(self.LayerNorm(emb))
 
     def item_scores(self, hidden):
         """``[..., H] -> [..., n_items]``: dot product with the (tied) item table."""
         return hidden @ self.item_embedding.weight.t()
+
+
+def _attend_after(attention, new, earlier, bias):
+    """RecBole's ``MultiHeadAttention.forward`` for the queries of ``new`` ``[B, E, H]`` alone,
+    over the keys and values of ``earlier`` ``[B, T, H]`` then ``new``; ``bias`` ``[B, 1, E, T + E]``."""
+    heads, size = attention.num_attention_heads, attention.attention_head_size
+
+    def by_head(x):  # [B, N, H] -> [B, heads, N, size]
+        return x.view(x.size(0), x.size(1), heads, size).transpose(1, 2)
+
+    both = torch.cat((earlier, new), dim=1)
+    query, key, value = by_head(attention.query(new)), by_head(attention.key(both)), by_head(attention.value(both))
+    scores = query @ key.transpose(-1, -2) / attention.sqrt_attention_head_size + bias
+    context = attention.attn_dropout(attention.softmax(scores)) @ value
+    context = context.transpose(1, 2).reshape(new.shape)
+    return attention.LayerNorm(attention.out_dropout(attention.dense(context)) + new)

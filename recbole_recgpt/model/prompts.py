@@ -76,8 +76,9 @@ class PromptBuilder:
     def for_inference(self, generator, item_seq, item_seq_len):
         """Histories ``[B, T]`` -> :class:`PromptedBatch` with ``prompt_length`` tail slots."""
         if self.prompt_mode == "insert":
-            # The last block's prompts sit in the tail slots; causality keeps them out of the
-            # hidden state at the last real item, and stage 2 overwrites them.
+            # The last block's prompts would sit in the tail slots, after the hidden state at the
+            # last real item (causality keeps them out of it), where stage 2 writes its extension
+            # and nothing reads what follows: they are left empty, not written.
             return self._insert(generator, item_seq, item_seq_len, None)
         return with_tail_slots(item_seq, item_seq_len, self.prompt_length)
 
@@ -85,17 +86,19 @@ class PromptBuilder:
         batch_size, seq_len = item_seq.shape
         block = self.prompt_length + 1
         real = _valid_mask(item_seq_len, seq_len)
+        # Training supervises every block; inference (no targets) never reads the last one's prompts.
+        written = real if target_seq is not None else _valid_mask(item_seq_len - 1, seq_len)
         segments = torch.full_like(item_seq, REAL_SEGMENT)
         prompts = item_seq.new_zeros(batch_size, seq_len, self.prompt_length)
-        if self.prompt_length:
-            prompts[real] = generator(item_seq, segments, real, self.prompt_length)
+        if self.prompt_length and written.any():
+            prompts[written] = generator(item_seq, segments, written, self.prompt_length)
 
         def interleave(real_part, prompt_part):
             return torch.cat([real_part.unsqueeze(-1), prompt_part], dim=-1).reshape(
                 batch_size, seq_len * block
             )
 
-        prompt_segments = torch.where(real, PROMPT_SEGMENT, REAL_SEGMENT)
+        prompt_segments = torch.where(written, PROMPT_SEGMENT, REAL_SEGMENT)
         extended_segments = interleave(segments, prompt_segments.unsqueeze(-1).expand_as(prompts))
         extended_targets = None
         if target_seq is not None:

@@ -142,6 +142,11 @@ class RecGPT(SequentialRecommender):
         }
         self.prompt_tuning = config["prompt_tuning"]
         self.prompt_length = config["prompt_length"]
+        if self.prompt_length > self.n_items - 1:  # id 0 is padding
+            raise ConfigError(
+                f"prompt_length={self.prompt_length} is more than the {self.n_items - 1} items of dataset "
+                f"'{config['dataset']}': a prompt writes that many distinct items; lower prompt_length"
+            )
         self.prompt_mode = config["prompt_mode"]
         self.prompt_generator = config["prompt_generator"]
         self.prompt_exclude_history = config["prompt_exclude_history"]
@@ -149,7 +154,8 @@ class RecGPT(SequentialRecommender):
         self.two_stage = config["two_stage"]
         self.stage1_n = config["stage1_n"]
         # The evaluator masks history items under this protocol; two-stage recall must then
-        # fill its N stage-1 slots with items that can count.
+        # fill its N stage-1 slots with items that can count. Rankings are told what to skip
+        # by their caller; full_sort_predict's scores, which RecBole takes as they are, apply it here.
         self.protocol = EvaluationProtocol.from_config(config)
         self.prompt_positions = config["prompt_positions"]
         self.n_positions = config["n_positions"] or required_positions(
@@ -240,8 +246,12 @@ class RecGPT(SequentialRecommender):
         network = network or self.gpt
         if segment_ids is None:
             segment_ids = torch.zeros_like(item_seq)
-        positions = item_positions(item_seq, segment_ids) if self.prompt_positions == "item" else None
-        return network(item_seq, segment_ids, self.get_attention_mask(item_seq), user_ids, positions)
+        return network(item_seq, segment_ids, self.get_attention_mask(item_seq), user_ids,
+                       self.position_ids(item_seq, segment_ids))
+
+    def position_ids(self, item_seq, segment_ids):
+        """``[B, T]`` positions of the tokens, or None for their indices (``prompt_positions``)."""
+        return item_positions(item_seq, segment_ids) if self.prompt_positions == "item" else None
 
     def calculate_loss(self, interaction):
         item_seq = interaction[self.ITEM_SEQ]
@@ -294,11 +304,8 @@ class RecGPT(SequentialRecommender):
 
     def _states_at(self, user_ids):
         """``state_at(item_seq, segment_ids, index) -> [B, H]``: the hidden state at ``index``
-        (``[B]``) of each row, which scores the next item."""
-        def state_at(item_seq, segment_ids, index):
-            return self.gather_indexes(self.forward(item_seq, segment_ids, user_ids), index)
-
-        return state_at
+        (``[B]``) of each row, which scores the next item (:class:`_PrefixReusingStates`)."""
+        return _PrefixReusingStates(self, user_ids)
 
     @property
     def final_inference(self):
@@ -323,12 +330,13 @@ class RecGPT(SequentialRecommender):
                 return self.two_stage_recall(score_at, batch, excluded)
             return without(score_at(batch.item_seq, batch.segment_ids, batch.last_item_index), excluded)
 
-        return self._by_length_group(interaction, score_group)
+        return self._by_length_group(interaction, score_group, self.protocol.excluded(interaction[self.ITEM_SEQ]))
 
     def full_sort_top_k(self, interaction, k, excluded=None):
         """History ``[B, L]`` -> the ``k`` best items ``[B, k]``, best first: the two-stage list
-        when enabled, never a history item under ``eval_mask_history`` nor one of ``excluded``
-        (``[B, E]``, 0 = none). The catalogue is scored in chunks (:func:`recbole_recgpt.ranking.top_k`).
+        when enabled, never one of ``excluded`` (``[B, E]``, 0 = none: what the caller's
+        evaluation protocol skips, as for every model; both recall stages skip them). The
+        catalogue is scored in chunks (:func:`recbole_recgpt.ranking.top_k`).
         """
         def rank_group(batch, state_at, group_excluded):
             def rank_at(item_seq, segment_ids, index, n, skipped):
@@ -346,8 +354,8 @@ class RecGPT(SequentialRecommender):
 
         Each group is trimmed to its longest history: causal attention makes trailing padding
         inert, so this changes no score and spends no compute on padding. ``batch`` is the
-        group's prompted :class:`PromptedBatch`, ``excluded`` what its rankings skip (the
-        protocol's history items, then the caller's ``excluded``).
+        group's prompted :class:`PromptedBatch`, ``excluded`` the rows of ``excluded``
+        (``[B, E]`` or None): what its rankings skip.
         """
         item_seq_len = interaction[self.ITEM_SEQ_LEN]
         item_seq = interaction[self.ITEM_SEQ]
@@ -360,11 +368,9 @@ class RecGPT(SequentialRecommender):
 
         def group(rows, width):
             history, lengths, users = item_seq[rows, :width], item_seq_len[rows], user_ids[rows]
-            skipped = [e for e in (self.protocol.excluded(history), None if excluded is None else excluded[rows])
-                       if e is not None]
             return rank_group(
                 self._inference_batch(history, lengths, users), self._states_at(users),
-                torch.cat(skipped, dim=1) if skipped else None,
+                None if excluded is None else excluded[rows],
             )
 
         return scores_by_length_group(group, item_seq_len, self.EVAL_TOKENS_PER_GROUP)
@@ -384,6 +390,58 @@ class RecGPT(SequentialRecommender):
         """Score of ``ITEM_ID`` for each row, read off the full-sort scores: ``[B]``."""
         scores = self.full_sort_predict(interaction)
         return scores.gather(1, interaction[self.ITEM_ID].unsqueeze(1)).squeeze(1)
+
+
+class _PrefixReusingStates:
+    """``state_at(item_seq, segment_ids, index) -> [B, H]`` for one group of users that reuses
+    its last pass for a sequence which appends tokens after each row's last ``index``.
+
+    Stage 2 of two-stage recall is such a sequence: stage 1's items written after the last real
+    item, everything before it unchanged. Under causal attention the earlier tokens' states do
+    not depend on what follows, so only the appended tokens go through the transformer
+    (:meth:`ItemGPT.continue_from`). Reuse is decided from the tokens themselves (every row's
+    prefix identical, the same number appended), so any other sequence gets a whole pass.
+    """
+
+    def __init__(self, model, user_ids):
+        self.model, self.user_ids, self.last_pass = model, user_ids, None
+
+    def __call__(self, item_seq, segment_ids, index):
+        appended = self._appended(item_seq, segment_ids, index)
+        if appended:
+            return self._continue(item_seq, segment_ids, appended)
+        model = self.model
+        states = model.gpt.layer_inputs(
+            item_seq, segment_ids, model.get_attention_mask(item_seq), self.user_ids,
+            model.position_ids(item_seq, segment_ids),
+        )
+        self.last_pass = item_seq, segment_ids, index, states
+        return model.gather_indexes(states[-1], index)
+
+    def _appended(self, item_seq, segment_ids, index):
+        """How many tokens every row appends after the last pass's index onto an unchanged
+        prefix; 0 when not all rows append the same number (>= 1) so."""
+        if self.last_pass is None:
+            return 0
+        earlier_seq, earlier_segments, earlier_index, _ = self.last_pass
+        appended = index - earlier_index
+        if len(index) != len(earlier_index) or not (appended == appended[0]).all() or int(appended[0]) < 1:
+            return 0
+        width = min(earlier_seq.size(1), item_seq.size(1))
+        prefix = torch.arange(width, device=index.device) <= earlier_index.unsqueeze(1)
+        same = (earlier_seq[:, :width] == item_seq[:, :width]) & (earlier_segments[:, :width] == segment_ids[:, :width])
+        return int(appended[0]) if bool((same | ~prefix).all()) else 0
+
+    def _continue(self, item_seq, segment_ids, appended):
+        earlier_seq, _, earlier_index, states = self.last_pass
+        places = earlier_index.unsqueeze(1) + 1 + torch.arange(appended, device=item_seq.device)
+        positions = self.model.position_ids(item_seq, segment_ids)
+        seen = (torch.arange(earlier_seq.size(1), device=item_seq.device) <= earlier_index.unsqueeze(1)) & (earlier_seq > 0)
+        hidden = self.model.gpt.continue_from(
+            states, seen, item_seq.gather(1, places), segment_ids.gather(1, places),
+            places if positions is None else positions.gather(1, places), self.user_ids,
+        )
+        return hidden[:, -1]
 
 
 class _RememberingGenerator:
