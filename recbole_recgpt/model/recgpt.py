@@ -425,7 +425,9 @@ class _PrefixReusingStates:
             return 0
         earlier_seq, earlier_segments, earlier_index, _ = self.last_pass
         appended = index - earlier_index
-        if len(index) != len(earlier_index) or not (appended == appended[0]).all() or int(appended[0]) < 1:
+        if len(index) != len(earlier_index) or not len(index):
+            return 0
+        if not (appended == appended[0]).all() or int(appended[0]) < 1:
             return 0
         width = min(earlier_seq.size(1), item_seq.size(1))
         prefix = torch.arange(width, device=index.device) <= earlier_index.unsqueeze(1)
