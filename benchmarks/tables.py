@@ -263,6 +263,59 @@ def headline_table(records, variants):
     return lines
 
 
+def epoch_seconds(records):
+    """Mean training seconds per epoch over ``records`` (all phases, validation not counted)."""
+    return statistics.fmean(
+        sum(phase["train_seconds"] for phase in r.phases.values()) / sum(phase["epochs"] for phase in r.phases.values())
+        for r in records
+    )
+
+
+def loss_rows(records, variants):
+    """Per dataset, each sampled-loss row (``loss_vs`` in the variants file) against its full-CE
+    row on the seeds both have: ``(dataset, name, ce_name, seeds, summary, ce_summary, verdict)``.
+
+    The rule, on validation only: a loss may replace full CE where its mean validation NDCG@10
+    is at least CE's mean minus one CE seed standard deviation, and its epochs are faster.
+    """
+    rows = []
+    for dataset in sorted({r.dataset for r in records}):
+        runs = by_variant([r for r in records if r.dataset == dataset], list(variants))
+        for name in (n for n in runs if variants.get(n, {}).get("loss_vs") in runs):
+            ce_name = variants[name]["loss_vs"]
+            seeds = sorted({r.seed for r in runs[name]} & {r.seed for r in runs[ce_name]})
+            if not seeds:
+                continue
+            ours, ce = same_seeds(runs[name], seeds), same_seeds(runs[ce_name], seeds)
+            mine, theirs = summarise(ours), summarise(ce)
+            floor = theirs["mean"]["valid_ndcg@10"] - (theirs["std"]["valid_ndcg@10"] or 0.0)
+            level = mine["mean"]["valid_ndcg@10"] >= floor
+            faster = epoch_seconds(ours) < epoch_seconds(ce)
+            if len(seeds) < 2:
+                verdict = "one seed: no decision"
+            elif level and faster:
+                verdict = "level on validation and faster: may replace full CE"
+            else:
+                verdict = "keep full CE: " + ("slower" if level else "below CE by more than one seed std")
+            rows.append((dataset, name, ce_name, seeds, mine, theirs, epoch_seconds(ours), epoch_seconds(ce), verdict))
+    return rows
+
+
+def loss_table(records, variants):
+    """Which loss: each sampled-loss row against full CE (:func:`loss_rows`)."""
+    lines = [
+        "| dataset | row | against | seeds | valid NDCG@10 | full CE's | s per epoch | full CE's | test NDCG@10 | full CE's | verdict |",
+        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+    ]
+    for dataset, name, ce_name, seeds, mine, theirs, seconds, ce_seconds, verdict in loss_rows(records, variants):
+        lines.append(
+            f"| {dataset} | {name} | {ce_name} | {len(seeds)} | {cell(mine, 'valid_ndcg@10', False)} | "
+            f"{cell(theirs, 'valid_ndcg@10', False)} | {seconds:.1f} | {ce_seconds:.1f} | {cell(mine, 'ndcg@10', False)} | "
+            f"{cell(theirs, 'ndcg@10', False)} | {verdict} |"
+        )
+    return lines
+
+
 def tuning_table(variants):
     """What was searched for each main row's settings, and on what (the variants' ``tuned``)."""
     lines = ["| row | what was searched, and on what |", "| --- | --- |"]
@@ -299,6 +352,16 @@ def results_document(records, variants):
         "Every choice was made on validation; none of these settings was searched on test.",
         "",
         *tuning_table(variants),
+        "",
+        "### Which loss",
+        "",
+        "Sampled softmax and gBCE (`recbole_recgpt/model/losses.py`) against full-softmax CE, the same "
+        "model and settings otherwise, on the seeds both have. The rule, on validation alone: a loss may "
+        "replace full CE where its mean validation NDCG@10 is at least full CE's mean minus one seed "
+        "standard deviation and its training epochs (all phases, validation not counted) are faster; "
+        "test columns are shown, never used.",
+        "",
+        *(loss_table(records, variants) if loss_rows(records, variants) else ["No sampled-loss runs yet."]),
         "",
         "![test NDCG@10 and HR@10 of the main rows](../results/comparison.png)",
         "",

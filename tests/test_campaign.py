@@ -547,6 +547,34 @@ def test_an_ablation_is_compared_with_its_reference_run_of_the_same_seed():
     assert [(n, [r["ndcg@10"] for r in results]) for n, results in points] == [(5, [0.12]), (9, [0.10])]
 
 
+def test_a_sampled_loss_may_replace_full_ce_only_when_level_on_validation_and_faster():
+    """CE: validation 0.10 and 0.12 (mean 0.11, std 0.0141), 10 s an epoch. A loss at mean
+    0.0960 (the floor 0.0959 passes) and 4 s may replace it; one at 0.09 may not, nor a level
+    one that is slower, nor one seed of a loss (no spread to judge by)."""
+    from benchmarks.tables import loss_rows
+
+    variants = {"SASRec": {"model": "SASRec"}, "SS": {"model": "SASRec", "loss_vs": "SASRec"},
+                "Low": {"model": "SASRec", "loss_vs": "SASRec"}, "Slow": {"model": "SASRec", "loss_vs": "SASRec"},
+                "Once": {"model": "SASRec", "loss_vs": "SASRec"}}
+
+    def run(variant, seed, valid, seconds):
+        record = fake_record(variant, seed, 0.05)
+        record.phases = {"train": {"epochs": 2, "train_seconds": 2 * seconds}}
+        record.best_valid_result["ndcg@10"] = valid
+        return record
+
+    records = [run("SASRec", 1, 0.10, 10), run("SASRec", 2, 0.12, 10), run("SS", 1, 0.0950, 4), run("SS", 2, 0.0970, 4),
+               run("Low", 1, 0.09, 4), run("Low", 2, 0.09, 4), run("Slow", 1, 0.11, 12), run("Slow", 2, 0.11, 12),
+               run("Once", 1, 0.20, 1)]
+    verdicts = {row[1]: (row[-1], row[-3], row[-2]) for row in loss_rows(records, variants)}
+    assert verdicts == {
+        "SS": ("level on validation and faster: may replace full CE", 4.0, 10.0),
+        "Low": ("keep full CE: below CE by more than one seed std", 4.0, 10.0),
+        "Slow": ("keep full CE: slower", 12.0, 10.0),
+        "Once": ("one seed: no decision", 1.0, 10.0),
+    }
+
+
 def test_the_readme_block_gets_the_headline_and_nothing_else_changes(tmp_path):
     """The headline: each ``headline`` variant against the baseline best on validation (GRU4Rec
     here, although SASRec is better on test), on the seeds both have, per protocol."""
