@@ -9,12 +9,17 @@ the whole-sequence trainer, the baselines' default), of RecGPT pre-training and 
 prompt-tuning, each with the default full-softmax loss and (whole-sequence SASRec, RecGPT)
 with sampled softmax; writing the prompts of every training sequence; full-sort evaluation of every validation user (SASRec: one pass; RecGPT: prompts,
 then two-stage recall; first and repeated validation, the latter reusing the frozen writer's
-prompts). Short measurements are repeated and the median is reported.
+prompts). Short measurements are repeated and the median is reported. Where RecGPT's
+evaluation spends its time (``recgpt_eval_breakdown``: prompt writing, the stage-1 passes, the
+stage-2 continuations, the catalogue top-k of both stages, the rest) is read from one more first
+and one more repeated validation, outside the timed ones.
 Results are written after every measurement, so an interrupted run keeps what it measured.
 It imports the installed package (``pip install -e .`` in the checkout), as any user code would.
 """
 
 import argparse
+import collections
+import contextlib
 import ctypes
 import json
 import os
@@ -34,6 +39,7 @@ if not __package__:  # run as `python benchmarks/speed.py`: the repository root 
 from benchmarks.store import git_revision
 from recbole_recgpt.config import create_config
 from recbole_recgpt.data import UserSequenceDataLoader
+from recbole_recgpt.model import layers as recgpt_layers, recgpt as recgpt_module
 from recbole_recgpt.quick_start import build
 from recbole_recgpt.trainer import WholeSequenceTrainer
 from recbole_recgpt.utils import get_model, get_trainer
@@ -91,6 +97,48 @@ def measure(function, repeats):
             seconds.append(time.perf_counter() - start)
         memory.append(peak.megabytes)
     return {"seconds": statistics.median(seconds), "all_seconds": seconds, "peak_mb": max(memory)}
+
+
+class Stopwatch:
+    """Seconds spent inside the callables it wraps, by label; a call made inside another
+    wrapped call counts for the outer one only (the writer's own top-k is writing)."""
+
+    def __init__(self):
+        self.seconds, self.inside = collections.Counter(), False
+
+    def wrap(self, label, function):
+        def timed(*args, **kwargs):
+            if self.inside:
+                return function(*args, **kwargs)
+            self.inside, start = True, time.perf_counter()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                self.seconds[label] += time.perf_counter() - start
+                self.inside = False
+
+        return timed
+
+
+def evaluation_breakdown(evaluate):
+    """Seconds of one ``evaluate()`` call of RecGPT by part: ``{part: seconds}``, ``total`` included."""
+    watch = Stopwatch()
+    parts = (
+        ("prompt writing", recgpt_module._RememberingGenerator, "__call__"),
+        ("stage-1 passes", recgpt_layers.ItemGPT, "layer_inputs"),
+        ("stage-2 continuations", recgpt_layers.ItemGPT, "continue_from"),
+        ("catalogue top-k", recgpt_module, "top_k"),
+    )
+    with contextlib.ExitStack() as patches:
+        for label, owner, name in parts:
+            original = getattr(owner, name)
+            patches.callback(setattr, owner, name, original)
+            setattr(owner, name, watch.wrap(label, original))
+        start = time.perf_counter()
+        evaluate()
+        total = time.perf_counter() - start
+    seconds = {label: round(watch.seconds[label], 6) for label, _, _ in parts}
+    return {**seconds, "rest": round(total - sum(seconds.values()), 6), "total": round(total, 6)}
 
 
 def main():
@@ -215,6 +263,11 @@ def main():
     record("recgpt_two_stage_eval", first_evaluation, args.repeats)
     # Later validations of a phase find the frozen writer's prompts already written.
     record("recgpt_two_stage_eval_repeated", lambda: recgpt_trainer.evaluate(valid_data, load_best_model=False), args.repeats)
+    report["recgpt_eval_breakdown"] = {
+        "first": evaluation_breakdown(first_evaluation),
+        "repeated": evaluation_breakdown(lambda: recgpt_trainer.evaluate(valid_data, load_best_model=False)),
+    }
+    print("RecGPT evaluation by part:", json.dumps(report["recgpt_eval_breakdown"], indent=2), flush=True)
     report["pairs_per_epoch"] = {"sasrec_rows": len(train_data.dataset), "recgpt_pairs": pretrain_data.pair_count}
     save()
     print(json.dumps(report["ratios"], indent=2))

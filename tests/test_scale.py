@@ -61,3 +61,25 @@ def test_the_report_names_every_catalogue_loss_and_phase(tmp_path):
     assert out.with_suffix(".png").stat().st_size > 10_000
     scale.main(args)  # kept, not measured again
     assert json.loads(out.read_text())["runs"] == report["runs"]
+
+
+def test_recgpts_evaluation_time_is_split_by_part(tiny_config):
+    """The first validation of a phase writes prompts; a repeated one finds them remembered.
+    Both run stage-1 passes, stage-2 continuations and catalogue top-k; the parts add up."""
+    from benchmarks.speed import evaluation_breakdown
+    from recbole_recgpt.quick_start import build
+
+    _, (_, valid_data, _), model, trainer = build(tiny_config())
+    model.start_prompt_tuning()
+
+    def evaluate():
+        trainer.evaluate(valid_data, load_best_model=False)
+
+    first, repeated = evaluation_breakdown(evaluate), evaluation_breakdown(evaluate)
+    parts = ("prompt writing", "stage-1 passes", "stage-2 continuations", "catalogue top-k")
+    for times in (first, repeated):
+        assert all(times[part] > 0 for part in parts[1:])
+        assert sum(times[part] for part in (*parts, "rest")) == pytest.approx(times["total"], abs=0.01)
+    assert first["prompt writing"] > 0
+    # Remembered prompts are looked up, not written: no transformer pass or top-k inside.
+    assert repeated["prompt writing"] < first["prompt writing"]
