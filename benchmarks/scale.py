@@ -11,7 +11,9 @@ sparse item-table gradients) a process of its own measures, from the project's d
 
 * ``pretrain``: one pre-training epoch;
 * ``finetune``: one prompt-tuning epoch, writing the prompts of every training sequence included;
-* ``eval``: one full evaluation of every test user (evaluation prompts, two-stage recall).
+* ``eval``: one full evaluation of every test user, as the first after prompt-tuning: the
+  training sequences' prompts are written (untimed, unless finetune just wrote them), so the
+  evaluation prompts recall them and write one position per user; then two-stage recall.
 
 ``seconds`` is wall time, ``peak_mb`` the process's peak resident memory during the phase.
 A phase that cannot allocate its memory under ``--memory_gb`` (the process's data limit) is
@@ -140,16 +142,32 @@ def measure_size(data_path, dataset, losses, phases, budget, finish=()):
             with clock.counting(model, "calculate_loss"):
                 trainer._train_epoch(loader, 0)
 
+        def write_training_prompts(clock):
+            if not model.prompt_tuned:
+                model.start_prompt_tuning()
+            loader = UserSequenceDataLoader(config, dataset_obj)
+            clock.batches = len(loader)
+            # Recalls what finetune wrote (all of it, or the share it wrote within its budget).
+            loader.write_prompts(clock.counted(model.prompted_training_batch))
+
         def evaluate(clock):
-            model.start_prompt_tuning()
             clock.batches = len(test_data)
             with clock.counting(model, "full_sort_top_k"):
                 trainer.evaluate(test_data, load_best_model=False)
 
+        preparations = {"eval": write_training_prompts}
         for phase, run in (("pretrain", pretrain), ("finetune", finetune), ("eval", evaluate)):
             if phase not in phases:
                 continue
             row = {"loss": loss, "phase": phase}
+            if phase in preparations:
+                try:
+                    preparations[phase](Budget(None if loss in finish else budget))
+                except OverBudget:
+                    row.update(status="skipped", seconds=None, peak_mb=None,
+                               reason=f"its training prompts were not written within {budget:g} s")
+                    print(json.dumps(row), flush=True)
+                    continue
             release_free_memory()
             with PeakMemory() as peak:
                 clock = Budget(None if loss in finish else budget)
@@ -229,7 +247,8 @@ def run_all(args):
                 if row["phase"] not in wanted:
                     continue
                 reported.add(row["phase"])
-                report["runs"].append({"items": items, **row, "command": " ".join(["python", "-m", "benchmarks.scale", *sys.argv[1:]])})
+                report["runs"].append({"items": items, **row, "git": report["git"],
+                                       "command": " ".join(["python", "-m", "benchmarks.scale", *sys.argv[1:]])})
                 print(f"{items} items, {row['loss']} {row['phase']}: {row['status']} "
                       f"{row.get('seconds') or row.get('estimated_seconds') or 0:.1f} s, {row['peak_mb']} MB", flush=True)
                 save()
@@ -241,7 +260,8 @@ def run_all(args):
                 for phase in wanted:
                     if phase not in reported:
                         report["runs"].append({"items": items, "loss": loss, "phase": phase, "status": "out_of_memory",
-                                               "seconds": None, "peak_mb": None, "reason": "the process was killed"})
+                                               "seconds": None, "peak_mb": None, "reason": "the process was killed",
+                                               "git": report["git"]})
                 save()
     save()
 

@@ -8,8 +8,8 @@ Measured: one training epoch of SASRec (RecBole's Trainer, one padded row per pr
 the whole-sequence trainer, the baselines' default), of RecGPT pre-training and of RecGPT
 prompt-tuning, each with the default full-softmax loss and (whole-sequence SASRec, RecGPT)
 with sampled softmax; writing the prompts of every training sequence; full-sort evaluation of every validation user (SASRec: one pass; RecGPT: prompts,
-then two-stage recall; first and repeated validation, the latter reusing the frozen writer's
-prompts). Short measurements are repeated and the median is reported. Where RecGPT's
+then two-stage recall; the first validation of a phase, which finds the frozen writer's training
+prompts written and reuses them for the histories that extend them, and a repeated one). Short measurements are repeated and the median is reported. Where RecGPT's
 evaluation spends its time (``recgpt_eval_breakdown``: prompt writing, the stage-1 passes, the
 stage-2 continuations, the catalogue top-k of both stages, the rest) is read from one more first
 and one more repeated validation, outside the timed ones.
@@ -20,6 +20,7 @@ It imports the installed package (``pip install -e .`` in the checkout), as any 
 import argparse
 import collections
 import contextlib
+import copy
 import ctypes
 import json
 import os
@@ -39,7 +40,7 @@ if not __package__:  # run as `python benchmarks/speed.py`: the repository root 
 from benchmarks.store import git_revision
 from recbole_recgpt.config import create_config
 from recbole_recgpt.data import UserSequenceDataLoader
-from recbole_recgpt.model import layers as recgpt_layers, recgpt as recgpt_module
+from recbole_recgpt.model import layers as recgpt_layers, prompts as recgpt_prompts, recgpt as recgpt_module
 from recbole_recgpt.quick_start import build
 from recbole_recgpt.trainer import WholeSequenceTrainer
 from recbole_recgpt.utils import get_model, get_trainer
@@ -87,10 +88,13 @@ class PeakMemory:
         return (self.peak - self.base) / 2**20
 
 
-def measure(function, repeats):
-    """Median seconds and the largest peak memory (MB) over ``repeats`` calls."""
+def measure(function, repeats, setup=None):
+    """Median seconds and the largest peak memory (MB) over ``repeats`` calls, each after an
+    untimed ``setup()``."""
     seconds, memory = [], []
     for _ in range(repeats):
+        if setup:
+            setup()
         with PeakMemory() as peak:
             start = time.perf_counter()
             function()
@@ -120,11 +124,14 @@ class Stopwatch:
         return timed
 
 
-def evaluation_breakdown(evaluate):
-    """Seconds of one ``evaluate()`` call of RecGPT by part: ``{part: seconds}``, ``total`` included."""
+def evaluation_breakdown(evaluate, setup=None):
+    """Seconds of one ``evaluate()`` call of RecGPT (after an untimed ``setup()``) by part:
+    ``{part: seconds}``, ``total`` included."""
+    if setup:
+        setup()
     watch = Stopwatch()
     parts = (
-        ("prompt writing", recgpt_module._RememberingGenerator, "__call__"),
+        ("prompt writing", recgpt_prompts.PromptMemory, "_write"),
         ("stage-1 passes", recgpt_layers.ItemGPT, "layer_inputs"),
         ("stage-2 continuations", recgpt_layers.ItemGPT, "continue_from"),
         ("catalogue top-k", recgpt_module, "top_k"),
@@ -171,11 +178,11 @@ def main():
     measurements = report.setdefault("measurements", {})
     started = time.time()
 
-    def record(name, function, repeats):
+    def record(name, function, repeats, setup=None):
         if name in measurements:
             print(f"{name}: kept from the earlier run", flush=True)
             return
-        measurements[name] = measure(function, repeats)
+        measurements[name] = measure(function, repeats, setup)
         print(f"{name}: {measurements[name]['seconds']:.2f} s, peak +{measurements[name]['peak_mb']:.0f} MB", flush=True)
         save()
 
@@ -251,21 +258,26 @@ def main():
     recgpt.start_prompt_tuning()
     recgpt_trainer.phase_name = "finetune"
     tuning_data = UserSequenceDataLoader(recgpt_config, train_data.dataset)
-    record("recgpt_prompt_writing", lambda: tuning_data.write_prompts(recgpt.prompted_training_batch), args.repeats)
-    if tuning_data.prompted is None:
-        tuning_data.write_prompts(recgpt.prompted_training_batch)
+    record("recgpt_prompt_writing", lambda: tuning_data.write_prompts(recgpt.prompted_training_batch), args.repeats,
+           setup=recgpt.prompt_memory.clear)  # written, not recalled
+    recgpt.prompt_memory.clear()
+    tuning_data.write_prompts(recgpt.prompted_training_batch)
+    training_prompts = copy.deepcopy(recgpt.prompt_memory)
     record("recgpt_prompt_tuning_epoch", lambda: recgpt_trainer._train_epoch(tuning_data, 0), args.repeats)
 
-    def first_evaluation():
-        recgpt._history_prompts.clear()  # as in the first validation of a phase
+    def as_after_prompt_writing():
+        # The first validation of a phase finds only the training sequences' prompts written.
+        recgpt.prompt_memory = copy.deepcopy(training_prompts)
+
+    def validation():
         recgpt_trainer.evaluate(valid_data, load_best_model=False)
 
-    record("recgpt_two_stage_eval", first_evaluation, args.repeats)
+    record("recgpt_two_stage_eval", validation, args.repeats, setup=as_after_prompt_writing)
     # Later validations of a phase find the frozen writer's prompts already written.
     record("recgpt_two_stage_eval_repeated", lambda: recgpt_trainer.evaluate(valid_data, load_best_model=False), args.repeats)
     report["recgpt_eval_breakdown"] = {
-        "first": evaluation_breakdown(first_evaluation),
-        "repeated": evaluation_breakdown(lambda: recgpt_trainer.evaluate(valid_data, load_best_model=False)),
+        "first": evaluation_breakdown(validation, setup=as_after_prompt_writing),
+        "repeated": evaluation_breakdown(validation),
     }
     print("RecGPT evaluation by part:", json.dumps(report["recgpt_eval_breakdown"], indent=2), flush=True)
     report["pairs_per_epoch"] = {"sasrec_rows": len(train_data.dataset), "recgpt_pairs": pretrain_data.pair_count}

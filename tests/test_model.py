@@ -255,6 +255,7 @@ def test_prompts_written_once_equal_prompts_written_per_batch(tiny):
     written_once = list(loader)
     assert len(per_batch) == len(written_once) > 1
     for plain, cached in zip(per_batch, written_once):
+        model.prompt_memory.clear()  # written anew, not recalled
         fresh = model.prompted_training_batch(
             plain[model.ITEM_SEQ], plain[model.ITEM_SEQ_LEN], plain[model.TARGET_SEQ], plain[model.USER_ID]
         )
@@ -342,37 +343,71 @@ def test_ablations_are_a_config_change(tiny_data_path, tmp_path, overrides, phas
         assert not bool(model.prompt_tuned) and model.prompt_writer is None
 
 
-def test_evaluation_prompts_are_written_once_per_history_and_forgotten_with_new_weights(tiny, monkeypatch):
-    _, (_, _, test_data), model = tiny(user_embedding=True)
-    model.start_prompt_tuning()
-    model.eval()
-    interaction = next(iter(test_data))[0]
+def counting_positions(model, monkeypatch):
+    """Counts the positions the model's prompt writer is asked to write: a list, one entry per call."""
     calls = []
     make_generator = model._generator
 
     def counting(user_ids):
         generator = make_generator(user_ids)
 
-        def generate(item_seq, *args):
-            calls.append(len(item_seq))
-            return generator(item_seq, *args)
+        def generate(item_seq, segment_ids, mask, k):
+            calls.append(int(mask.sum()))
+            return generator(item_seq, segment_ids, mask, k)
 
         return generate
 
     monkeypatch.setattr(model, "_generator", counting)
+    return calls
+
+
+def test_evaluation_prompts_are_written_once_per_history_and_forgotten_with_new_weights(tiny, monkeypatch):
+    _, (_, _, test_data), model = tiny(user_embedding=True)
+    model.start_prompt_tuning()
+    model.eval()
+    interaction = next(iter(test_data))[0]
+    written = counting_positions(model, monkeypatch)
     first = model.full_sort_predict(interaction)
-    assert sum(calls) == len(interaction)
+    # Every history position but the last (its prompts are never read) is written.
+    assert sum(written) == int((interaction[model.ITEM_SEQ_LEN] - 1).sum())
     again = model.full_sort_predict(interaction)
-    assert sum(calls) == len(interaction), "the same histories must not be prompted twice"
+    assert sum(written) == int((interaction[model.ITEM_SEQ_LEN] - 1).sum()), "the same histories must not be prompted twice"
     torch.testing.assert_close(again, first, rtol=0, atol=0)
+
+    model.load_state_dict(model.state_dict())  # the same writer (the best checkpoint, reloaded) keeps them
+    model.full_sort_predict(interaction)
+    assert sum(written) == int((interaction[model.ITEM_SEQ_LEN] - 1).sum())
 
     state = model.state_dict()
     state["prompt_writer.item_embedding.weight"] = torch.randn_like(state["prompt_writer.item_embedding.weight"])
     model.load_state_dict(state)
     changed = model.full_sort_predict(interaction)
-    assert sum(calls) == 2 * len(interaction)
-    model._history_prompts.clear()
+    assert sum(written) == 2 * int((interaction[model.ITEM_SEQ_LEN] - 1).sum())
+    model.prompt_memory.clear()
     torch.testing.assert_close(model.full_sort_predict(interaction), changed, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("max_length", [20, 6])
+def test_after_the_training_prompts_validation_writes_nothing_and_the_test_one_position_per_user(
+    tiny, monkeypatch, max_length
+):
+    config, (train_data, valid_data, test_data), model = tiny(user_embedding=True, MAX_ITEM_LIST_LENGTH=max_length)
+    model.start_prompt_tuning()
+    model.eval()
+    UserSequenceDataLoader(config, train_data.dataset).write_prompts(model.prompted_training_batch)
+    written = counting_positions(model, monkeypatch)
+    valid, test = next(iter(valid_data))[0], next(iter(test_data))[0]
+    recalled = model.full_sort_predict(valid), model.full_sort_predict(test)
+    if max_length == 20:
+        # Every history fits: each validation history extends a training sequence by its last
+        # target, each test history a validation history by one item.
+        assert sum(written) == len(test)
+    else:
+        # Longer histories are cut to their last 6 items: a window that moved shares no prefix.
+        assert len(test) < sum(written) < int((valid[model.ITEM_SEQ_LEN] - 1).sum() + (test[model.ITEM_SEQ_LEN] - 1).sum())
+    model.prompt_memory.clear()  # the same prompts, written anew
+    for interaction, scores in zip((valid, test), recalled):
+        torch.testing.assert_close(model.full_sort_predict(interaction), scores)
 
 
 @pytest.mark.parametrize("prompt_mode", ["insert", "replace_tail"])

@@ -6,7 +6,7 @@ every prompt in these tests can be written down by hand.
 
 import torch
 
-from recbole_recgpt.model.prompts import PromptBuilder, history_so_far, with_tail_slots
+from recbole_recgpt.model.prompts import PromptBuilder, PromptMemory, history_so_far, with_tail_slots
 
 N_ITEMS = 10  # ids 1..9, 0 = padding
 
@@ -106,3 +106,79 @@ def test_with_tail_slots_pads_the_right():
     batch = with_tail_slots(t([[1, 2]]), t([2]), 3)
     assert batch.item_seq.tolist() == [[1, 2, 0, 0, 0]]
     assert batch.tail_length == 3
+
+
+def prefix_generator(asked):
+    """Makes, for some users, a generator whose prompts depend on the whole prefix and the
+    user: prompt j at a position is (user + sum of the tokens so far + j) wrapped to 1..9.
+    ``asked`` collects the (row's user, position) pairs it was asked to write."""
+
+    def make(user_ids):
+        def generate(item_seq, segment_ids, mask, k):
+            rows, positions = mask.nonzero(as_tuple=True)
+            asked.extend(zip(user_ids[rows].tolist(), positions.tolist()))
+            totals = item_seq.cumsum(dim=1)[mask] + user_ids[rows]
+            return (totals.unsqueeze(-1) + torch.arange(k)) % (N_ITEMS - 1) + 1
+
+        return generate
+
+    return make
+
+
+def all_but_last(item_seq):
+    lengths = (item_seq > 0).sum(dim=1, keepdim=True)
+    return torch.arange(item_seq.size(1)) < lengths - 1
+
+
+def test_memory_writes_only_the_positions_an_extended_history_adds():
+    asked = []
+    memory, make = PromptMemory(), prefix_generator(asked)
+    users = t([1, 2])
+
+    def write(item_seq, mask):
+        return memory.generator(make, users)(item_seq, torch.zeros_like(item_seq), mask, 2)
+
+    def direct(item_seq, mask):
+        return prefix_generator([])(users)(item_seq, torch.zeros_like(item_seq), mask, 2)
+
+    training = t([[1, 3, 5], [4, 2, 0]])
+    assert torch.equal(write(training, training > 0), direct(training, training > 0))
+    assert len(asked) == 5
+    # Validation: the training sequence plus its last target, prompted at all but the last item.
+    validation = t([[1, 3, 5, 7], [4, 2, 6, 0]])
+    asked.clear()
+    assert torch.equal(write(validation, all_but_last(validation)), direct(validation, all_but_last(validation)))
+    assert asked == []
+    # The test history adds one item: one new position per user.
+    test = t([[1, 3, 5, 7, 8], [4, 2, 6, 9, 0]])
+    expected = direct(test, all_but_last(test))
+    asked.clear()
+    assert torch.equal(write(test, all_but_last(test)), expected)
+    assert asked == [(1, 3), (2, 2)]
+    # Validation again, a prefix of the test history: nothing new, and the test's prompts kept.
+    asked.clear()
+    write(validation, all_but_last(validation))
+    assert torch.equal(write(test, all_but_last(test)), expected)
+    assert asked == []
+
+
+def test_memory_reuses_nothing_after_a_changed_token_or_for_another_user():
+    asked = []
+    memory, make = PromptMemory(), prefix_generator(asked)
+    first = t([[1, 3, 5, 7]])
+    memory.generator(make, t([1]))(first, torch.zeros_like(first), first > 0, 1)
+    asked.clear()
+    changed = t([[1, 3, 6, 7]])
+    prompts = memory.generator(make, t([1]))(changed, torch.zeros_like(changed), changed > 0, 1)
+    assert asked == [(1, 2), (1, 3)]
+    assert prompts.squeeze(-1).tolist() == [(1 + 1) % 9 + 1, (1 + 4) % 9 + 1, (1 + 10) % 9 + 1, (1 + 17) % 9 + 1]
+    asked.clear()
+    memory.generator(make, t([2]))(first, torch.zeros_like(first), first > 0, 1)
+    assert asked == [(2, 0), (2, 1), (2, 2), (2, 3)]
+    # Another segment at a position is another history from there on.
+    asked.clear()
+    segments = t([[0, 0, 1, 0]])
+    memory.generator(make, t([2]))(first, segments, first > 0, 1)
+    assert asked == [(2, 2), (2, 3)]
+    memory.clear()
+    assert len(memory) == 0

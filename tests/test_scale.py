@@ -57,7 +57,7 @@ def test_the_report_names_every_catalogue_loss_and_phase(tmp_path):
     runs = {(run["items"], run["loss"], run["phase"]): run for run in report["runs"]}
     assert set(runs) == {(400, loss, phase) for loss in ("ce", "sampled_softmax") for phase in scale.PHASES}
     for run in runs.values():
-        assert run["status"] == "ok" and run["seconds"] > 0 and run["peak_mb"] > 100 and run["command"]
+        assert run["status"] == "ok" and run["seconds"] > 0 and run["peak_mb"] > 100 and run["command"] and run["git"]
     assert out.with_suffix(".png").stat().st_size > 10_000
     scale.main(args)  # kept, not measured again
     assert json.loads(out.read_text())["runs"] == report["runs"]

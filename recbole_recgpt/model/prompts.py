@@ -7,9 +7,11 @@ masked positions in row-major order; one causal pass gives all of them. Item id 
 and is never a prompt.
 """
 
+import functools
 from dataclasses import dataclass
 from typing import Optional
 
+import numpy as np
 import torch
 
 REAL_SEGMENT = 0
@@ -139,6 +141,100 @@ class PromptBuilder:
             target_seq=target_seq,
             last_item_index=item_seq_len - 1,
         )
+
+
+class PromptMemory:
+    """What a frozen prompt writer wrote, per user, so that no prompt is computed twice.
+
+    The prompts at a position depend only on the user and the tokens (with their segments) up
+    to that position: the writer is causal and never changes. A history that extends one
+    already written therefore reuses the prompts of their common prefix and writes only the
+    positions after it. Validation's history is a training sequence plus its last target and
+    the test's is validation's plus one item, so after the training prompts are written a
+    first validation writes nothing and a test writes one position per user. Top-K over the
+    catalogue at every position is what writing costs, so this is most of an evaluation's
+    work on a large catalogue.
+
+    One history per user (and prompt count ``k``) is kept: the last one written, unless it is
+    a prefix of the one kept. Kept on the CPU, as numpy arrays.
+    """
+
+    def __init__(self):
+        self._rows = {}  # (user, k) -> _WrittenRow
+
+    def __len__(self):
+        return len(self._rows)
+
+    def clear(self):
+        self._rows.clear()
+
+    def generator(self, make_generator, user_ids):
+        """A generator (module docstring) for rows of ``user_ids`` (``[B]``) that answers from
+        memory where it can and asks ``make_generator(user_ids)`` for the rest."""
+        return functools.partial(self._write, make_generator, user_ids)
+
+    def _write(self, make_generator, user_ids, item_seq, segment_ids, mask, k):
+        tokens, segments, wanted = item_seq.cpu().numpy(), segment_ids.cpu().numpy(), mask.cpu().numpy()
+        users = [None] * len(tokens) if user_ids is None else user_ids.cpu().tolist()
+        kept = [self._rows.get((user, k)) for user in users]
+        prompts = np.zeros((*tokens.shape, k), dtype=np.int64)
+        missing = wanted.copy()
+        for r, row in enumerate(kept):
+            if row is not None:
+                common = row.reusable(tokens[r], segments[r])
+                reused = np.flatnonzero(wanted[r, :common] & row.known[:common])
+                prompts[r, reused] = row.prompts[reused]
+                missing[r, reused] = False
+        rows = np.flatnonzero(missing.any(axis=1))
+        if len(rows):
+            index = torch.as_tensor(rows, device=item_seq.device)
+            written = make_generator(None if user_ids is None else user_ids[index])(
+                item_seq[index], segment_ids[index], torch.as_tensor(missing[rows], device=mask.device), k
+            )
+            block = prompts[rows]
+            block[missing[rows]] = written.cpu().numpy()
+            prompts[rows] = block
+        for r, (user, row) in enumerate(zip(users, kept)):
+            if missing[r].any():
+                self._keep((user, k), row, tokens[r], segments[r], wanted[r] & ~missing[r], missing[r], prompts[r])
+        return torch.as_tensor(prompts[wanted], device=item_seq.device)
+
+    def _keep(self, key, row, tokens, segments, reused, written, prompts):
+        length = int(np.flatnonzero(tokens).max()) + 1
+        positions = np.flatnonzero(written)
+        if row is not None and row.reusable(tokens[:length], segments[:length]) == length <= len(row.tokens):
+            # A prefix of the kept history (validation after a test): add what was written.
+            row.known[positions] = True
+            row.prompts[positions] = prompts[positions]
+            return
+        # Otherwise this history replaces the kept one, with what it reused from it.
+        known = np.zeros(length, dtype=bool)
+        if row is not None:
+            common = row.reusable(tokens[:length], segments[:length])
+            known[:common] = row.known[:common]
+            prompts = prompts.copy()
+            prompts[:common][known[:common]] = row.prompts[:common][known[:common]]
+        known[positions] = True
+        known[np.flatnonzero(reused)] = True
+        self._rows[key] = _WrittenRow(tokens[:length].copy(), segments[:length].copy(), known, prompts[:length].copy())
+
+
+@dataclass
+class _WrittenRow:
+    """One history (``[L]`` tokens and segments) and the prompts ``[L, k]`` written at the
+    positions where ``known`` (``[L]``) is True."""
+
+    tokens: np.ndarray
+    segments: np.ndarray
+    known: np.ndarray
+    prompts: np.ndarray
+
+    def reusable(self, tokens, segments):
+        """How many leading positions of ``tokens``/``segments`` (``[T]``) hold this history's
+        tokens: their prompts are this row's."""
+        width = min(len(self.tokens), len(tokens))
+        differs = (self.tokens[:width] != tokens[:width]) | (self.segments[:width] != segments[:width])
+        return int(np.argmax(differs)) if differs.any() else width
 
 
 def with_tail_slots(item_seq, item_seq_len, tail_length):

@@ -23,7 +23,9 @@ from recbole_recgpt.errors import ConfigError, DataError, check_choice
 from recbole_recgpt.model import losses
 from recbole_recgpt.model.layers import ItemGPT
 from recbole_recgpt.model.length_groups import TOKENS_PER_GROUP, scores_by_length_group
-from recbole_recgpt.model.prompts import PROMPT_MODES, REAL_SEGMENT, PromptBuilder, history_so_far, with_tail_slots
+from recbole_recgpt.model.prompts import (
+    PROMPT_MODES, REAL_SEGMENT, PromptBuilder, PromptMemory, history_so_far, with_tail_slots,
+)
 from recbole_recgpt.model.recall import TwoStageRecall, without
 from recbole_recgpt.protocol import EvaluationProtocol
 from recbole_recgpt.ranking import top_k
@@ -173,9 +175,9 @@ class RecGPT(SequentialRecommender):
             self.prompt_writer = ItemGPT(self.n_items, self.n_positions, self.n_users, config)
             self.prompt_writer.requires_grad_(False)
         self.register_buffer("prompt_tuned", torch.zeros((), dtype=torch.bool))
-        # Prompts the frozen writer wrote for evaluation histories (validation repeats the
-        # same histories every epoch); keyed by user and history, cleared with new weights.
-        self._history_prompts = {}
+        # What the frozen writer wrote (training sequences, then evaluation histories that
+        # extend them), so each prompt is written once; forgotten with a new writer.
+        self.prompt_memory = PromptMemory()
         self.prompt_builder = PromptBuilder(self.prompt_length, self.prompt_mode, self.supervise_prompts)
         self.two_stage_recall = TwoStageRecall(
             self.stage1_n, stage2_extension(config), self.n_positions if self.prompt_positions == "sequence" else None
@@ -202,7 +204,7 @@ class RecGPT(SequentialRecommender):
         """Enter phase 2: freeze a copy of the current network as the prompt writer."""
         if self.prompt_writer is not None:
             self.prompt_writer.load_state_dict(self.gpt.state_dict())
-        self._history_prompts.clear()
+        self.prompt_memory.clear()
         self.prompt_tuned.fill_(True)
 
     def load_pretrained_network(self, state_dict):
@@ -237,9 +239,21 @@ class RecGPT(SequentialRecommender):
         return table
 
     def load_state_dict(self, state_dict, strict=True, assign=False):
-        # New weights may mean a new prompt writer: forget the prompts it wrote.
-        self._history_prompts.clear()
+        # A new prompt writer writes other prompts: forget the ones written. Reloading the same
+        # writer (the best checkpoint of the phase, before the test) keeps them.
+        if not self._same_prompt_writer(state_dict):
+            self.prompt_memory.clear()
         return super().load_state_dict(state_dict, strict=strict, assign=assign)
+
+    def _same_prompt_writer(self, state_dict):
+        if self.prompt_writer is None:
+            return False
+        prefix = "prompt_writer."
+        own = self.prompt_writer.state_dict()
+        given = {key[len(prefix):]: value for key, value in state_dict.items() if key.startswith(prefix)}
+        return given.keys() == own.keys() and all(
+            given[key].shape == value.shape and torch.equal(given[key].to(value.device), value) for key, value in own.items()
+        )
 
     def forward(self, item_seq, segment_ids=None, user_ids=None, network=None):
         """``[B, T]`` tokens (and segments) -> ``[B, T, H]`` causal hidden states."""
@@ -281,7 +295,14 @@ class RecGPT(SequentialRecommender):
 
     def prompted_training_batch(self, item_seq, item_seq_len, target_seq, user_ids):
         """Training inputs ``[B, T]`` -> their prompt-extended :class:`PromptedBatch`."""
-        return self.prompt_builder.for_training(self._generator(user_ids), item_seq, item_seq_len, target_seq)
+        return self.prompt_builder.for_training(self._prompt_generator(user_ids), item_seq, item_seq_len, target_seq)
+
+    def _prompt_generator(self, user_ids):
+        """What writes the prompts of these users' rows: a frozen writer's are remembered
+        (:class:`PromptMemory`), the current network's change with every step."""
+        if self.prompt_writer is None:
+            return self._generator(user_ids)
+        return self.prompt_memory.generator(self._generator, user_ids)
 
     def _generator(self, user_ids):
         """The prompt writer as a generator for :class:`PromptBuilder` (no dropout)."""
@@ -380,11 +401,7 @@ class RecGPT(SequentialRecommender):
         prompt-tuned, with tail slots for two-stage recall's extension."""
         if not self.prompt_tuned:
             return with_tail_slots(item_seq, item_seq_len, self.prompt_length)
-        if self.prompt_writer is not None:
-            generator = _RememberingGenerator(self._generator, self._history_prompts, user_ids)
-        else:
-            generator = self._generator(user_ids)
-        return self.prompt_builder.for_inference(generator, item_seq, item_seq_len)
+        return self.prompt_builder.for_inference(self._prompt_generator(user_ids), item_seq, item_seq_len)
 
     def predict(self, interaction):
         """Score of ``ITEM_ID`` for each row, read off the full-sort scores: ``[B]``."""
@@ -444,31 +461,6 @@ class _PrefixReusingStates:
             places if positions is None else positions.gather(1, places), self.user_ids,
         )
         return hidden[:, -1]
-
-
-class _RememberingGenerator:
-    """A prompt generator that remembers, per history row, what it wrote: a frozen writer
-    writes the same prompts for the same history, so each is computed once."""
-
-    def __init__(self, make_generator, memory, user_ids):
-        self.make_generator = make_generator  # user ids -> generator for those rows
-        self.memory = memory
-        self.user_ids = user_ids
-
-    def __call__(self, item_seq, segment_ids, mask, k):
-        rows = mask.sum(dim=1).tolist()
-        keys = [
-            (k, None if self.user_ids is None else int(self.user_ids[r]), item_seq[r][mask[r]].cpu().numpy().tobytes())
-            for r in range(len(rows))
-        ]
-        missing = [r for r, key in enumerate(keys) if key not in self.memory]
-        if missing:
-            index = torch.tensor(missing, device=item_seq.device)
-            user_ids = None if self.user_ids is None else self.user_ids[index]
-            written = self.make_generator(user_ids)(item_seq[index], segment_ids[index], mask[index], k)
-            for r, prompts in zip(missing, written.split([rows[r] for r in missing])):
-                self.memory[keys[r]] = prompts
-        return torch.cat([self.memory[key] for key in keys])
 
 
 @contextlib.contextmanager
