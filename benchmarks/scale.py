@@ -10,7 +10,8 @@ catalogue and loss (full-softmax ``ce``, ``sampled_softmax``, ``gbce``; the samp
 sparse item-table gradients) a process of its own measures, from the project's defaults:
 
 * ``pretrain``: one pre-training epoch;
-* ``finetune``: one prompt-tuning epoch, writing the prompts of every training sequence included;
+* ``finetune``: one prompt-tuning epoch, writing the prompts of every training sequence included
+  (``prompt_writing_seconds`` of it: paid once per phase, since the writer is frozen);
 * ``eval``: one full evaluation of every test user, as the first after prompt-tuning: the
   training sequences' prompts are written (untimed, unless finetune just wrote them), so the
   evaluation prompts recall them and write one position per user; then two-stage recall.
@@ -138,9 +139,13 @@ def measure_size(data_path, dataset, losses, phases, budget, finish=()):
             loader = UserSequenceDataLoader(config, dataset_obj)
             # Prompt writing goes a batch at a time, then the epoch: one budget for both.
             clock.batches = 2 * len(loader)
+            start = time.perf_counter()
             loader.write_prompts(clock.counted(model.prompted_training_batch))
+            # Written once per phase (the writer is frozen): later epochs do not pay it again.
+            writing = {"prompt_writing_seconds": round(time.perf_counter() - start, 2)}
             with clock.counting(model, "calculate_loss"):
                 trainer._train_epoch(loader, 0)
+            return writing
 
         def write_training_prompts(clock):
             if not model.prompt_tuned:
@@ -172,8 +177,8 @@ def measure_size(data_path, dataset, losses, phases, budget, finish=()):
             with PeakMemory() as peak:
                 clock = Budget(None if loss in finish else budget)
                 try:
-                    run(clock)
-                    row.update(status="ok", seconds=round(time.perf_counter() - clock.start, 2))
+                    extra = run(clock) or {}
+                    row.update(status="ok", seconds=round(time.perf_counter() - clock.start, 2), **extra)
                 except OverBudget:
                     estimate = clock.estimate()
                     row.update(status="skipped", seconds=None, estimated_seconds=estimate and round(estimate, 1),
