@@ -228,6 +228,28 @@ def test_ray_grid_on_real_data_records_both_trials_on_the_driver_and_names_the_b
     assert summary.best["params"] == yaml.safe_load(summary.paths["best"].read_text())
 
 
+def test_ray_trials_find_the_default_relative_data_folder(tiny_data_path, tmp_path, monkeypatch, local_ray):
+    """Ray runs a trial in its own folder: the default data_path (dataset/, relative to where
+    the search starts) must still reach it."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "dataset").mkdir()
+    (tmp_path / "dataset" / "tiny").symlink_to(tiny_data_path / "tiny")
+    (tmp_path / "one.hyper").write_text("learning_rate choice [0.01]\n")
+    summary = run_search(model="RecGPT", dataset="tiny", params_file=tmp_path / "one.hyper", output_file=tmp_path / "out.csv",
+                         tool="ray", fixed={**TINY, "epochs": 1, "finetune_epochs": 1})
+    assert [(row["status"], row["error"]) for row in summary.rows] == [("ok", None)]
+
+
+def test_a_search_where_no_trial_completed_exits_with_an_error(tiny_data_path, tmp_path, capsys):
+    from recbole_recgpt.cli import hyper_main
+
+    (tmp_path / "impossible.hyper").write_text("prompt_length choice [4]\n")  # stage1_n is 3
+    arguments = [f"--{key}={value}" for key, value in TINY.items() if not isinstance(value, (list, dict))]
+    with pytest.raises(SystemExit, match="no trial of the search completed"):
+        hyper_main(["--model=RecGPT", "--dataset=tiny", f"--data_path={tiny_data_path}", f"--params_file={tmp_path / 'impossible.hyper'}",
+                    f"--output_file={tmp_path / 'out.csv'}", f"--checkpoint_dir={tmp_path / 'saved'}", *arguments])
+
+
 def test_ray_resumes_with_asha_judging_against_the_finished_trials(tiny_data_path, tmp_path, local_ray):
     """A search of learning rate 0.01 x prompt length [1, 4] (run with hyperopt: the record is
     the same for both tools), then the grid widened to learning rate 1e-6 and run with Ray:

@@ -65,7 +65,11 @@ def run_search(model="RecGPT", dataset="ml-100k", params_file=None,
                                  cpus_per_trial, grace_period, reduction_factor)
     points = grid(space) if algo == "exhaustive" else None
     bigger, seed = config["valid_metric_bigger"], config["seed"]
-    settings = SearchSettings(model=config["model"], dataset=dataset, config_files=config_files, fixed=fixed)
+    # Ray runs each trial in a folder of its own, where a relative data folder (the default
+    # dataset/) does not exist: every trial gets the one this process found, absolute.
+    data_folder = str(Path(config["data_path"]).resolve().parent)
+    settings = SearchSettings(model=config["model"], dataset=dataset, config_files=config_files,
+                              fixed={**fixed, "data_path": data_folder})
     paths = output_paths(output_file)
     context = {
         "command": command or f"run_search(model={model!r}, dataset={dataset!r}, params_file={params_file!r}, ...)",

@@ -46,16 +46,20 @@ class ResumableHyperTuning(HyperTuning):
 
     def run(self):
         from hyperopt import fmin
+        from hyperopt.exceptions import AllTrialsFailed
 
         if self.max_evals < 1:
             return
-        fmin(
-            self.trial,
-            self.space,
-            algo=self.algo,
-            max_evals=self.max_evals,
-            early_stop_fn=self.early_stop_fn,
-            rstate=np.random.RandomState(self.seed),
-            return_argmin=False,  # RecBole's would raise when every trial failed
-            show_progressbar=False,
-        )
+        try:
+            fmin(
+                self.trial,
+                self.space,
+                algo=self.algo,
+                max_evals=self.max_evals,
+                early_stop_fn=self.early_stop_fn,
+                rstate=np.random.RandomState(self.seed),
+                return_argmin=False,
+                show_progressbar=False,
+            )
+        except AllTrialsFailed:
+            pass  # every trial failed: the record says why, and the search has no best
