@@ -132,7 +132,7 @@ def evaluation_breakdown(evaluate, setup=None):
     watch = Stopwatch()
     parts = (
         ("prompt writing", recgpt_prompts.PromptMemory, "_write"),
-        ("stage-1 passes", recgpt_layers.ItemGPT, "layer_inputs"),
+        ("stage-1 passes", recgpt_layers.ItemGPT, "states_at"),
         ("stage-2 continuations", recgpt_layers.ItemGPT, "continue_from"),
         ("catalogue top-k", recgpt_module, "top_k"),
     )

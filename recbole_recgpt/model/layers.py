@@ -42,17 +42,31 @@ class ItemGPT(nn.Module):
         emb = self.embed(item_seq, segment_ids, user_ids, position_ids)
         return self.trm_encoder(emb, attention_mask, output_all_encoded_layers=False)[-1]
 
-    def layer_inputs(self, item_seq, segment_ids, attention_mask, user_ids=None, position_ids=None):
-        """As :meth:`forward`, keeping every layer's input: ``n_layers + 1`` tensors ``[B, T, H]``,
-        the embeddings first and the hidden states last, for :meth:`continue_from`."""
-        emb = self.embed(item_seq, segment_ids, user_ids, position_ids)
-        return [emb, *self.trm_encoder(emb, attention_mask, output_all_encoded_layers=True)]
+    def states_at(self, item_seq, segment_ids, attention_mask, index, user_ids=None, position_ids=None):
+        """The hidden state :meth:`forward` gives at ``index`` (``[B]``) of each row, ``[B, H]``,
+        and every layer's input (``n_layers`` tensors ``[B, T, H]``, for :meth:`continue_from`).
+
+        A ranking reads one position of each row: the last layer runs for that query alone,
+        over the keys and values of every token it sees, which skips most of that layer.
+        """
+        hidden = self.embed(item_seq, segment_ids, user_ids, position_ids)
+        layers = self.trm_encoder.layer
+        inputs = [hidden]
+        for layer in layers[:-1]:
+            hidden = layer(hidden, attention_mask)
+            inputs.append(hidden)
+        rows = torch.arange(len(index), device=index.device)
+        query = hidden[rows, index].unsqueeze(1)
+        # The query's row of RecBole's additive mask ([B, 1, T, T] -> [B, 1, 1, T]).
+        bias = attention_mask[rows, :, index].unsqueeze(2)
+        last = layers[-1]
+        return last.feed_forward(_attend(last.multi_head_attention, query, hidden, bias)).squeeze(1), inputs
 
     def continue_from(self, layer_inputs, seen, item_seq, segment_ids, position_ids, user_ids=None):
         """Hidden states ``[B, E, H]`` of ``E`` tokens that follow earlier ones: what :meth:`forward`
         gives at their places in the whole sequence, computed for the new tokens alone.
 
-        ``layer_inputs``: :meth:`layer_inputs` of the earlier sequence (``[B, T, H]`` each);
+        ``layer_inputs``: from :meth:`states_at` of the earlier sequence (``[B, T, H]`` each);
         ``seen``: ``[B, T]``, the earlier tokens the new ones attend to (a row's prefix, not its
         padding); ``item_seq``, ``segment_ids``, ``position_ids``: ``[B, E]`` the new tokens.
         Causal attention lets the earlier tokens' states stand: each layer attends from the new
@@ -66,7 +80,9 @@ class ItemGPT(nn.Module):
         # RecBole's additive mask values (SequentialRecommender.get_attention_mask), [B, 1, E, T + E].
         bias = torch.where(visible, 0.0, -10000.0).unsqueeze(1)
         for layer, earlier in zip(self.trm_encoder.layer, layer_inputs):
-            hidden = layer.feed_forward(_attend_after(layer.multi_head_attention, hidden, earlier, bias))
+            hidden = layer.feed_forward(
+                _attend(layer.multi_head_attention, hidden, torch.cat((earlier, hidden), dim=1), bias)
+            )
         return hidden
 
     def embed(self, item_seq, segment_ids, user_ids=None, position_ids=None):
@@ -88,17 +104,16 @@ class ItemGPT(nn.Module):
         return hidden @ self.item_embedding.weight.t()
 
 
-def _attend_after(attention, new, earlier, bias):
-    """RecBole's ``MultiHeadAttention.forward`` for the queries of ``new`` ``[B, E, H]`` alone,
-    over the keys and values of ``earlier`` ``[B, T, H]`` then ``new``; ``bias`` ``[B, 1, E, T + E]``."""
+def _attend(attention, queries, seen, bias):
+    """RecBole's ``MultiHeadAttention.forward`` for the ``queries`` ``[B, Q, H]`` alone, over the
+    keys and values of ``seen`` ``[B, T, H]``; ``bias`` ``[B, 1, Q, T]`` is its additive mask."""
     heads, size = attention.num_attention_heads, attention.attention_head_size
 
     def by_head(x):  # [B, N, H] -> [B, heads, N, size]
         return x.view(x.size(0), x.size(1), heads, size).transpose(1, 2)
 
-    both = torch.cat((earlier, new), dim=1)
-    query, key, value = by_head(attention.query(new)), by_head(attention.key(both)), by_head(attention.value(both))
+    query, key, value = by_head(attention.query(queries)), by_head(attention.key(seen)), by_head(attention.value(seen))
     scores = query @ key.transpose(-1, -2) / attention.sqrt_attention_head_size + bias
     context = attention.attn_dropout(attention.softmax(scores)) @ value
-    context = context.transpose(1, 2).reshape(new.shape)
-    return attention.LayerNorm(attention.out_dropout(attention.dense(context)) + new)
+    context = context.transpose(1, 2).reshape(queries.shape)
+    return attention.LayerNorm(attention.out_dropout(attention.dense(context)) + queries)

@@ -428,12 +428,12 @@ class _PrefixReusingStates:
         if appended:
             return self._continue(item_seq, segment_ids, appended)
         model = self.model
-        states = model.gpt.layer_inputs(
-            item_seq, segment_ids, model.get_attention_mask(item_seq), self.user_ids,
+        hidden, states = model.gpt.states_at(
+            item_seq, segment_ids, model.get_attention_mask(item_seq), index, self.user_ids,
             model.position_ids(item_seq, segment_ids),
         )
         self.last_pass = item_seq, segment_ids, index, states
-        return model.gather_indexes(states[-1], index)
+        return hidden
 
     def _appended(self, item_seq, segment_ids, index):
         """How many tokens every row appends after the last pass's index onto an unchanged
