@@ -7,9 +7,12 @@ histories of 50, the same dropout) and run under the same allocator and thread s
 Measured: one training epoch of SASRec (RecBole's Trainer, one padded row per prefix, and
 the whole-sequence trainer, the baselines' default), of RecGPT pre-training and of RecGPT
 prompt-tuning, each with the default full-softmax loss and (whole-sequence SASRec, RecGPT)
-with sampled softmax; writing the prompts of every training sequence; full-sort evaluation of every validation user (SASRec: one pass; RecGPT: prompts,
-then two-stage recall; the first validation of a phase, which finds the frozen writer's training
-prompts written and reuses them for the histories that extend them, and a repeated one). Short measurements are repeated and the median is reported. Where RecGPT's
+with sampled softmax, and (whole-sequence SASRec, RecGPT prompt-tuning) with the full softmax
+scored in chunks of positions (``ce_chunk_rows``); writing the prompts of every training
+sequence; full-sort evaluation of every validation user (SASRec: one pass; RecGPT: prompts,
+then two-stage recall; the first validation of a phase, which finds the frozen writer's
+training prompts written and recalls them for the histories that extend them, and a repeated
+one). Short measurements are repeated and the median is reported. Where RecGPT's
 evaluation spends its time (``recgpt_eval_breakdown``: prompt writing, the stage-1 passes, the
 stage-2 continuations, the catalogue top-k of both stages, the rest) is read from one more first
 and one more repeated validation, outside the timed ones.
@@ -45,6 +48,7 @@ from recbole_recgpt.quick_start import build
 from recbole_recgpt.trainer import WholeSequenceTrainer
 from recbole_recgpt.utils import get_model, get_trainer
 
+CE_CHUNK_ROWS = 256  # the chunked full softmax's rows per chunk (ce_chunk_rows) in its two rows
 BACKBONE = {
     "hidden_size": 64, "n_layers": 2, "n_heads": 2, "inner_size": 256,
     "hidden_dropout_prob": 0.2, "attn_dropout_prob": 0.2, "MAX_ITEM_LIST_LENGTH": 50,
@@ -201,6 +205,9 @@ def main():
             ("recgpt_pretrain_epoch_sampled_softmax", "sasrec_whole_sequence_epoch_sampled_softmax"),
             ("recgpt_prompt_tuning_epoch_sampled_softmax", "sasrec_whole_sequence_epoch_sampled_softmax"),
             ("sasrec_whole_sequence_epoch_sampled_softmax", "sasrec_whole_sequence_epoch"),
+            ("sasrec_whole_sequence_epoch_ce_chunks", "sasrec_whole_sequence_epoch"),
+            ("recgpt_prompt_tuning_epoch_ce_chunks", "recgpt_prompt_tuning_epoch"),
+            ("recgpt_prompt_tuning_epoch_ce_chunks", "sasrec_whole_sequence_epoch_ce_chunks"),
         ):
             if name in m and m.get(baseline):
                 ratios[f"{name} / {baseline}"] = m[name] / m[baseline]
@@ -254,6 +261,24 @@ def main():
     sampled_tuning_data.write_prompts(sampled_recgpt.prompted_training_batch)
     record("recgpt_prompt_tuning_epoch_sampled_softmax",
            lambda: sampled_recgpt_trainer._train_epoch(sampled_tuning_data, 0), args.repeats)
+
+    # The full softmax in chunks of positions (ce_chunk_rows), same losses otherwise.
+    chunked = {"ce_chunk_rows": CE_CHUNK_ROWS}
+    chunked_config = create_config("SASRec", args.dataset, config_dict={**overrides, **chunked})
+    torch.manual_seed(2020)
+    chunked_trainer = WholeSequenceTrainer(chunked_config, get_model("SASRec")(chunked_config, train_data.dataset))
+    chunked_trainer.use_training_data(train_data.dataset)
+    record("sasrec_whole_sequence_epoch_ce_chunks", lambda: chunked_trainer._train_epoch(sequences, 0), args.repeats)
+    chunked_recgpt_config = create_config("RecGPT", args.dataset, config_dict={**overrides, **chunked})
+    torch.manual_seed(2020)
+    chunked_recgpt = get_model("RecGPT")(chunked_recgpt_config, train_data.dataset)
+    chunked_recgpt_trainer = get_trainer(chunked_recgpt_config["MODEL_TYPE"], "RecGPT")(chunked_recgpt_config, chunked_recgpt)
+    chunked_recgpt.start_prompt_tuning()
+    chunked_recgpt_trainer.phase_name = "finetune"
+    chunked_tuning_data = UserSequenceDataLoader(chunked_recgpt_config, train_data.dataset)
+    chunked_tuning_data.write_prompts(chunked_recgpt.prompted_training_batch)
+    record("recgpt_prompt_tuning_epoch_ce_chunks",
+           lambda: chunked_recgpt_trainer._train_epoch(chunked_tuning_data, 0), args.repeats)
 
     recgpt.start_prompt_tuning()
     recgpt_trainer.phase_name = "finetune"

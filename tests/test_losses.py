@@ -52,6 +52,26 @@ def test_full_softmax_is_the_cross_entropy_over_every_id(item_table):
     assert loss_value(FullSoftmax(), item_table) == pytest.approx((LN(7 / 3) + LN(2)) / 2)
 
 
+def test_full_softmax_in_chunks_has_the_known_value_too(item_table):
+    assert loss_value(FullSoftmax(rows_per_chunk=1), item_table) == pytest.approx((LN(7 / 3) + LN(2)) / 2)
+
+
+@pytest.mark.parametrize("rows_per_chunk", [1, 7, 64])
+def test_full_softmax_in_chunks_gives_the_loss_and_gradients_of_one_pass(rows_per_chunk):
+    torch.manual_seed(0)
+    hidden = torch.randn(50, 8, dtype=torch.float64, requires_grad=True)
+    table = nn.Embedding(40, 8, padding_idx=0).double()
+    targets = torch.randint(1, 40, (50,))
+    whole = FullSoftmax()(hidden, targets, table)
+    (2 * whole).backward()  # a gradient other than 1 reaches the loss's backward
+    expected = whole.detach(), hidden.grad.clone(), table.weight.grad.clone()
+    hidden.grad = table.weight.grad = None
+    chunked = FullSoftmax(rows_per_chunk)(hidden, targets, table)
+    (2 * chunked).backward()
+    for got, want in zip((chunked.detach(), hidden.grad, table.weight.grad), expected):
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+
+
 def test_uniform_sampled_softmax_is_the_softmax_over_the_target_and_the_shared_negatives(item_table):
     loss = SampledSoftmax(NegativeSampler(5), n_negatives=2)
     # Shared negatives 3 and 1. Position 1: item 1 is its own target, masked, so 3/(3+1);
@@ -164,6 +184,8 @@ def test_training_counts_are_how_often_each_item_is_a_target(tiny_config):
         ("RecGPT", {"loss_negatives": 0}, "loss_negatives=0 must be an integer >= 1"),
         ("RecGPT", {"loss_sampling": "in_batch"}, "loss_sampling='in_batch' is unknown; use one of uniform, popularity"),
         ("RecGPT", {"gbce_t": 1.5}, "gbce_t=1.5 must be a number between 0 and 1"),
+        ("RecGPT", {"ce_chunk_rows": -1}, "ce_chunk_rows=-1 must be an integer >= 0"),
+        ("SASRec", {"ce_chunk_rows": 2.5}, "ce_chunk_rows=2.5 must be an integer >= 0"),
         ("RecGPT", {"pretrain_loss": "gbce", "loss_sampling": "popularity"}, "gbce draws uniform negatives"),
         ("SASRec", {"baseline_loss": "sampled", "baseline_trainer": "whole_sequence"},
          "baseline_loss='sampled' is unknown; use one of ce, sampled_softmax, gbce"),
@@ -210,6 +232,15 @@ def test_full_softmax_gives_exactly_the_numbers_of_the_code_it_replaced(tiny_con
     supervised = targets > 0
     former = F.cross_entropy(model.gpt.item_scores(hidden[supervised]), targets[supervised])
     assert torch.equal(model.calculate_loss(batch), former)
+
+
+def test_recgpt_and_sasrec_train_with_the_full_softmax_in_chunks(tiny_config):
+    for model_name in ("RecGPT", "SASRec"):
+        config = tiny_config(model_name, ce_chunk_rows=8, epochs=1, **({"finetune_epochs": 1} if model_name == "RecGPT" else {}))
+        _, (train_data, _, _), model, trainer = build(config)
+        trainer.fit(train_data)
+        losses = model.phase_losses.values() if model_name == "RecGPT" else [trainer.next_item_loss]
+        assert all(isinstance(loss, FullSoftmax) and loss.rows_per_chunk == 8 for loss in losses)
 
 
 def test_recgpt_trains_both_phases_with_sampled_softmax(tiny_data_path, tmp_path):

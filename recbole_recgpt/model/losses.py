@@ -41,10 +41,55 @@ SAMPLINGS = ("uniform", "popularity")
 
 
 class FullSoftmax:
-    """``ce``: cross-entropy of the target against every item, ``[P, H] -> scalar``."""
+    """``ce``: cross-entropy of the target against every item, ``[P, H] -> scalar``.
+
+    ``rows_per_chunk`` (``ce_chunk_rows``; 0 = all at once, torch's ``cross_entropy``) scores
+    that many positions at a time in both passes, recomputing each chunk's logits for the
+    backward pass, so the ``[P, n_items]`` logits and their gradient never exist whole: memory
+    grows with the chunk instead of the batch, and a chunk that fits the CPU's cache runs
+    faster than one pass over the whole matrix. The same loss and gradients, summed in
+    another order (the last float bits differ).
+    """
+
+    def __init__(self, rows_per_chunk=0):
+        self.rows_per_chunk = rows_per_chunk
 
     def __call__(self, hidden, targets, item_table, negatives=None):
+        if self.rows_per_chunk and len(hidden) > self.rows_per_chunk:
+            return _ChunkedCrossEntropy.apply(hidden, item_table.weight, targets, self.rows_per_chunk)
         return F.cross_entropy(hidden @ item_table.weight.t(), targets)
+
+
+class _ChunkedCrossEntropy(torch.autograd.Function):
+    """Mean cross-entropy of ``hidden @ table.T`` (``[P, H]``, ``[n, H]``) against ``targets``
+    (``[P]``), ``rows`` positions at a time; backward recomputes each chunk's logits."""
+
+    @staticmethod
+    def forward(ctx, hidden, table, targets, rows):
+        log_normalisers = hidden.new_empty(len(hidden))
+        total = hidden.new_zeros(())
+        for start in range(0, len(hidden), rows):
+            chunk = slice(start, start + rows)
+            logits = hidden[chunk] @ table.t()
+            log_normalisers[chunk] = torch.logsumexp(logits, dim=1)
+            total += (log_normalisers[chunk] - logits.gather(1, targets[chunk].unsqueeze(1)).squeeze(1)).sum()
+        ctx.save_for_backward(hidden, table, targets, log_normalisers)
+        ctx.rows = rows
+        return total / len(hidden)
+
+    @staticmethod
+    def backward(ctx, grad):
+        hidden, table, targets, log_normalisers = ctx.saved_tensors
+        grad_hidden, grad_table = torch.empty_like(hidden), torch.zeros_like(table)
+        for start in range(0, len(hidden), ctx.rows):
+            chunk = slice(start, start + ctx.rows)
+            # d(mean loss)/d(logits) = (softmax - one-hot of the target) / P.
+            probabilities = (hidden[chunk] @ table.t() - log_normalisers[chunk].unsqueeze(1)).exp_()
+            probabilities[torch.arange(len(probabilities), device=hidden.device), targets[chunk]] -= 1
+            probabilities *= grad / len(hidden)
+            grad_hidden[chunk] = probabilities @ table
+            grad_table.addmm_(probabilities.t(), hidden[chunk])
+        return grad_hidden, grad_table, None, None
 
 
 class NegativeSampler:
@@ -210,7 +255,9 @@ def next_item_loss(name, config, n_items, item_counts=None):
         return SampledSoftmax(NegativeSampler(n_items, counts), config["loss_negatives"])
     if name == "gbce":
         return GeneralisedBCE(n_items, config["loss_negatives"], config["gbce_t"])
-    return {"ce": FullSoftmax, "bce": SampledNegativeBCE, "bpr": BPR}[name]()
+    if name == "ce":
+        return FullSoftmax(config["ce_chunk_rows"])
+    return {"bce": SampledNegativeBCE, "bpr": BPR}[name]()
 
 
 def check_config(config, losses_by_key):
@@ -221,6 +268,9 @@ def check_config(config, losses_by_key):
     if isinstance(negatives, bool) or not isinstance(negatives, int) or negatives < 1:
         raise ConfigError(f"loss_negatives={negatives!r} must be an integer >= 1")
     check_choice("loss_sampling", sampling, SAMPLINGS)
+    chunk_rows = config["ce_chunk_rows"]
+    if isinstance(chunk_rows, bool) or not isinstance(chunk_rows, int) or chunk_rows < 0:
+        raise ConfigError(f"ce_chunk_rows={chunk_rows!r} must be an integer >= 0 (0: the whole batch at once)")
     if isinstance(calibration, bool) or not isinstance(calibration, (int, float)) or not 0 <= calibration <= 1:
         raise ConfigError(f"gbce_t={calibration!r} must be a number between 0 and 1")
     if "gbce" in losses_by_key.values() and sampling != "uniform":
