@@ -235,10 +235,22 @@ def main():
     sampled_trainer.optimizer = sampled_trainer._build_optimizer(params=sampled_sasrec.parameters())
     record("sasrec_whole_sequence_epoch_sampled_softmax", lambda: sampled_trainer._train_epoch(sequences, 0), args.repeats)
 
-    recgpt_config = create_config("RecGPT", args.dataset, config_dict=overrides)
-    torch.manual_seed(2020)
-    recgpt = get_model("RecGPT")(recgpt_config, train_data.dataset)
-    recgpt_trainer = get_trainer(recgpt_config["MODEL_TYPE"], "RecGPT")(recgpt_config, recgpt)
+    def fresh_recgpt(**settings):
+        """A RecGPT and its trainer from the same start as every other measured RecGPT."""
+        config = create_config("RecGPT", args.dataset, config_dict={**overrides, **settings})
+        torch.manual_seed(2020)
+        model = get_model("RecGPT")(config, train_data.dataset)
+        return config, model, get_trainer(config["MODEL_TYPE"], "RecGPT")(config, model)
+
+    def prompt_tuning(config, model, trainer):
+        """Enter phase 2 and return its loader, the training prompts written."""
+        model.start_prompt_tuning()
+        trainer.phase_name = "finetune"
+        loader = UserSequenceDataLoader(config, train_data.dataset)
+        loader.write_prompts(model.prompted_training_batch)
+        return loader
+
+    recgpt_config, recgpt, recgpt_trainer = fresh_recgpt()
     # The loader samples negatives only for the loss that reads them (bce), as the trainer's does.
     negatives = recgpt_config["neg_sample_num"] if recgpt_config["pretrain_loss"] == "bce" else 0
     pretrain_data = UserSequenceDataLoader(recgpt_config, train_data.dataset, neg_sample_num=negatives)
@@ -246,21 +258,13 @@ def main():
     record("recgpt_pretrain_epoch", lambda: recgpt_trainer._train_epoch(pretrain_data, 0), args.repeats)
 
     # The same two phases with sampled softmax (sparse item gradients), from the same start.
-    sampled_recgpt_config = create_config("RecGPT", args.dataset, config_dict={
-        **overrides, "pretrain_loss": "sampled_softmax", "finetune_loss": "sampled_softmax", "sparse_item_gradients": True,
-    })
-    torch.manual_seed(2020)
-    sampled_recgpt = get_model("RecGPT")(sampled_recgpt_config, train_data.dataset)
-    sampled_recgpt_trainer = get_trainer(sampled_recgpt_config["MODEL_TYPE"], "RecGPT")(sampled_recgpt_config, sampled_recgpt)
-    sampled_recgpt_trainer.phase_name = "pretrain"
-    plain_data = UserSequenceDataLoader(sampled_recgpt_config, train_data.dataset)
-    record("recgpt_pretrain_epoch_sampled_softmax", lambda: sampled_recgpt_trainer._train_epoch(plain_data, 0), args.repeats)
-    sampled_recgpt.start_prompt_tuning()
-    sampled_recgpt_trainer.phase_name = "finetune"
-    sampled_tuning_data = UserSequenceDataLoader(sampled_recgpt_config, train_data.dataset)
-    sampled_tuning_data.write_prompts(sampled_recgpt.prompted_training_batch)
+    sampled_recgpt = fresh_recgpt(pretrain_loss="sampled_softmax", finetune_loss="sampled_softmax", sparse_item_gradients=True)
+    sampled_recgpt[2].phase_name = "pretrain"
+    plain_data = UserSequenceDataLoader(sampled_recgpt[0], train_data.dataset)
+    record("recgpt_pretrain_epoch_sampled_softmax", lambda: sampled_recgpt[2]._train_epoch(plain_data, 0), args.repeats)
+    sampled_tuning_data = prompt_tuning(*sampled_recgpt)
     record("recgpt_prompt_tuning_epoch_sampled_softmax",
-           lambda: sampled_recgpt_trainer._train_epoch(sampled_tuning_data, 0), args.repeats)
+           lambda: sampled_recgpt[2]._train_epoch(sampled_tuning_data, 0), args.repeats)
 
     # The full softmax in chunks of positions (ce_chunk_rows), same losses otherwise.
     chunked = {"ce_chunk_rows": CE_CHUNK_ROWS}
@@ -269,16 +273,10 @@ def main():
     chunked_trainer = WholeSequenceTrainer(chunked_config, get_model("SASRec")(chunked_config, train_data.dataset))
     chunked_trainer.use_training_data(train_data.dataset)
     record("sasrec_whole_sequence_epoch_ce_chunks", lambda: chunked_trainer._train_epoch(sequences, 0), args.repeats)
-    chunked_recgpt_config = create_config("RecGPT", args.dataset, config_dict={**overrides, **chunked})
-    torch.manual_seed(2020)
-    chunked_recgpt = get_model("RecGPT")(chunked_recgpt_config, train_data.dataset)
-    chunked_recgpt_trainer = get_trainer(chunked_recgpt_config["MODEL_TYPE"], "RecGPT")(chunked_recgpt_config, chunked_recgpt)
-    chunked_recgpt.start_prompt_tuning()
-    chunked_recgpt_trainer.phase_name = "finetune"
-    chunked_tuning_data = UserSequenceDataLoader(chunked_recgpt_config, train_data.dataset)
-    chunked_tuning_data.write_prompts(chunked_recgpt.prompted_training_batch)
+    chunked_recgpt = fresh_recgpt(**chunked)
+    chunked_tuning_data = prompt_tuning(*chunked_recgpt)
     record("recgpt_prompt_tuning_epoch_ce_chunks",
-           lambda: chunked_recgpt_trainer._train_epoch(chunked_tuning_data, 0), args.repeats)
+           lambda: chunked_recgpt[2]._train_epoch(chunked_tuning_data, 0), args.repeats)
 
     recgpt.start_prompt_tuning()
     recgpt_trainer.phase_name = "finetune"
