@@ -140,14 +140,23 @@ def measure_size(data_path, dataset, losses, phases, budget, finish=()):
             # Prompt writing goes a batch at a time, then the epoch: one budget for both.
             clock.batches = 2 * len(loader)
             start = time.perf_counter()
-            loader.write_prompts(clock.counted(model.prompted_training_batch))
+            try:
+                loader.write_prompts(clock.counted(model.prompted_training_batch))
+            except OverBudget:
+                # What writing the rest would take, at the pace so far: eval's preparation reads it.
+                unwritten["seconds"] = (time.perf_counter() - start) * (len(loader) - clock.done) / max(clock.done, 1)
+                raise
             # Written once per phase (the writer is frozen): later epochs do not pay it again.
             writing = {"prompt_writing_seconds": round(time.perf_counter() - start, 2)}
             with clock.counting(model, "calculate_loss"):
                 trainer._train_epoch(loader, 0)
             return writing
 
+        unwritten = {"seconds": 0.0}
+
         def write_training_prompts(clock):
+            if clock.seconds is not None and unwritten["seconds"] > clock.seconds:
+                raise OverBudget  # what finetune left unwritten takes longer than the budget
             if not model.prompt_tuned:
                 model.start_prompt_tuning()
             loader = UserSequenceDataLoader(config, dataset_obj)
@@ -169,8 +178,9 @@ def measure_size(data_path, dataset, losses, phases, budget, finish=()):
                 try:
                     preparations[phase](Budget(None if loss in finish else budget))
                 except OverBudget:
+                    left = f" (about {unwritten['seconds']:.0f} s of writing left after finetune's)" if unwritten["seconds"] else ""
                     row.update(status="skipped", seconds=None, peak_mb=None,
-                               reason=f"its training prompts were not written within {budget:g} s")
+                               reason=f"its training prompts were not written within {budget:g} s{left}")
                     print(json.dumps(row), flush=True)
                     continue
             release_free_memory()

@@ -86,3 +86,15 @@ def test_recgpts_evaluation_time_is_split_by_part(tiny_config):
     assert first["prompt writing"] > 0
     # Remembered prompts are looked up, not written: no transformer pass or top-k inside.
     assert repeated["prompt writing"] < first["prompt writing"]
+
+
+def test_an_evaluation_whose_training_prompts_cannot_be_written_in_budget_is_skipped_at_once(tmp_path, capsys):
+    """Under a budget too short for anything, prompt-tuning stops while writing; the evaluation
+    that needs the rest of those prompts is skipped without spending its budget on them."""
+    scale.write_catalogue(tmp_path, "scale-400", 400, 600, 12)
+    scale.measure_size(tmp_path, "scale-400", ["ce"], scale.PHASES, budget=0.001)
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    assert [(row["phase"], row["status"]) for row in rows] == [
+        ("pretrain", "skipped"), ("finetune", "skipped"), ("eval", "skipped"),
+    ]
+    assert "of writing left after finetune's" in rows[2]["reason"] and rows[2]["peak_mb"] is None
