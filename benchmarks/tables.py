@@ -16,6 +16,7 @@ on validation, both protocols), then the main, masked and ablation tables.
 
 import argparse
 import csv
+import json
 import math
 import statistics
 from pathlib import Path
@@ -323,6 +324,39 @@ def tuning_table(variants):
     return lines
 
 
+def search_tables(variants):
+    """Each main row's search (the variant's ``search``: a run_hyper.py CSV): its trials ranked
+    by validation NDCG@10, stopped and failed ones after the completed, with what it cost."""
+    lines = []
+    for name, spec in variants.items():
+        if not spec.get("search"):
+            continue
+        path = Path(spec["search"])
+        lines += ["", f"#### {name}: `{path}`", ""]
+        if not path.exists():
+            lines.append("Not run yet.")
+            continue
+        with open(path, newline="") as rows_file:
+            rows = list(csv.DictReader(rows_file))
+        command = Path(f"{path.with_suffix('')}-ranked.md")
+        if command.exists():
+            lines += [command.read_text().splitlines()[0], ""]
+        parameters = list(json.loads(rows[0]["params"])) if rows else []
+        order = {"ok": 0, "stopped": 1}
+        rows.sort(key=lambda row: (order.get(row["status"], 2), -float(row["best_valid_score"] or "-inf")))
+        lines += [
+            "| rank | " + " | ".join(parameters) + " | status | valid NDCG@10 | epochs | seconds |",
+            "| ---: | " + " | ".join("---" for _ in parameters) + " | --- | ---: | ---: | ---: |",
+        ]
+        for rank, row in enumerate(rows, 1):
+            values = json.loads(row["params"])
+            lines.append(
+                f"| {rank} | " + " | ".join(str(values.get(key, "")) for key in parameters)
+                + f" | {row['status']} | {row['best_valid_score'] or ''} | {row['epochs_trained']} | {float(row['seconds'] or 0):.0f} |"
+            )
+    return lines
+
+
 def results_document(records, variants):
     """docs/results.md: the headline table, the charts, then every dataset's main, masked and
     ablation tables."""
@@ -352,6 +386,13 @@ def results_document(records, variants):
         "Every choice was made on validation; none of these settings was searched on test.",
         "",
         *tuning_table(variants),
+        "",
+        "### The searches",
+        "",
+        "The trials of each search behind a main row, on validation only (*stopped*: ended early by "
+        "ASHA against the others' curves; *failed*: the settings cannot run, with the reason in the "
+        "search's `-ranked.md`).",
+        *search_tables(variants),
         "",
         "### Which loss",
         "",

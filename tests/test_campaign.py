@@ -20,7 +20,9 @@ from benchmarks.curves import curve, main as curves_main
 from benchmarks.plan import main as plan_main, planned_runs
 from benchmarks.repeats import KINDS, breakdown, main as repeats, target_kinds
 from benchmarks.significance import main as significance
-from benchmarks.tables import README_END, README_START, dataset_sections, gain_lines, summarise, sweep_panels, update_readme
+from benchmarks.tables import (
+    README_END, README_START, dataset_sections, gain_lines, search_tables, summarise, sweep_panels, update_readme,
+)
 from benchmarks.store import Run, adopt, cpu_seconds, git_revision, load_variants
 from recbole_recgpt.comparison.store import claim, record_path
 from recbole_recgpt.errors import ConfigError
@@ -650,3 +652,30 @@ def test_a_run_trained_again_is_set_beside_its_stored_record(tmp_path, capsys):
     assert reproduce.main([str(moved), f"--store={store}"]) == 1
     out = capsys.readouterr().out
     assert "| test ndcg@10 | 0.0500 | 0.0512 | +0.0012 |" in out and "NOT identical" in out
+
+
+def test_a_search_is_shown_ranked_by_validation_with_the_unfinished_trials_last(tmp_path):
+    path = tmp_path / "search.csv"
+    columns = ["trial", "status", "best_valid_score", "epochs_trained", "seconds", "params"]
+    trials = [
+        ("1", "stopped", "0.0300", "10", "100", {"learning_rate": 0.002, "mask_ratio": 0.2}),
+        ("2", "failed", "", "0", "1", {"learning_rate": 0.001, "mask_ratio": 0.4}),
+        ("3", "ok", "0.0250", "80", "900", {"learning_rate": 0.001, "mask_ratio": 0.2}),
+        ("4", "ok", "0.0310", "95", "1000", {"learning_rate": 0.0005, "mask_ratio": 0.2}),
+    ]
+    with open(path, "w", newline="") as out:
+        writer = csv.writer(out)
+        writer.writerow(columns)
+        writer.writerows([*row[:5], json.dumps(row[5])] for row in trials)
+    (tmp_path / "search-ranked.md").write_text("Command: `python run_hyper.py ...` (git abc1234, seed 2020)\n")
+    lines = search_tables({"X-tuned": {"search": str(path)}, "Y": {"search": str(tmp_path / "none.csv")}, "Z": {}})
+    table = [line for line in lines if line.startswith("| ") and line[2].isdigit()]
+    # Completed trials by validation first, then the stopped, then the failed one.
+    assert table == [
+        "| 1 | 0.0005 | 0.2 | ok | 0.0310 | 95 | 1000 |",
+        "| 2 | 0.001 | 0.2 | ok | 0.0250 | 80 | 900 |",
+        "| 3 | 0.002 | 0.2 | stopped | 0.0300 | 10 | 100 |",
+        "| 4 | 0.001 | 0.4 | failed |  | 0 | 1 |",
+    ]
+    assert "Command: `python run_hyper.py ...` (git abc1234, seed 2020)" in lines
+    assert lines[-1] == "Not run yet." and not any("Z" in line for line in lines)
