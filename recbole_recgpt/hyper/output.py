@@ -277,7 +277,8 @@ def plot_search(path, rows, parameter_names, context):
     title = f"{context['model']} on {context['dataset']}" + (f" ({unscored} failed, not drawn)" if unscored else "")
     axes[0].set(xlabel="trial", ylabel=label, title=title)
     axes[0].xaxis.set_major_locator(MaxNLocator(integer=True))
-    axes[0].legend(fontsize="small")
+    if scored:  # nothing drawn, nothing to label
+        axes[0].legend(fontsize="small")
     for ax, name in zip(axes[1:], parameter_names):
         values = [row["params"].get(name) for row in scored]
         numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
