@@ -182,3 +182,15 @@ def test_memory_reuses_nothing_after_a_changed_token_or_for_another_user():
     assert asked == [(2, 2), (2, 3)]
     memory.clear()
     assert len(memory) == 0
+
+
+def test_memory_keeps_the_last_of_several_rows_of_one_user_in_a_batch():
+    asked = []
+    memory, make = PromptMemory(), prefix_generator(asked)
+    batch = t([[1, 3, 5, 0], [1, 3, 5, 7]])  # two windows of user 4, the longer one last
+    prompts = memory.generator(make, t([4, 4]))(batch, torch.zeros_like(batch), batch > 0, 1)
+    assert torch.equal(prompts, prefix_generator([])(t([4, 4]))(batch, torch.zeros_like(batch), batch > 0, 1))
+    asked.clear()
+    test = t([[1, 3, 5, 7, 8]])
+    memory.generator(make, t([4]))(test, torch.zeros_like(test), all_but_last(test), 1)
+    assert asked == [] and len(memory) == 1

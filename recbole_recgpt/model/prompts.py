@@ -11,8 +11,8 @@ import functools
 from dataclasses import dataclass
 from typing import Optional
 
-import numpy as np
 import torch
+import torch.nn.functional as F
 
 REAL_SEGMENT = 0
 PROMPT_SEGMENT = 1
@@ -156,85 +156,99 @@ class PromptMemory:
     work on a large catalogue.
 
     One history per user (and prompt count ``k``) is kept: the last one written, unless it is
-    a prefix of the one kept. Kept on the CPU, as numpy arrays.
+    a prefix of the one kept. Kept as tensors indexed by user id on the histories' device, so
+    a batch is looked up and stored without leaving it.
     """
 
     def __init__(self):
-        self._rows = {}  # (user, k) -> _WrittenRow
+        self._kept = {}  # k -> _WrittenRows
 
     def __len__(self):
-        return len(self._rows)
+        return sum(int((rows.length > 0).sum()) for rows in self._kept.values())
 
     def clear(self):
-        self._rows.clear()
+        self._kept.clear()
 
     def generator(self, make_generator, user_ids):
         """A generator (module docstring) for rows of ``user_ids`` (``[B]``) that answers from
         memory where it can and asks ``make_generator(user_ids)`` for the rest."""
+        if user_ids is None:  # nothing to keep histories under
+            return make_generator(None)
         return functools.partial(self._write, make_generator, user_ids)
 
     def _write(self, make_generator, user_ids, item_seq, segment_ids, mask, k):
-        tokens, segments, wanted = item_seq.cpu().numpy(), segment_ids.cpu().numpy(), mask.cpu().numpy()
-        users = [None] * len(tokens) if user_ids is None else user_ids.cpu().tolist()
-        kept = [self._rows.get((user, k)) for user in users]
-        prompts = np.zeros((*tokens.shape, k), dtype=np.int64)
-        missing = wanted.copy()
-        for r, row in enumerate(kept):
-            if row is not None:
-                common = row.reusable(tokens[r], segments[r])
-                reused = np.flatnonzero(wanted[r, :common] & row.known[:common])
-                prompts[r, reused] = row.prompts[reused]
-                missing[r, reused] = False
-        rows = np.flatnonzero(missing.any(axis=1))
+        kept = self._kept.get(k)
+        if kept is None or kept.length.device != item_seq.device:  # first use, or the model moved
+            kept = self._kept[k] = _WrittenRows(k, item_seq.device)
+        kept.fit(int(user_ids.max()) + 1, item_seq.size(1))
+        width = item_seq.size(1)
+        tokens, segments = kept.tokens[user_ids, :width], kept.segments[user_ids, :width]
+        # Positions before the first difference hold the kept history's tokens: their prompts are its.
+        common = ((tokens == item_seq) & (segments == segment_ids)).long().cumprod(dim=1).sum(dim=1)
+        in_common = torch.arange(width, device=item_seq.device) < common.unsqueeze(1)
+        known = kept.known[user_ids, :width] & in_common
+        earlier = kept.prompts[user_ids, :width]  # [B, T, k], valid where known
+        missing = mask & ~known
+        prompts = earlier.clone()
+        rows = missing.any(dim=1).nonzero().squeeze(1)
         if len(rows):
-            index = torch.as_tensor(rows, device=item_seq.device)
-            written = make_generator(None if user_ids is None else user_ids[index])(
-                item_seq[index], segment_ids[index], torch.as_tensor(missing[rows], device=mask.device), k
-            )
+            written = make_generator(user_ids[rows])(item_seq[rows], segment_ids[rows], missing[rows], k)
             block = prompts[rows]
-            block[missing[rows]] = written.cpu().numpy()
+            block[missing[rows]] = written
             prompts[rows] = block
-        for r, (user, row) in enumerate(zip(users, kept)):
-            if missing[r].any():
-                self._keep((user, k), row, tokens[r], segments[r], wanted[r] & ~missing[r], missing[r], prompts[r])
-        return torch.as_tensor(prompts[wanted], device=item_seq.device)
-
-    def _keep(self, key, row, tokens, segments, reused, written, prompts):
-        length = int(np.flatnonzero(tokens).max()) + 1
-        positions = np.flatnonzero(written)
-        if row is not None and row.reusable(tokens[:length], segments[:length]) == length <= len(row.tokens):
-            # A prefix of the kept history (validation after a test): add what was written.
-            row.known[positions] = True
-            row.prompts[positions] = prompts[positions]
-            return
-        # Otherwise this history replaces the kept one, with what it reused from it.
-        known = np.zeros(length, dtype=bool)
-        if row is not None:
-            common = row.reusable(tokens[:length], segments[:length])
-            known[:common] = row.known[:common]
-            prompts = prompts.copy()
-            prompts[:common][known[:common]] = row.prompts[:common][known[:common]]
-        known[positions] = True
-        known[np.flatnonzero(reused)] = True
-        self._rows[key] = _WrittenRow(tokens[:length].copy(), segments[:length].copy(), known, prompts[:length].copy())
+            kept.store(user_ids, item_seq, segment_ids, common, known, missing, prompts)
+        return prompts[mask]
 
 
-@dataclass
-class _WrittenRow:
-    """One history (``[L]`` tokens and segments) and the prompts ``[L, k]`` written at the
-    positions where ``known`` (``[L]``) is True."""
+class _WrittenRows:
+    """The kept histories of one prompt count ``k``, row ``u`` for user ``u``: ``tokens``,
+    ``segments`` ``[U, T]`` (0-padded), ``length`` ``[U]`` (0: none kept), and the prompts
+    ``[U, T, k]`` written at the positions where ``known`` ``[U, T]`` is True."""
 
-    tokens: np.ndarray
-    segments: np.ndarray
-    known: np.ndarray
-    prompts: np.ndarray
+    def __init__(self, k, device):
+        self.tokens = torch.zeros(0, 0, dtype=torch.long, device=device)
+        self.segments = torch.zeros_like(self.tokens)
+        self.known = torch.zeros(0, 0, dtype=torch.bool, device=device)
+        self.prompts = torch.zeros(0, 0, k, dtype=torch.long, device=device)
+        self.length = torch.zeros(0, dtype=torch.long, device=device)
 
-    def reusable(self, tokens, segments):
-        """How many leading positions of ``tokens``/``segments`` (``[T]``) hold this history's
-        tokens: their prompts are this row's."""
-        width = min(len(self.tokens), len(tokens))
-        differs = (self.tokens[:width] != tokens[:width]) | (self.segments[:width] != segments[:width])
-        return int(np.argmax(differs)) if differs.any() else width
+    def fit(self, users, width):
+        """Grow to at least ``users`` rows and ``width`` positions (new space empty)."""
+        more_users, more_width = max(0, users - len(self.length)), max(0, width - self.tokens.size(1))
+        if more_users or more_width:
+            pad = (0, more_width, 0, more_users)
+            self.tokens, self.segments = F.pad(self.tokens, pad), F.pad(self.segments, pad)
+            self.known = F.pad(self.known, pad)
+            self.prompts = F.pad(self.prompts, (0, 0, *pad))
+            self.length = F.pad(self.length, (0, more_users))
+
+    def store(self, users, item_seq, segment_ids, common, known, missing, prompts):
+        """Keep what rows that wrote something know now; of several rows of one user in the
+        batch, the last. A row that is a prefix of its user's kept history (validation after
+        a test) adds its prompts to that history; any other replaces it."""
+        batch = torch.arange(len(users), device=users.device)
+        last = torch.full_like(self.length, -1).scatter_reduce(0, users, batch, reduce="amax")
+        wrote = missing.any(dim=1) & (last[users] == batch)
+        width = item_seq.size(1)
+        length = (item_seq != 0).sum(dim=1)
+        prefix = (common >= length) & (length <= self.length[users])
+        adds, replaces = wrote & prefix, wrote & ~prefix
+        if adds.any():
+            user = users[adds]
+            self.known[user, :width] |= missing[adds]
+            self.prompts[user, :width] = torch.where(
+                missing[adds].unsqueeze(-1), prompts[adds], self.prompts[user, :width]
+            )
+        if replaces.any():
+            user = users[replaces]
+            now_known = known[replaces] | missing[replaces]
+            for table, values in ((self.tokens, item_seq[replaces]), (self.segments, segment_ids[replaces]),
+                                  (self.known, now_known)):
+                table[user] = 0
+                table[user, :width] = values
+            self.prompts[user] = 0
+            self.prompts[user, :width] = torch.where(now_known.unsqueeze(-1), prompts[replaces], 0)
+            self.length[user] = length[replaces]
 
 
 def with_tail_slots(item_seq, item_seq_len, tail_length):
