@@ -187,9 +187,8 @@ class PromptMemory:
         common = ((tokens == item_seq) & (segments == segment_ids)).long().cumprod(dim=1).sum(dim=1)
         in_common = torch.arange(width, device=item_seq.device) < common.unsqueeze(1)
         known = kept.known[user_ids, :width] & in_common
-        earlier = kept.prompts[user_ids, :width]  # [B, T, k], valid where known
+        prompts = kept.prompts[user_ids, :width]  # a copy [B, T, k], valid where known
         missing = mask & ~known
-        prompts = earlier.clone()
         rows = missing.any(dim=1).nonzero().squeeze(1)
         if len(rows):
             written = make_generator(user_ids[rows])(item_seq[rows], segment_ids[rows], missing[rows], k)
@@ -231,7 +230,9 @@ class _WrittenRows:
         wrote = missing.any(dim=1) & (last[users] == batch)
         width = item_seq.size(1)
         length = (item_seq != 0).sum(dim=1)
-        prefix = (common >= length) & (length <= self.length[users])
+        # All of the row's tokens equal the kept history's: the row is a prefix of it (a longer
+        # row differs where the kept history's padding starts).
+        prefix = common >= length
         adds, replaces = wrote & prefix, wrote & ~prefix
         if adds.any():
             user = users[adds]
