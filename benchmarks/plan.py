@@ -8,7 +8,8 @@ campaign commands that fill the gaps and the CPU time the stored runs took (each
 wall seconds times its torch threads). Nothing is trained or scored. A row derived from or
 started from another run counts as done only while that run's record is current too, and
 made from its checkpoints; a run whose checkpoints a missing row needs and this checkout
-lacks is named, since the campaign trains it again first.
+lacks is named, since the campaign trains it again first. A row whose config file does not
+exist yet (a search's winner, written when the search finishes) is waiting, with its reason.
 """
 
 import argparse
@@ -44,10 +45,21 @@ def planned_runs(plan, variants):
     return runs
 
 
+def waiting_for(name, variants):
+    """Why a variant cannot run yet: the first of its (or its ancestors') config files that does
+    not exist, with the search that writes it. None when it can run."""
+    spec = variants[name]
+    for path in spec.get("config_files", []):
+        if not Path(path).is_file():
+            search = f"; its search writes it: {spec['search']}" if "search" in spec else ""
+            return f"its config file {path} does not exist yet{search}"
+    return waiting_for(spec["parent"], variants) if "parent" in spec else None
+
+
 def run_states(store, runs, variants, shared):
-    """``{(dataset, variant, seed): "done" | "stale" | "missing"}`` for the planned runs, and
-    the finished runs a campaign trains again first because a missing child needs checkpoints
-    of theirs that this checkout lacks."""
+    """``{(dataset, variant, seed): "done" | "stale" | "missing" | "waiting: <why>"}`` for the
+    planned runs, and the finished runs a campaign trains again first because a missing child
+    needs checkpoints of theirs that this checkout lacks."""
     current = {}
 
     def current_record(dataset, name, seed):
@@ -61,6 +73,10 @@ def run_states(store, runs, variants, shared):
 
     states, remakes = {}, {}  # remakes: (dataset, variant, seed) -> the checkpoint kinds its children need
     for key in runs:
+        reason = waiting_for(key[1], variants)
+        if reason:
+            states[key] = f"waiting: {reason}"
+            continue
         if current_record(*key):
             states[key] = "done"
             continue
@@ -78,7 +94,7 @@ def campaign_commands(states, shared):
     """One ``benchmarks.compare`` command per dataset and seed set that runs every row not done."""
     todo = defaultdict(lambda: defaultdict(list))  # dataset -> variant -> seeds
     for (dataset, name, seed), state in states.items():
-        if state != "done":
+        if state in ("stale", "missing"):
             todo[dataset][name].append(seed)
     commands = []
     for dataset, seeds_of in todo.items():
@@ -107,6 +123,12 @@ def report(states, remakes, store, shared):
             names = [f"{name} seed {seed}" for (_, name, seed), s in rows.items() if s == state]
             if names:
                 lines.append(f"  {state}: {', '.join(names)}")
+        waiting = defaultdict(list)
+        for (_, name, seed), state in rows.items():
+            if state.startswith("waiting: "):
+                waiting[state.removeprefix("waiting: ")].append(f"{name} seed {seed}")
+        for reason, names in waiting.items():
+            lines.append(f"  waiting: {', '.join(names)} ({reason})")
     for (dataset, name, seed), kinds in remakes.items():
         if "final" in kinds or len(kinds) > 1:
             how = "trains it again first, then checks that it reproduces its record"
@@ -115,7 +137,13 @@ def report(states, remakes, store, shared):
                    "its record's validation curves")
         lines.append(f"{dataset} {name} seed {seed}: its checkpoints are not in this checkout; the campaign {how}")
     commands = campaign_commands(states, shared)
-    lines += ["", "To fill the gaps:" if commands else "Every planned row is done.", *commands]
+    if commands:
+        header = "To fill the gaps:"
+    elif all(state == "done" for state in states.values()):
+        header = "Every planned row is done."
+    else:
+        header = "The waiting rows can run once their config files exist."
+    lines += ["", header, *commands]
     records = load_records(store)
     lines += ["", f"CPU time of the {len(records)} runs in {store}: {core_hours(records):.1f} core-hours"]
     return "\n".join(lines)

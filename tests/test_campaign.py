@@ -518,6 +518,23 @@ def test_the_plan_lists_missing_and_stale_rows_and_the_commands_that_fill_them(t
         planned_runs([{"datasets": ["tiny"], "seeds": [1], "variants": ["BERT"]}], variants)
 
 
+def test_a_row_whose_config_file_a_search_has_not_written_yet_is_waiting(tiny_campaign, tiny_data_path, capsys):
+    root = tiny_campaign("Pop")
+    variants = yaml.safe_load((root / "variants.yaml").read_text())
+    best = root / "sasrec-best.yaml"
+    variants["SASRec-tuned"] = {**variants["SASRec"], "config_files": [str(best)], "search": "sasrec.csv"}
+    (root / "variants.yaml").write_text(yaml.safe_dump(variants))
+
+    output = plan_of(root, tiny_data_path, "SASRec-tuned", capsys)
+    assert (f"tiny: 0 of 1 planned rows done\n  waiting: SASRec-tuned seed 1 (its config file {best} does not exist "
+            "yet; its search writes it: sasrec.csv)") in output
+    assert "The waiting rows can run once their config files exist." in output and "benchmarks.compare" not in output
+
+    best.write_text("learning_rate: 0.002\n")
+    output = plan_of(root, tiny_data_path, "SASRec-tuned", capsys)
+    assert "missing: SASRec-tuned seed 1" in output and "--variants=SASRec-tuned" in output
+
+
 def fake_record(variant, seed, ndcg, **fields):
     metrics = {m: ndcg for m in ("hit@5", "hit@10", "hit@20", "ndcg@5", "ndcg@10", "ndcg@20")}
     return RunRecord(dataset="tiny", model="any", variant=variant, seed=seed, best_valid_result={"ndcg@10": ndcg},
