@@ -53,13 +53,27 @@ def test_no_more_scores_than_the_budget_exist_at_once():
     assert recording.chunks[0] == (0, 10)
 
 
+def test_rows_are_ranked_in_blocks_each_against_the_whole_catalogue(monkeypatch):
+    monkeypatch.setattr(ranking, "ROWS_PER_BLOCK", 4)
+    generator = torch.Generator().manual_seed(0)
+    vectors, table = torch.randn(10, 8, generator=generator), torch.randn(100, 8, generator=generator)
+    recording = RecordingTable(table)
+    assert top_k(vectors, recording, 3, scores_per_chunk=80).shape == (10, 3)
+    # Blocks of 4, 4 and 2 rows, 80 // 4 = 20 items a chunk: the catalogue 5 chunks per block.
+    assert len(recording.chunks) == 15 and recording.chunks[5] == (0, 20)
+    assert top_k(vectors[:0], table, 3).shape == (0, 3)
+
+
+@pytest.mark.parametrize("rows_per_block", [1, 4, 1024])
+@pytest.mark.parametrize("k", [1, 20])
 @pytest.mark.parametrize("budget", [40, 333, 10**9])
-def test_chunked_lists_are_the_lists_of_one_topk_over_every_score(budget):
+def test_chunked_lists_are_the_lists_of_one_topk_over_every_score(monkeypatch, budget, k, rows_per_block):
+    monkeypatch.setattr(ranking, "ROWS_PER_BLOCK", rows_per_block)
     generator = torch.Generator().manual_seed(1)
     vectors, table = torch.randn(6, 8, generator=generator), torch.randn(500, 8, generator=generator)
     excluded = torch.randint(0, 500, (6, 30), generator=generator)
-    expected = top_k_of_scores(vectors @ table.t(), 20, excluded)
-    assert torch.equal(top_k(vectors, table, 20, excluded, scores_per_chunk=budget), expected)
+    expected = top_k_of_scores(vectors @ table.t(), k, excluded)
+    assert torch.equal(top_k(vectors, table, k, excluded, scores_per_chunk=budget), expected)
 
 
 def test_excluded_lists_from_recboles_history_index():
