@@ -21,7 +21,8 @@ A phase that cannot allocate its memory under ``--memory_gb`` (the process's dat
 ``out_of_memory``; one that would run past ``--budget`` seconds is stopped and ``skipped``,
 with ``estimated_seconds`` from the share of its batches done, except for the ``--finish``
 losses (sampled softmax), which run to the end. Every result is written as it
-comes; a rerun keeps the ones measured with the same settings. Timing: run it alone.
+comes; a rerun keeps the ones measured with the same settings, except the ``--remeasure``
+phases' from another git revision. Timing: run it alone.
 """
 
 import argparse
@@ -212,6 +213,8 @@ def main(argv=None):
     parser.add_argument("--budget", type=float, default=600, help="seconds a phase may run before it is stopped")
     parser.add_argument("--finish", default="sampled_softmax", help="losses whose phases are never stopped (comma-separated)")
     parser.add_argument("--memory_gb", type=float, default=20, help="data limit of each measuring process")
+    parser.add_argument("--remeasure", default="", help="phases (comma-separated) whose stored results from "
+                        "another git revision are measured again, for code that changed them")
     parser.add_argument("--data_path", default="saved/scale-data")
     parser.add_argument("--measure", help=argparse.SUPPRESS)  # internal: DATASET measured in this process
     parser.add_argument("--phases", default=",".join(PHASES), help=argparse.SUPPRESS)
@@ -233,6 +236,10 @@ def run_all(args):
     if report.get("settings") != shape:
         report = {"settings": shape, "runs": []}
     report.update(git=git_revision(), torch=torch.__version__, threads=torch.get_num_threads())
+    remeasured = set(filter(None, args.remeasure.split(",")))
+    if remeasured - set(PHASES):
+        raise SystemExit(f"error: --remeasure={args.remeasure} names no phase of {', '.join(PHASES)}; pick from those")
+    report["runs"] = [run for run in report["runs"] if run["phase"] not in remeasured or run.get("git") == report["git"]]
     measured = {(run["items"], run["loss"], run["phase"]) for run in report["runs"]}
 
     def save():

@@ -65,6 +65,17 @@ def test_the_report_names_every_catalogue_loss_and_phase(tmp_path):
     scale.main(args)  # kept, not measured again
     assert json.loads(out.read_text())["runs"] == report["runs"]
 
+    # Code that changed a phase: its results from another revision are measured again, the rest kept.
+    for run in report["runs"]:
+        run["git"] = "0000000"
+    out.write_text(json.dumps(report))
+    scale.main(args + ["--remeasure=eval"])
+    again = json.loads(out.read_text())["runs"]
+    assert sorted((run["loss"], run["phase"]) for run in again) == sorted((run["loss"], run["phase"]) for run in report["runs"])
+    assert {run["phase"] for run in again if run["git"] != "0000000"} == {"eval"}
+    with pytest.raises(SystemExit, match="--remeasure=evaluation names no phase of pretrain, finetune, eval"):
+        scale.main(args + ["--remeasure=evaluation"])
+
 
 def test_recgpts_evaluation_time_is_split_by_part(tiny_config):
     """The first validation of a phase writes prompts; a repeated one finds them remembered.
