@@ -366,6 +366,9 @@ def hyper_main(argv=None):
     except KeyboardInterrupt:
         print(f"interrupted; finished trials are in {args.output_file}: rerun the same command to go on", file=sys.stderr)
         sys.exit(2)
+    if summary.unfinished:
+        sys.exit(f"error: {summary.unfinished} trial(s) of the search did not finish; rerun the same command to "
+                 f"run them (the best yaml, {summary.paths['best']}, is written when every trial has)")
     if summary.best is None and summary.rows:
         # A search with no result must not read as a success to whatever runs it (a queue).
         sys.exit(f"error: no trial of the search completed; the reasons are in {summary.paths['ranked']}")

@@ -250,6 +250,28 @@ def test_a_search_where_no_trial_completed_exits_with_an_error(tiny_data_path, t
                     f"--output_file={tmp_path / 'out.csv'}", f"--checkpoint_dir={tmp_path / 'saved'}", *arguments])
 
 
+def test_a_search_with_trials_left_names_no_winner_and_exits_with_an_error(tiny_data_path, tmp_path, monkeypatch):
+    """A Ray search stopped after one of its two trials (a session's end): no best yaml (an
+    older one is removed), so no campaign takes a partial search's winner; the exit says why."""
+    from recbole_recgpt.cli import hyper_main
+    from recbole_recgpt.hyper import ray_search
+
+    def first_trial_only(trials, settings, record, *args, **kwargs):
+        record.add(run_trial(trials[0], settings))
+
+    monkeypatch.setattr(ray_search, "run_ray_search", first_trial_only)
+    (tmp_path / "two.hyper").write_text("learning_rate choice [0.01,0.005]\n")
+    best_yaml = tmp_path / "out-best.yaml"
+    best_yaml.write_text("learning_rate: 0.01\n")  # from an earlier, smaller grid
+    arguments = [f"--{key}={value}" for key, value in TINY.items() if not isinstance(value, (list, dict))]
+    with pytest.raises(SystemExit, match=r"1 trial\(s\) of the search did not finish; rerun the same command"):
+        hyper_main(["--tool=ray", "--model=RecGPT", "--dataset=tiny", f"--data_path={tiny_data_path}",
+                    f"--params_file={tmp_path / 'two.hyper'}", f"--output_file={tmp_path / 'out.csv'}",
+                    f"--checkpoint_dir={tmp_path / 'saved'}", *arguments])
+    assert [row["status"] for row in read_csv(tmp_path / "out.csv")] == ["ok"]
+    assert not best_yaml.exists() and "| ok |" in (tmp_path / "out-ranked.md").read_text()
+
+
 def test_ray_resumes_with_asha_judging_against_the_finished_trials(tiny_data_path, tmp_path, local_ray):
     """A search of learning rate 0.01 x prompt length [1, 4] (run with hyperopt: the record is
     the same for both tools), then the grid widened to learning rate 1e-6 and run with Ray:

@@ -36,12 +36,14 @@ PATH_PARAMETERS = ("data_path", "checkpoint_dir")  # made absolute: Ray trials r
 @dataclass
 class SearchSummary:
     """``rows``: every recorded trial; ``added``: those this run recorded; ``best``: the best
-    completed trial on validation (None if none completed); ``paths``: the output files."""
+    completed trial on validation (None if none completed); ``paths``: the output files;
+    ``unfinished``: the planned trials that have no result yet (the best yaml waits for them)."""
 
     rows: list
     added: list
     best: dict
     paths: dict
+    unfinished: int = 0
 
 
 def run_search(model="RecGPT", dataset="ml-100k", params_file=None,
@@ -81,12 +83,13 @@ def run_search(model="RecGPT", dataset="ml-100k", params_file=None,
     def recorded(row):  # as each trial ends: one line, and the outputs brought up to date
         context["n_trials"] = len(record.rows)
         print(_one_line(row, config["valid_metric"]), flush=True)
-        write_outputs(record, paths, context)
+        write_outputs(record, paths, context, complete=False)
 
     record = SearchRecord(paths["csv"], [parameter.name for parameter in space], on_add=recorded)
     if record.rows:
         print(f"{paths['csv']}: {len(record.rows)} trial(s) recorded by earlier runs; finished ones are skipped")
 
+    unfinished = 0  # hyperopt's loop ends when its search does (an interrupt raises)
     if tool == "hyperopt":
         from recbole_recgpt.hyper.hyperopt_search import ResumableHyperTuning
 
@@ -111,9 +114,9 @@ def run_search(model="RecGPT", dataset="ml-100k", params_file=None,
             print(f"{unfinished} trial(s) did not finish (interrupted, or an error); rerun the same command to run them")
 
     context["n_trials"] = len(record.rows)
-    best = write_outputs(record, paths, context, plot=bool(record.rows))
+    best = write_outputs(record, paths, context, plot=bool(record.rows), complete=not unfinished)
     _print_summary(best, paths)
-    return SearchSummary(rows=record.rows, added=record.added, best=best, paths=paths)
+    return SearchSummary(rows=record.rows, added=record.added, best=best, paths=paths, unfinished=unfinished)
 
 
 def check_search(model="RecGPT", dataset="ml-100k", params_file=None, tool="hyperopt",

@@ -7,7 +7,8 @@ For ``--output_file=out.csv``:
 * ``out.txt``: RecBole's ``HyperTuning.export_result`` text (parameters, valid and test
   result of every completed trial).
 * ``out-ranked.md``: every trial ranked by validation, failed ones last with their reason.
-* ``out-best.yaml``: the best completed trial's parameters, for ``--config_files``.
+* ``out-best.yaml``: the best completed trial's parameters, for ``--config_files``; written
+  once every planned trial has a result, so that no run takes a partial search's winner.
 * ``out.png``: the validation metric per trial and per value of each parameter.
 """
 
@@ -166,8 +167,9 @@ def best(rows, bigger):
     return ranked(completed, bigger)[0] if completed else None
 
 
-def write_outputs(record, paths, context, plot=False):
+def write_outputs(record, paths, context, plot=False, complete=True):
     """RecBole's text, the ranked table, the best yaml and (``plot``) the PNG, from the record.
+    The best yaml only when the search is ``complete``; until then an older one is removed.
 
     ``context``: ``command``, ``git_revision``, ``seed``, ``valid_metric``, ``bigger``, ``model``,
     ``dataset``, ``fixed``, ``config_files``, ``n_trials``, ``started`` (when this run of the
@@ -177,8 +179,10 @@ def write_outputs(record, paths, context, plot=False):
     _write_text(paths["text"], rows)
     _write_ranked(paths["ranked"], rows, context)
     winner = best(rows, bigger)
-    if winner is not None:
+    if winner is not None and complete:
         _write_best(paths["best"], winner, context)
+    elif not complete:
+        paths["best"].unlink(missing_ok=True)  # the winner of fewer trials than the search plans
     if plot:
         plot_search(paths["plot"], rows, record.parameter_names, context)
     return winner
