@@ -341,6 +341,9 @@ def search_tables(variants):
         command = Path(f"{path.with_suffix('')}-ranked.md")
         if command.exists():
             lines += [command.read_text().splitlines()[0], ""]
+        winner = Path(f"{path.with_suffix('')}-best.yaml")  # written when every trial has a result
+        if not winner.exists():
+            lines += [f"In progress: {len(rows)} trial(s) so far; the row waits for the search to finish.", ""]
         parameters = list(json.loads(rows[0]["params"])) if rows else []
         order = {"ok": 0, "stopped": 1}
         rows.sort(key=lambda row: (order.get(row["status"], 2), -float(row["best_valid_score"] or "-inf")))

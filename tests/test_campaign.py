@@ -696,3 +696,6 @@ def test_a_search_is_shown_ranked_by_validation_with_the_unfinished_trials_last(
     ]
     assert "Command: `python run_hyper.py ...` (git abc1234, seed 2020)" in lines
     assert lines[-1] == "Not run yet." and not any("Z" in line for line in lines)
+    assert "In progress: 4 trial(s) so far; the row waits for the search to finish." in lines
+    (tmp_path / "search-best.yaml").write_text("learning_rate: 0.0005\n")  # the search finished
+    assert not any(line.startswith("In progress") for line in search_tables({"X-tuned": {"search": str(path)}}))
