@@ -23,6 +23,9 @@ from recbole_recgpt.model.length_groups import TOKENS_PER_GROUP, scores_by_lengt
 # writing's) 16.1 s against 30.1 s.
 SCORES_PER_CHUNK = 1 << 20
 ROWS_PER_BLOCK = 256
+# Cache-sized blocks are a CPU matter: on a GPU every block is a kernel launch, so all rows go
+# in one block of up to 2^26 scores (256 MB). Not measured: no GPU has been lent to this project.
+GPU_SCORES_PER_CHUNK = 1 << 26
 
 
 def top_k(vectors, item_table, k, excluded=None, scores_per_chunk=None):
@@ -34,12 +37,20 @@ def top_k(vectors, item_table, k, excluded=None, scores_per_chunk=None):
     each against the catalogue a chunk of items at a time: at most ``scores_per_chunk``
     (default :data:`SCORES_PER_CHUNK`) scores exist at once, and never fewer than ``k`` per row.
     """
-    rows = min(max(vectors.size(0), 1), ROWS_PER_BLOCK)
-    width = max(k, (scores_per_chunk or SCORES_PER_CHUNK) // rows)
+    rows, width = block_shape(vectors.size(0), k, scores_per_chunk, vectors.device.type)
     blocks = [_block_top_k(vectors[start:start + rows], item_table, k,
                            None if excluded is None else excluded[start:start + rows], width)
               for start in range(0, max(vectors.size(0), 1), rows)]
     return torch.cat(blocks) if len(blocks) != 1 else blocks[0]
+
+
+def block_shape(n_rows, k, scores_per_chunk=None, device_type="cpu"):
+    """``(rows per block, items per chunk)`` of :func:`top_k` for ``n_rows`` rows."""
+    if device_type == "cpu":
+        rows = min(max(n_rows, 1), ROWS_PER_BLOCK)
+        return rows, max(k, (scores_per_chunk or SCORES_PER_CHUNK) // rows)
+    rows = max(n_rows, 1)
+    return rows, max(k, (scores_per_chunk or GPU_SCORES_PER_CHUNK) // rows)
 
 
 def _block_top_k(vectors, item_table, k, excluded, width):

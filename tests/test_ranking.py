@@ -64,6 +64,12 @@ def test_rows_are_ranked_in_blocks_each_against_the_whole_catalogue(monkeypatch)
     assert top_k(vectors[:0], table, 3).shape == (0, 3)
 
 
+def test_a_gpu_ranks_all_rows_in_one_block_of_a_larger_budget():
+    assert ranking.block_shape(4096, 20) == (256, 4096)
+    assert ranking.block_shape(4096, 20, device_type="cuda") == (4096, 2**26 // 4096)
+    assert ranking.block_shape(10, 20, scores_per_chunk=100, device_type="cuda") == (10, 20)  # never fewer than k
+
+
 @pytest.mark.parametrize("rows_per_block", [1, 4, 1024])
 @pytest.mark.parametrize("k", [1, 20])
 @pytest.mark.parametrize("budget", [40, 333, 10**9])
