@@ -152,6 +152,65 @@ def evaluation_breakdown(evaluate, setup=None):
     return {**seconds, "rest": round(total - sum(seconds.values()), 6), "total": round(total, 6)}
 
 
+# The table of docs/performance.md: (measurement, what it is, the measurement it is a ratio of
+# and how that reads, the target).
+TABLE_ROWS = (
+    ("sasrec_train_epoch", "SASRec training epoch, RecBole's trainer ({sasrec_rows:,} padded prefix rows)", None, ""),
+    ("sasrec_whole_sequence_epoch", "SASRec training epoch, whole-sequence trainer (same pairs, full-softmax CE)",
+     ("sasrec_train_epoch", "x"), ""),
+    ("sasrec_whole_sequence_epoch_sampled_softmax", "same, sampled softmax (256 shared negatives, sparse item gradients)",
+     ("sasrec_whole_sequence_epoch", "x its CE epoch"), ""),
+    ("sasrec_whole_sequence_epoch_ce_chunks", f"same, full softmax in chunks of {CE_CHUNK_ROWS} positions (`ce_chunk_rows`)",
+     ("sasrec_whole_sequence_epoch", "x its CE epoch"), ""),
+    ("recgpt_pretrain_epoch", "RecGPT pre-training epoch (same pairs, full-softmax CE)",
+     ("sasrec_whole_sequence_epoch", "x the whole-sequence SASRec epoch"), ""),
+    ("recgpt_pretrain_epoch_sampled_softmax", "same, sampled softmax",
+     ("sasrec_whole_sequence_epoch_sampled_softmax", "x SASRec's sampled epoch"), ""),
+    ("recgpt_prompt_tuning_epoch", "RecGPT prompt-tuning epoch (K = 1: 2 x the positions; full-softmax CE)",
+     ("sasrec_whole_sequence_epoch", "x the whole-sequence SASRec epoch"), "<= 1 x"),
+    ("recgpt_prompt_tuning_epoch_sampled_softmax", "same, sampled softmax",
+     ("sasrec_whole_sequence_epoch_sampled_softmax", "x SASRec's sampled epoch"), ""),
+    ("recgpt_prompt_tuning_epoch_ce_chunks", f"same, full softmax in chunks of {CE_CHUNK_ROWS} positions",
+     ("sasrec_whole_sequence_epoch_ce_chunks", "x SASRec's chunked epoch"), ""),
+    ("recgpt_prompt_writing", "writing the prompts of every training sequence", ("sasrec_train_epoch", "x"), ""),
+    ("sasrec_full_sort_eval", "SASRec full-sort evaluation of every validation user", None, ""),
+    ("recgpt_two_stage_eval", "RecGPT evaluation, a phase's first (training prompts written): prompts, then "
+     "two-stage recall, same users", ("sasrec_full_sort_eval", "x"), "<= 1.5 x"),
+    ("recgpt_two_stage_eval_repeated", "same, repeated", ("sasrec_full_sort_eval", "x"), ""),
+)
+TABLE_START = "<!-- speed table: python -m benchmarks.speed --table=docs/performance.md -->"
+TABLE_END = "<!-- end of speed table -->"
+
+
+def speed_table(report):
+    """The markdown table of a ``results/speed.json`` report: seconds, ratio, target, peak MB."""
+    measured = report["measurements"]
+    lines = [f"| measurement ({report['dataset']}) | seconds | ratio | target | peak MB |",
+             "| --- | ---: | ---: | ---: | ---: |"]
+    for name, label, ratio_of, target in TABLE_ROWS:
+        if name not in measured:
+            continue
+        seconds = measured[name]["seconds"]
+        ratio = "1"
+        if ratio_of and ratio_of[0] in measured:
+            value = seconds / measured[ratio_of[0]]["seconds"]
+            ratio = f"{value:.2f} {ratio_of[1]}" if value >= 0.1 else f"{value:.3f} {ratio_of[1]}"
+        label = label.format(**report.get("pairs_per_epoch", {}))
+        shown = f"{seconds:.1f}" if seconds >= 10 else f"{seconds:.2f}"
+        lines.append(f"| {label} | {shown} | {ratio} | {target} | {measured[name]['peak_mb']:,.0f} |")
+    return lines
+
+
+def write_table(document, report):
+    """Rewrite the table between :data:`TABLE_START` and :data:`TABLE_END` in ``document``."""
+    text = Path(document).read_text()
+    start, end = text.find(TABLE_START), text.find(TABLE_END)
+    if start < 0 or end < start:
+        raise SystemExit(f"error: {document} has no '{TABLE_START}' ... '{TABLE_END}' block; add both lines where the table goes")
+    table = "\n".join(speed_table(report))
+    Path(document).write_text(f"{text[:start]}{TABLE_START}\n{table}\n{text[end:]}")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", default="ml-100k")
@@ -159,7 +218,11 @@ def main():
     parser.add_argument("--out", default="results/speed.json")
     parser.add_argument("--repeats", type=int, default=3, help="repetitions of the short measurements")
     parser.add_argument("--sasrec_repeats", type=int, default=1, help="repetitions of the SASRec epoch")
+    parser.add_argument("--table", metavar="DOCUMENT", help="measure nothing: rewrite DOCUMENT's table from --out")
     args = parser.parse_args()
+    if args.table:
+        write_table(args.table, json.loads(Path(args.out).read_text()))
+        return
     overrides = {**BACKBONE, "show_progress": False, "seed": 2020}
     if args.data_path:
         overrides["data_path"] = args.data_path

@@ -109,3 +109,33 @@ def test_an_evaluation_whose_training_prompts_cannot_be_written_in_budget_is_ski
         ("pretrain", "skipped"), ("finetune", "skipped"), ("eval", "skipped"),
     ]
     assert "of writing left after finetune's" in rows[2]["reason"] and rows[2]["peak_mb"] is None
+
+
+def test_the_speed_table_is_generated_from_the_report_with_its_ratios_and_targets(tmp_path):
+    from benchmarks import speed
+
+    report = {"dataset": "beauty", "pairs_per_epoch": {"sasrec_rows": 1234567},
+              "measurements": {"sasrec_train_epoch": {"seconds": 200.0, "peak_mb": 3000.4},
+                               "sasrec_whole_sequence_epoch": {"seconds": 10.0, "peak_mb": 900},
+                               "recgpt_prompt_tuning_epoch": {"seconds": 25.0, "peak_mb": 1800},
+                               "sasrec_full_sort_eval": {"seconds": 2.0, "peak_mb": 250},
+                               "recgpt_two_stage_eval": {"seconds": 3.0, "peak_mb": 400}}}
+    assert speed.speed_table(report) == [
+        "| measurement (beauty) | seconds | ratio | target | peak MB |",
+        "| --- | ---: | ---: | ---: | ---: |",
+        "| SASRec training epoch, RecBole's trainer (1,234,567 padded prefix rows) | 200.0 | 1 |  | 3,000 |",
+        "| SASRec training epoch, whole-sequence trainer (same pairs, full-softmax CE) | 10.0 | 0.050 x |  | 900 |",
+        "| RecGPT prompt-tuning epoch (K = 1: 2 x the positions; full-softmax CE) | 25.0 | 2.50 x the whole-sequence "
+        "SASRec epoch | <= 1 x | 1,800 |",
+        "| SASRec full-sort evaluation of every validation user | 2.00 | 1 |  | 250 |",
+        "| RecGPT evaluation, a phase's first (training prompts written): prompts, then two-stage recall, same users "
+        "| 3.00 | 1.50 x | <= 1.5 x | 400 |",
+    ]
+    document = tmp_path / "performance.md"
+    document.write_text(f"intro\n{speed.TABLE_START}\nold table\n{speed.TABLE_END}\nafter\n")
+    speed.write_table(document, report)
+    text = document.read_text()
+    assert text.startswith(f"intro\n{speed.TABLE_START}\n| measurement (beauty)") and text.endswith(f"| 400 |\n{speed.TABLE_END}\nafter\n")
+    document.write_text("no markers\n")
+    with pytest.raises(SystemExit, match="has no '<!-- speed table"):
+        speed.write_table(document, report)
