@@ -148,7 +148,7 @@ def measure_size(data_path, dataset, losses, phases, budget, finish=()):
                 unwritten["seconds"] = (time.perf_counter() - start) * (len(loader) - clock.done) / max(clock.done, 1)
                 raise
             # Written once per phase (the writer is frozen): later epochs do not pay it again.
-            writing = {"prompt_writing_seconds": round(time.perf_counter() - start, 2)}
+            writing = {"prompt_writing_seconds": round(time.perf_counter() - start, 4)}
             with clock.counting(model, "calculate_loss"):
                 trainer._train_epoch(loader, 0)
             return writing
@@ -189,7 +189,7 @@ def measure_size(data_path, dataset, losses, phases, budget, finish=()):
                 clock = Budget(None if loss in finish else budget)
                 try:
                     extra = run(clock) or {}
-                    row.update(status="ok", seconds=round(time.perf_counter() - clock.start, 2), **extra)
+                    row.update(status="ok", seconds=round(time.perf_counter() - clock.start, 4), **extra)
                 except OverBudget:
                     estimate = clock.estimate()
                     row.update(status="skipped", seconds=None, estimated_seconds=estimate and round(estimate, 1),
