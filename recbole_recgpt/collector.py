@@ -28,6 +28,8 @@ def topk_hits(topk_idx, positive_u, positive_i, n_items):
     ``(positive_u[j], positive_i[j])`` -> ``[B, k + 1]``: 1 where the ranked item is a
     positive of its user, then the user's number of distinct positives."""
     n_users = topk_idx.size(0)
+    # RecBole's loaders hand the positives over on the CPU, whatever the model's device.
+    positive_u, positive_i = positive_u.to(topk_idx.device), positive_i.to(topk_idx.device)
     # RecBole marks a pair once however often it is listed.
     pairs = torch.unique(positive_u.long() * n_items + positive_i.long())
     users, items = pairs // n_items, pairs % n_items

@@ -203,7 +203,7 @@ class UserSequenceDataLoader:
         prompted = {name: torch.zeros(len(self.row_length), width, dtype=torch.long) for name in ("items", "segments", "targets")}
         for rows, batch in written:
             for name, values in zip(prompted, (batch.item_seq, batch.segment_ids, batch.target_seq)):
-                prompted[name][rows, : values.size(1)] = values
+                prompted[name][rows, : values.size(1)] = values.cpu()  # a loader's rows live on the CPU
         prompted["length"] = (prompted["items"] > 0).sum(dim=1)
         self.prompted = prompted
 

@@ -20,7 +20,8 @@ NO_DROPOUT = {
 
 
 def prefix_rows(config, train_data, model, negatives):
-    """A whole-sequence batch and the same pairs as RecBole's padded prefix rows."""
+    """A whole-sequence batch and the same pairs as RecBole's padded prefix rows, both on the
+    model's device (as RecBole's trainer moves each batch before its loss)."""
     batch = next(iter(UserSequenceDataLoader(config, train_data.dataset, neg_sample_num=negatives, shuffle=False)))
     width = config["MAX_ITEM_LIST_LENGTH"]
     prefixes, lengths, targets, sampled = [], [], [], []
@@ -39,7 +40,7 @@ def prefix_rows(config, train_data, model, negatives):
     }
     if negatives:
         rows[model.NEG_ITEM_ID] = torch.stack(sampled)
-    return batch, Interaction(rows)
+    return batch.to(config["device"]), Interaction(rows).to(config["device"])
 
 
 @pytest.mark.parametrize("model_name", ["SASRec", "GRU4Rec"])
@@ -74,7 +75,7 @@ def test_length_grouped_evaluation_changes_no_score(tiny_config, monkeypatch, mo
     config = tiny_config(model_name, baseline_trainer="whole_sequence", **NO_DROPOUT[model_name])
     _, (_, _, test_data), model, trainer = build(config)
     model.eval()
-    interaction = next(iter(test_data))[0]
+    interaction = next(iter(test_data))[0].to(config["device"])
     assert len(length_groups(interaction[model.ITEM_SEQ_LEN], 12)) > 2
     whole = model.full_sort_predict(interaction)
     with length_grouped_scoring(model, tokens_per_group=12):
@@ -93,7 +94,7 @@ BERT4REC = {"hidden_size": 16, "inner_size": 32, "mask_ratio": 0.5}
 def test_bert4rec_rows_are_whole_sequences_masked_by_recboles_rule(tiny_config, monkeypatch):
     config = tiny_config("BERT4Rec", baseline_trainer="whole_sequence", **BERT4REC)
     _, (train_data, _, _), model, trainer = build(config)
-    batch = next(iter(UserSequenceDataLoader(config, train_data.dataset, shuffle=False)))
+    batch = next(iter(UserSequenceDataLoader(config, train_data.dataset, shuffle=False))).to(config["device"])
     whole = trainer.whole_sequences(batch)
     width = config["MAX_ITEM_LIST_LENGTH"]
     assert whole.size(1) <= width
@@ -127,6 +128,7 @@ def test_bert4rec_loss_is_recboles_on_the_same_masked_rows(tiny_config, monkeypa
     _, (train_data, _, _), model, trainer = build(config)
     model.output_bias.data.normal_()  # trained, it is not the zeros it starts at
     batch = next(iter(UserSequenceDataLoader(config, train_data.dataset, neg_sample_num=int(loss_type == "BPR"))))
+    batch = batch.to(config["device"])
     monkeypatch.setattr("random.random", lambda: 1.0)  # cloze masking, never "mask the last item"
     torch.manual_seed(0)
     cloze = trainer.cloze_batch(batch)

@@ -120,13 +120,14 @@ def test_masked_evaluation_never_ranks_a_history_item(tiny_config, monkeypatch, 
     history = config["ITEM_ID_FIELD"] + config["LIST_SUFFIX"]
     for top, interaction in lists:
         assert top.indices.size(1) == 10
-        assert not (top.indices.unsqueeze(2) == interaction[history].unsqueeze(1)).any()
+        seq = interaction[history].to(top.indices.device)  # the loader's batch may be on the CPU
+        assert not (top.indices.unsqueeze(2) == seq.unsqueeze(1)).any()
     # Metrics that read every score get scores, with the history at -inf.
     trainer.eval_collector.reads_top_k_only = False
     trainer.evaluate(test_data, load_best_model=False)
     masked = 0
     for scores, interaction in seen:
-        seq = interaction[history]
+        seq = interaction[history].to(scores.device)
         assert torch.isinf(scores.gather(1, seq)).all()
         # Every item outside the history is still ranked (padding id 0 never is).
         distinct = torch.tensor([len(set(row.tolist()) - {0}) for row in seq])

@@ -30,6 +30,8 @@ from tests.test_errors import fails_with, tiny_args  # noqa: F401  (the fixture)
 
 pytestmark = pytest.mark.skipif(not torch.distributed.is_gloo_available(), reason="torch was built without gloo")
 # Each test process gets one core: the machine's cores are shared by the test's processes.
+# The processes are CPU ones (gloo) on a machine with a GPU too: an empty gpu_id hides it.
+CPU = "--gpu_id="
 ENV = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
 
 
@@ -122,7 +124,7 @@ def test_a_config_saved_by_a_process_of_several_works_in_one(tiny_config):
 
 def test_more_processes_than_cpu_cores_is_refused(capsys, tiny_args):  # noqa: F811
     cores = distributed.available_cores()
-    fails_with(capsys, [*tiny_args, f"--nproc={cores + 1}"], f"nproc={cores + 1} is more than the {cores} CPU cores")
+    fails_with(capsys, [*tiny_args, CPU, f"--nproc={cores + 1}"], f"nproc={cores + 1} is more than the {cores} CPU cores")
 
 
 def test_a_port_in_use_is_refused(capsys, tiny_args):  # noqa: F811
@@ -130,7 +132,7 @@ def test_a_port_in_use_is_refused(capsys, tiny_args):  # noqa: F811
         busy.bind(("localhost", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        fails_with(capsys, [*tiny_args, "--nproc=2", f"--port={port}"], f"port {port} on localhost is in use")
+        fails_with(capsys, [*tiny_args, CPU, "--nproc=2", f"--port={port}"], f"port {port} on localhost is in use")
 
 
 @pytest.mark.parametrize(
@@ -177,7 +179,7 @@ def two_process_run(beauty_slice, tmp_path_factory):  # noqa: F811
     result_file = folder / "result.json"
     run(
         str(REPO / "run_recgpt.py"), "--dataset=beauty-slice", f"--data_path={beauty_slice}",
-        f"--config_files={beauty_slice / 'slice.yaml'}", "--epochs=1", "--finetune_epochs=1", "--nproc=2",
+        f"--config_files={beauty_slice / 'slice.yaml'}", "--epochs=1", "--finetune_epochs=1", "--nproc=2", CPU,
         f"--port={free_port()}", f"--result_file={result_file}", f"--checkpoint_dir={folder / 'saved'}", *SMALL,
         cwd=folder,
     )

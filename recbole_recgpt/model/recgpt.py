@@ -295,6 +295,11 @@ class RecGPT(SequentialRecommender):
 
     def prompted_training_batch(self, item_seq, item_seq_len, target_seq, user_ids):
         """Training inputs ``[B, T]`` -> their prompt-extended :class:`PromptedBatch`."""
+        # A loader writing its prompts hands over its own (CPU) rows: RecBole's trainer moves
+        # only the batches it trains on to the model's device.
+        item_seq, item_seq_len, target_seq, user_ids = (
+            field.to(self.device) for field in (item_seq, item_seq_len, target_seq, user_ids)
+        )
         return self.prompt_builder.for_training(self._prompt_generator(user_ids), item_seq, item_seq_len, target_seq)
 
     def _prompt_generator(self, user_ids):

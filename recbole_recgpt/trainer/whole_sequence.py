@@ -204,17 +204,18 @@ class WholeSequenceTrainer(PhasedTrainer, Trainer):
         lengths = (sequences > 0).sum(dim=1)
         width = sequences.size(1)
         slots = int(config["mask_ratio"] * config["MAX_ITEM_LIST_LENGTH"])
-        real = torch.arange(width) < lengths.unsqueeze(1)
+        device = sequences.device
+        real = torch.arange(width, device=device) < lengths.unsqueeze(1)
         if random.random() < config["ft_ratio"]:
             chosen = torch.zeros_like(real)
-            chosen[torch.arange(len(lengths)), lengths - 1] = True
+            chosen[torch.arange(len(lengths), device=device), lengths - 1] = True
         else:
-            chosen = (torch.rand(real.shape) < config["mask_ratio"]) & real
+            chosen = (torch.rand(real.shape, device=device) < config["mask_ratio"]) & real
             # Keep the latest `slots` masks of a row (RecBole truncates from the front).
             chosen &= chosen.flip(1).cumsum(1).flip(1) <= slots
         rows, cols = chosen.nonzero(as_tuple=True)
         slot = slots - chosen.sum(1, keepdim=True) + chosen.cumsum(1) - 1  # [B, W]
-        index = torch.zeros(len(lengths), slots, dtype=torch.long)
+        index = torch.zeros(len(lengths), slots, dtype=torch.long, device=device)
         items = torch.zeros_like(index)
         index[rows, slot[rows, cols]] = cols
         items[rows, slot[rows, cols]] = sequences[rows, cols]
@@ -233,7 +234,7 @@ class WholeSequenceTrainer(PhasedTrainer, Trainer):
         model = self.model
         item_seq, lengths = interaction[model.ITEM_SEQ], interaction[model.ITEM_SEQ_LEN]
         targets = interaction[TARGET_PREFIX + model.ITEM_SEQ]
-        rows = torch.arange(len(lengths))
+        rows = torch.arange(len(lengths), device=lengths.device)
         sequences = F.pad(item_seq, (0, 1))
         sequences[rows, lengths] = targets[rows, lengths - 1]
         too_long = lengths + 1 > self.config["MAX_ITEM_LIST_LENGTH"]
