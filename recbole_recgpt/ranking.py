@@ -24,7 +24,8 @@ from recbole_recgpt.model.length_groups import TOKENS_PER_GROUP, scores_by_lengt
 SCORES_PER_CHUNK = 1 << 20
 ROWS_PER_BLOCK = 256
 # Cache-sized blocks are a CPU matter: on a GPU every block is a kernel launch, so all rows go
-# in one block of up to 2^26 scores (256 MB). Not measured: no GPU has been lent to this project.
+# in one block of up to 2^26 scores (256 MB). It ran on an H200 (benchmarks/gpu_check.sh), but
+# was not timed there against other block shapes.
 GPU_SCORES_PER_CHUNK = 1 << 26
 
 
