@@ -23,6 +23,8 @@ with ``estimated_seconds`` from the share of its batches done, except for the ``
 losses (sampled softmax), which run to the end. Every result is written as it
 comes; a rerun keeps the ones measured with the same settings, except the ``--remeasure``
 phases' from another git revision. Timing: run it alone.
+
+    python -m benchmarks.scale --table=docs/performance.md   # measure nothing: rewrite the document's table
 """
 
 import argparse
@@ -40,12 +42,15 @@ import torch
 if not __package__:  # run as `python benchmarks/scale.py`: the repository root holds `benchmarks`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.documents import rewrite_block
 from benchmarks.speed import PeakMemory, release_free_memory
 from benchmarks.store import git_revision
 
 SIZES = (10**4, 10**5, 10**6)
 LOSSES = ("ce", "sampled_softmax", "gbce")
 PHASES = ("pretrain", "finetune", "eval")
+TABLE_START = "<!-- scale table: python -m benchmarks.scale --table=docs/performance.md -->"
+TABLE_END = "<!-- end of scale table -->"
 
 
 def write_catalogue(folder, name, n_items, n_users, length, exponent=1.0, seed=0):
@@ -216,9 +221,13 @@ def main(argv=None):
     parser.add_argument("--remeasure", default="", help="phases (comma-separated) whose stored results from "
                         "another git revision are measured again, for code that changed them")
     parser.add_argument("--data_path", default="saved/scale-data")
+    parser.add_argument("--table", metavar="DOCUMENT", help="measure nothing: rewrite DOCUMENT's table from --out")
     parser.add_argument("--measure", help=argparse.SUPPRESS)  # internal: DATASET measured in this process
     parser.add_argument("--phases", default=",".join(PHASES), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.table:
+        rewrite_block(args.table, TABLE_START, TABLE_END, scale_table(json.loads(Path(args.out).read_text())))
+        return
     if args.measure:
         limit = int(args.memory_gb * 2**30)
         resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))
@@ -286,6 +295,42 @@ def run_all(args):
                                                "git": report["git"]})
                 save()
     save()
+
+
+def catalogue_label(items):
+    """``10^4`` for a power of ten, ``12,345`` otherwise."""
+    power = len(str(items)) - 1
+    return f"10^{power}" if items == 10**power else f"{items:,}"
+
+
+def scale_cell(run):
+    """One phase of one catalogue and loss: seconds and peak MB, or why there are none."""
+    if run is None:
+        return "not measured"
+    memory = f", {run['peak_mb']} MB" if run.get("peak_mb") is not None else ""
+    if run["status"] == "ok":
+        writing = run.get("prompt_writing_seconds")
+        return f"{run['seconds']:.1f} s" + (f" ({writing:.1f} s)" if writing is not None else "") + memory
+    if run["status"] == "out_of_memory":
+        return "out of memory" + (f" at {run['peak_mb']} MB" if run.get("peak_mb") is not None else "")
+    if run.get("estimated_seconds"):
+        return f"skipped (~{run['estimated_seconds']:.0f} s){memory}"
+    return "skipped (its training prompts were not written within the budget)"
+
+
+def scale_table(report):
+    """The markdown table of a ``results/scale.json`` report: a row per catalogue size and loss,
+    a column per phase, and the revisions the row was measured at."""
+    runs = {(run["items"], run["loss"], run["phase"]): run for run in report["runs"]}
+    lines = ["| items | loss | pre-training epoch | prompt-tuning epoch (its prompt writing) | evaluation | revision |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    for items in sorted({run["items"] for run in report["runs"]}):
+        for loss in LOSSES:
+            row = [runs.get((items, loss, phase)) for phase in PHASES]
+            revisions = sorted({run["git"][:7] for run in row if run and run.get("git")})
+            cells = [scale_cell(run) for run in row]
+            lines.append(f"| {catalogue_label(items)} | {loss.replace('_', ' ')} | {' | '.join(cells)} | {', '.join(revisions)} |")
+    return lines
 
 
 def plot(report, path):

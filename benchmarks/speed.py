@@ -40,6 +40,7 @@ import torch
 if not __package__:  # run as `python benchmarks/speed.py`: the repository root holds `benchmarks`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.documents import rewrite_block
 from benchmarks.store import git_revision
 from recbole_recgpt.config import create_config
 from recbole_recgpt.data import UserSequenceDataLoader
@@ -203,12 +204,7 @@ def speed_table(report):
 
 def write_table(document, report):
     """Rewrite the table between :data:`TABLE_START` and :data:`TABLE_END` in ``document``."""
-    text = Path(document).read_text()
-    start, end = text.find(TABLE_START), text.find(TABLE_END)
-    if start < 0 or end < start:
-        raise SystemExit(f"error: {document} has no '{TABLE_START}' ... '{TABLE_END}' block; add both lines where the table goes")
-    table = "\n".join(speed_table(report))
-    Path(document).write_text(f"{text[:start]}{TABLE_START}\n{table}\n{text[end:]}")
+    rewrite_block(document, TABLE_START, TABLE_END, speed_table(report))
 
 
 def main():

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from scipy import stats
 
+from benchmarks.documents import rewrite_block
 from benchmarks.store import load_variants
 from recbole_recgpt.comparison.store import load_records
 from recbole_recgpt.comparison.table import mean_and_std, mean_std_text, metric_label
@@ -536,12 +537,7 @@ README_END = "<!-- end of headline -->"
 def update_readme(path, records, variants):
     """Rewrite the headline table between :data:`README_START` and :data:`README_END` in
     ``path``; the rest of the file is left as it is."""
-    text = Path(path).read_text()
-    start, end = text.find(README_START), text.find(README_END)
-    if start < 0 or end < start:
-        raise SystemExit(f"error: {path} has no '{README_START}' ... '{README_END}' block; add both lines where the table goes")
-    table = "\n".join(headline_table(records, variants))
-    Path(path).write_text(f"{text[:start]}{README_START}\n{table}\n{text[end:]}")
+    rewrite_block(path, README_START, README_END, headline_table(records, variants))
 
 
 def build_tables(store="results/runs", out="results", variants=None, document=None, readme=None):

@@ -139,3 +139,33 @@ def test_the_speed_table_is_generated_from_the_report_with_its_ratios_and_target
     document.write_text("no markers\n")
     with pytest.raises(SystemExit, match="has no '<!-- speed table"):
         speed.write_table(document, report)
+
+
+def test_the_scale_table_is_generated_from_the_report_with_a_cell_for_every_phase(tmp_path):
+    """Every catalogue and loss gets a row and every phase a cell, measured or not; the
+    document's table is rewritten between its markers and the rest is kept."""
+    run = {"loss": "sampled_softmax", "git": "0123456789abcdef"}
+    report = {"runs": [
+        {**run, "items": 10**6, "phase": "pretrain", "status": "ok", "seconds": 21.04, "peak_mb": 3100},
+        {**run, "items": 10**6, "phase": "finetune", "status": "ok", "seconds": 900.0,
+         "prompt_writing_seconds": 850.25, "peak_mb": 3300},
+        {"items": 10**6, "loss": "ce", "phase": "pretrain", "status": "skipped", "seconds": None,
+         "estimated_seconds": 7000.4, "peak_mb": 9000, "git": "fedcba9876543210"},
+        {"items": 10**6, "loss": "ce", "phase": "finetune", "status": "out_of_memory", "seconds": None, "peak_mb": None},
+        {"items": 10**6, "loss": "ce", "phase": "eval", "status": "skipped", "seconds": None, "peak_mb": None},
+    ]}
+    assert scale.scale_table(report)[2:] == [
+        "| 10^6 | ce | skipped (~7000 s), 9000 MB | out of memory | skipped (its training prompts were not written "
+        "within the budget) | fedcba9 |",
+        "| 10^6 | sampled softmax | 21.0 s, 3100 MB | 900.0 s (850.2 s), 3300 MB | not measured | 0123456 |",
+        "| 10^6 | gbce | not measured | not measured | not measured |  |",
+    ]
+    document = tmp_path / "performance.md"
+    document.write_text(f"intro\n{scale.TABLE_START}\nold table\n{scale.TABLE_END}\nafter\n")
+    out = tmp_path / "scale.json"
+    out.write_text(json.dumps(report))
+    scale.main([f"--out={out}", f"--table={document}"])
+    text = document.read_text()
+    assert text.startswith(f"intro\n{scale.TABLE_START}\n| items | loss |")
+    assert text.endswith(f"| 10^6 | gbce | not measured | not measured | not measured |  |\n{scale.TABLE_END}\nafter\n")
+    assert "old table" not in text and text.count("| 10^6 |") == 3
