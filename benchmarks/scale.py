@@ -248,7 +248,10 @@ def run_all(args):
     remeasured = set(filter(None, args.remeasure.split(",")))
     if remeasured - set(PHASES):
         raise SystemExit(f"error: --remeasure={args.remeasure} names no phase of {', '.join(PHASES)}; pick from those")
-    report["runs"] = [run for run in report["runs"] if run["phase"] not in remeasured or run.get("git") == report["git"]]
+    sizes, losses = [int(size) for size in args.sizes.split(",")], args.losses.split(",")
+    # Only the catalogues and losses asked for are measured again; every other row is kept.
+    report["runs"] = [run for run in report["runs"] if run["phase"] not in remeasured or run.get("git") == report["git"]
+                      or run["items"] not in sizes or run["loss"] not in losses]
     measured = {(run["items"], run["loss"], run["phase"]) for run in report["runs"]}
 
     def save():
@@ -256,9 +259,9 @@ def run_all(args):
         out.write_text(json.dumps(report, indent=2) + "\n")
         plot(report, out.with_suffix(".png"))
 
-    for items in (int(size) for size in args.sizes.split(",")):
+    for items in sizes:
         dataset = f"scale-{items}"
-        for loss in args.losses.split(","):
+        for loss in losses:
             wanted = [phase for phase in PHASES if (items, loss, phase) not in measured]
             if not wanted:
                 print(f"{items} items, {loss}: kept", flush=True)

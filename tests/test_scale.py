@@ -73,6 +73,14 @@ def test_the_report_names_every_catalogue_loss_and_phase(tmp_path):
     again = json.loads(out.read_text())["runs"]
     assert sorted((run["loss"], run["phase"]) for run in again) == sorted((run["loss"], run["phase"]) for run in report["runs"])
     assert {run["phase"] for run in again if run["git"] != "0000000"} == {"eval"}
+    # Only the losses (and catalogues) asked for are measured again: ce's rows stay as they were.
+    for run in again:
+        run["git"] = "1111111"
+    out.write_text(json.dumps({**report, "runs": again}))
+    scale.main([arg for arg in args if not arg.startswith("--losses")] + ["--losses=sampled_softmax", "--remeasure=eval"])
+    third = json.loads(out.read_text())["runs"]
+    assert len(third) == len(again)
+    assert {(run["loss"], run["phase"]) for run in third if run["git"] != "1111111"} == {("sampled_softmax", "eval")}
     with pytest.raises(SystemExit, match="--remeasure=evaluation names no phase of pretrain, finetune, eval"):
         scale.main(args + ["--remeasure=evaluation"])
 
