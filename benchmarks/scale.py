@@ -245,6 +245,9 @@ def run_all(args):
     if report.get("settings") != shape:
         report = {"settings": shape, "runs": []}
     report.update(git=git_revision(), torch=torch.__version__, threads=torch.get_num_threads())
+    # Wall times here differ up to 3x between sessions: rows compare within one invocation, which
+    # this names (UTC start time) in each row it measures.
+    run_started = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())
     remeasured = set(filter(None, args.remeasure.split(",")))
     if remeasured - set(PHASES):
         raise SystemExit(f"error: --remeasure={args.remeasure} names no phase of {', '.join(PHASES)}; pick from those")
@@ -281,7 +284,7 @@ def run_all(args):
                 if row["phase"] not in wanted:
                     continue
                 reported.add(row["phase"])
-                report["runs"].append({"items": items, **row, "git": report["git"],
+                report["runs"].append({"items": items, **row, "git": report["git"], "run_started": run_started,
                                        "command": " ".join(["python", "-m", "benchmarks.scale", *sys.argv[1:]])})
                 print(f"{items} items, {row['loss']} {row['phase']}: {row['status']} "
                       f"{row.get('seconds') or row.get('estimated_seconds') or 0:.1f} s, {row['peak_mb']} MB", flush=True)
@@ -295,7 +298,7 @@ def run_all(args):
                     if phase not in reported:
                         report["runs"].append({"items": items, "loss": loss, "phase": phase, "status": "out_of_memory",
                                                "seconds": None, "peak_mb": None, "reason": "the process was killed",
-                                               "git": report["git"]})
+                                               "git": report["git"], "run_started": run_started})
                 save()
     save()
 

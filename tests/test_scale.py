@@ -58,6 +58,7 @@ def test_the_report_names_every_catalogue_loss_and_phase(tmp_path):
     assert set(runs) == {(400, loss, phase) for loss in ("ce", "sampled_softmax") for phase in scale.PHASES}
     for run in runs.values():
         assert run["status"] == "ok" and run["seconds"] > 0 and run["peak_mb"] > 100 and run["command"] and run["git"]
+    assert len({run["run_started"] for run in runs.values()}) == 1  # one invocation measured them all
     for loss in ("ce", "sampled_softmax"):
         finetune = runs[(400, loss, "finetune")]
         assert 0 < finetune["prompt_writing_seconds"] < finetune["seconds"]
