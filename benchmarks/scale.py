@@ -22,7 +22,8 @@ A phase that cannot allocate its memory under ``--memory_gb`` (the process's dat
 with ``estimated_seconds`` from the share of its batches done, except for the ``--finish``
 losses (sampled softmax), which run to the end. Every result is written as it
 comes; a rerun keeps the ones measured with the same settings, except the ``--remeasure``
-phases' from another git revision. Timing: run it alone.
+phases' from another git revision (of the run's ``--sizes`` and ``--losses`` only). Every row
+names the invocation that measured it (``run_started``). Timing: run it alone.
 
     python -m benchmarks.scale --table=docs/performance.md   # measure nothing: rewrite the document's table
 """
@@ -219,7 +220,7 @@ def main(argv=None):
     parser.add_argument("--finish", default="sampled_softmax", help="losses whose phases are never stopped (comma-separated)")
     parser.add_argument("--memory_gb", type=float, default=20, help="data limit of each measuring process")
     parser.add_argument("--remeasure", default="", help="phases (comma-separated) whose stored results from "
-                        "another git revision are measured again, for code that changed them")
+                        "another git revision, for --sizes and --losses, are measured again, for code that changed them")
     parser.add_argument("--data_path", default="saved/scale-data")
     parser.add_argument("--table", metavar="DOCUMENT", help="measure nothing: rewrite DOCUMENT's table from --out")
     parser.add_argument("--measure", help=argparse.SUPPRESS)  # internal: DATASET measured in this process
