@@ -276,7 +276,7 @@ def epoch_seconds(records):
 # The epochs of results/speed.json, measured in one process, that weigh a loss's speed against
 # full CE's: the records' wall seconds come from different sessions, and on this machine the
 # same code's epoch took up to 3x longer in one session than in another. (speed.json times the
-# sampled loss with sparse item gradients; at these catalogues the table's update is a small part.)
+# sampled loss with sparse item gradients, the variants without them: that difference is not measured.)
 SPEED_EPOCHS = {
     ("SASRec", "sampled_softmax"): (("sasrec_whole_sequence_epoch_sampled_softmax",), ("sasrec_whole_sequence_epoch",)),
     ("RecGPT", "sampled_softmax"): (("recgpt_pretrain_epoch_sampled_softmax", "recgpt_prompt_tuning_epoch_sampled_softmax"),
