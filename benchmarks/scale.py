@@ -322,7 +322,9 @@ def scale_cell(run):
         return "out of memory" + (f" at {run['peak_mb']} MB" if run.get("peak_mb") is not None else "")
     if run.get("estimated_seconds"):
         return f"skipped (~{run['estimated_seconds']:.0f} s){memory}"
-    return "skipped (its training prompts were not written within the budget)"
+    # Stopped before an estimate was possible: its reason says why (for an evaluation, the
+    # training prompts it needs could not be written within the budget).
+    return f"skipped ({run['reason']})" if run.get("reason") else "skipped"
 
 
 def scale_table(report):

@@ -161,7 +161,8 @@ def test_the_scale_table_is_generated_from_the_report_with_a_cell_for_every_phas
         {"items": 10**6, "loss": "ce", "phase": "pretrain", "status": "skipped", "seconds": None,
          "estimated_seconds": 7000.4, "peak_mb": 9000, "git": "fedcba9876543210"},
         {"items": 10**6, "loss": "ce", "phase": "finetune", "status": "out_of_memory", "seconds": None, "peak_mb": None},
-        {"items": 10**6, "loss": "ce", "phase": "eval", "status": "skipped", "seconds": None, "peak_mb": None},
+        {"items": 10**6, "loss": "ce", "phase": "eval", "status": "skipped", "seconds": None, "peak_mb": None,
+         "reason": "its training prompts were not written within the budget"},
     ]}
     assert scale.scale_table(report)[2:] == [
         "| 10^6 | ce | skipped (~7000 s), 9000 MB | out of memory | skipped (its training prompts were not written "
