@@ -82,6 +82,20 @@ def test_chunked_lists_are_the_lists_of_one_topk_over_every_score(monkeypatch, b
     assert torch.equal(top_k(vectors, table, k, excluded, scores_per_chunk=budget), expected)
 
 
+def test_a_row_whose_best_items_come_late_is_ranked_from_every_chunk():
+    # Ten rows prefer the first items; row 3 alone prefers the catalogue's last items, so
+    # after the first chunk only row 3 gains from a chunk (the pruned path), and then all do.
+    table = torch.zeros(1001, 2)
+    table[1:, 0] = torch.linspace(1.0, 0.0, 1000)
+    table[1:, 1] = torch.linspace(0.0, 1.0, 1000)
+    vectors = torch.tensor([[1.0, 0.0]] * 10)
+    vectors[3] = torch.tensor([0.0, 1.0])
+    expected = top_k_of_scores(vectors @ table.t(), 3)
+    assert expected[3].tolist() == [1000, 999, 998] and expected[0].tolist() == [1, 2, 3]
+    for k in (1, 3):
+        assert torch.equal(top_k(vectors, table, k, scores_per_chunk=100), expected[:, :k])
+
+
 def test_excluded_lists_from_recboles_history_index():
     rows, items = t([0, 2, 0, 2, 2]), t([7, 1, 3, 4, 5])
     assert excluded_lists((rows, items), 3).tolist() == [[7, 3, 0], [0, 0, 0], [1, 4, 5]]
