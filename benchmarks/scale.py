@@ -11,7 +11,8 @@ sparse item-table gradients) a process of its own measures, from the project's d
 
 * ``pretrain``: one pre-training epoch;
 * ``finetune``: one prompt-tuning epoch, writing the prompts of every training sequence included
-  (``prompt_writing_seconds`` of it: paid once per phase, since the writer is frozen);
+  (``prompt_writing_seconds`` of it: paid once per phase, since the writer is frozen), by the
+  network after one pre-training epoch (untimed when ``pretrain`` is not measured);
 * ``eval``: one full evaluation of every test user, as the first after prompt-tuning: the
   training sequences' prompts are written (untimed, unless finetune just wrote them), so the
   evaluation prompts recall them and write one position per user; then two-stage recall.
@@ -176,6 +177,15 @@ def measure_size(data_path, dataset, losses, phases, budget, finish=()):
             with clock.counting(model, "full_sort_top_k"):
                 trainer.evaluate(test_data, load_best_model=False)
 
+        # Prompts are written by the pre-trained network: when pre-training is not timed here, one
+        # untimed epoch of it (or its budget's worth) comes first, as in a real run, since a
+        # writer at its random initialisation holds items of one norm, which the ranking's norm
+        # bound (recbole_recgpt/ranking.py) cannot use.
+        if "pretrain" not in phases and {"finetune", "eval"} & set(phases):
+            try:
+                pretrain(Budget(None if loss in finish else budget))
+            except OverBudget:
+                pass
         preparations = {"eval": write_training_prompts}
         for phase, run in (("pretrain", pretrain), ("finetune", finetune), ("eval", evaluate)):
             if phase not in phases:

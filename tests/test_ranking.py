@@ -25,43 +25,69 @@ def test_each_row_skips_its_own_excluded_items():
     assert top_k(vectors, table, 2, excluded, scores_per_chunk=2).tolist() == [[2, 3], [1, 4]]
 
 
-class RecordingTable:
-    """An item table that records which rows each chunk scores."""
+@pytest.fixture
+def products(monkeypatch):
+    """The ``(rows, items)`` of every score block the rankings compute."""
+    shapes, mm = [], torch.mm
 
-    def __init__(self, table):
-        self.table, self.chunks = table, []
+    def recording_mm(left, right, **kwargs):
+        shapes.append((left.size(0), right.size(1)))
+        return mm(left, right, **kwargs)
 
-    def size(self, dim):
-        return self.table.size(dim)
-
-    def __getitem__(self, rows):
-        self.chunks.append((rows.start, rows.stop))
-        return self.table[rows]
+    monkeypatch.setattr(torch, "mm", recording_mm)
+    return shapes
 
 
-def test_no_more_scores_than_the_budget_exist_at_once():
+def equal_norms(n_items, width, generator):
+    """Items of one norm: the norm bound never lets a row stop early, every item is scored."""
+    table = torch.randn(n_items, width, generator=generator)
+    return table / table.norm(dim=1, keepdim=True)
+
+
+def test_no_more_scores_than_the_budget_exist_at_once(products):
     generator = torch.Generator().manual_seed(0)
-    vectors, table = torch.randn(4, 8, generator=generator), torch.randn(1000, 8, generator=generator)
-    recording = RecordingTable(table)
-    top_k(vectors, recording, 5, scores_per_chunk=64)
+    vectors, table = torch.randn(4, 8, generator=generator), equal_norms(1000, 8, generator)
+    top_k(vectors, table, 5, scores_per_chunk=64)
     # 64 scores for 4 rows: 16 items a chunk, every item scored once.
-    assert recording.chunks[:2] == [(0, 16), (16, 32)] and len(recording.chunks) == 63
-    assert sum(stop - start for start, stop in recording.chunks) == 1000
+    assert products[:2] == [(4, 16), (4, 16)] and len(products) == 63
+    assert sum(items for _, items in products) == 1000
     # A chunk still holds k items when the budget is smaller than k per row.
-    recording = RecordingTable(table)
-    top_k(vectors, recording, 10, scores_per_chunk=8)
-    assert recording.chunks[0] == (0, 10)
+    products.clear()
+    top_k(vectors, table, 10, scores_per_chunk=8)
+    assert products[0] == (4, 10)
 
 
-def test_rows_are_ranked_in_blocks_each_against_the_whole_catalogue(monkeypatch):
+def test_rows_are_ranked_in_blocks_each_against_the_whole_catalogue(monkeypatch, products):
     monkeypatch.setattr(ranking, "ROWS_PER_BLOCK", 4)
     generator = torch.Generator().manual_seed(0)
-    vectors, table = torch.randn(10, 8, generator=generator), torch.randn(100, 8, generator=generator)
-    recording = RecordingTable(table)
-    assert top_k(vectors, recording, 3, scores_per_chunk=80).shape == (10, 3)
+    vectors, table = torch.randn(10, 8, generator=generator), equal_norms(100, 8, generator)
+    assert top_k(vectors, table, 3, scores_per_chunk=80).shape == (10, 3)
     # Blocks of 4, 4 and 2 rows, 80 // 4 = 20 items a chunk: the catalogue 5 chunks per block.
-    assert len(recording.chunks) == 15 and recording.chunks[5] == (0, 20)
+    assert products == [(4, 20)] * 5 + [(4, 20)] * 5 + [(2, 20)] * 5
     assert top_k(vectors[:0], table, 3).shape == (0, 3)
+
+
+def test_a_row_stops_when_no_item_left_can_enter_its_list(products):
+    # Ten items of norm 10 near the rows' direction lead; 990 of norm 0.01 cannot beat a row's
+    # k-th best among them, so no row scores past the first chunk (50 items), the large ones'.
+    generator = torch.Generator().manual_seed(2)
+    direction = torch.ones(8)
+    large = 0.3 * equal_norms(10, 8, generator) + direction / direction.norm()
+    large = 10 * large / large.norm(dim=1, keepdim=True)
+    table = torch.cat((torch.zeros(1, 8), large, 0.01 * equal_norms(990, 8, generator)))
+    table = table[torch.cat((torch.zeros(1, dtype=torch.long), 1 + torch.randperm(1000, generator=generator)))]
+    vectors = direction + 0.3 * torch.randn(6, 8, generator=generator)
+    expected = top_k_of_scores(vectors @ table.t(), 3)
+    assert torch.equal(top_k(vectors, table, 3, scores_per_chunk=6 * 50), expected)
+    assert products == [(6, 50)]
+    # A row whose list the small items do enter (all large ones excluded) scans on.
+    products.clear()
+    large = (table.norm(dim=1) > 1).nonzero().squeeze(1)
+    excluded = large.repeat(6, 1)
+    expected = top_k_of_scores(vectors @ table.t(), 3, excluded)
+    assert torch.equal(top_k(vectors, table, 3, excluded, scores_per_chunk=6 * 50), expected)
+    # Every item but padding, whose norm 0 puts it last, alone in a chunk no score can enter from.
+    assert sum(items for _, items in products) == 1000
 
 
 def test_a_gpu_ranks_all_rows_in_one_block_of_a_larger_budget():
