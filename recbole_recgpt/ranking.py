@@ -100,8 +100,8 @@ class _NormOrdered:
     0.4% at 10^6, after one full-CE epoch on amazon-beauty (12,101 items) 36%; with the buffer
     and row skipping of :func:`_block_top_k`, writing took 1/9.7, 1/12.5 and 1/1.8 of the time of
     the ranking before both (3aedf26), in one process (``benchmarks/norm_order.py`` compares the
-    norm order with the id order). The lists are the ones the unordered scan gives (up to the order of exactly tied
-    scores).
+    norm order with the id order). The lists are the ones the unordered scan gives (up to the
+    order of exactly tied scores).
     """
 
     # The bound is exact in real numbers; this margin covers float32's rounding of the product.
