@@ -112,6 +112,11 @@ class Budget:
             delattr(model, method)
 
 
+def out_of_memory(error):
+    """Whether ``error`` is a failed allocation (torch raises those as ``RuntimeError``)."""
+    return isinstance(error, MemoryError) or "alloc" in str(error)
+
+
 def settings(loss, data_path, dataset):
     sampled = loss != "ce"
     return {
@@ -185,7 +190,10 @@ def measure_size(data_path, dataset, losses, phases, budget, finish=()):
             try:
                 pretrain(Budget(None if loss in finish else budget))
             except OverBudget:
-                pass
+                pass  # a writer trained for the budget's seconds
+            except (MemoryError, RuntimeError) as error:
+                if not out_of_memory(error):
+                    raise  # else the writer stays at its initialisation; a phase short of memory says so itself
         preparations = {"eval": write_training_prompts}
         for phase, run in (("pretrain", pretrain), ("finetune", finetune), ("eval", evaluate)):
             if phase not in phases:
@@ -211,7 +219,7 @@ def measure_size(data_path, dataset, losses, phases, budget, finish=()):
                     row.update(status="skipped", seconds=None, estimated_seconds=estimate and round(estimate, 1),
                                reason=f"stopped after {budget:g} s, {clock.done} of {clock.batches} batches done")
                 except (MemoryError, RuntimeError) as error:
-                    if "alloc" not in str(error) and not isinstance(error, MemoryError):
+                    if not out_of_memory(error):
                         raise
                     row.update(status="out_of_memory", seconds=None, reason=str(error).splitlines()[0][:200])
             row["peak_mb"] = round(peak.peak / 2**20)

@@ -120,6 +120,19 @@ def test_an_evaluation_whose_training_prompts_cannot_be_written_in_budget_is_ski
     assert "of writing left after finetune's" in rows[2]["reason"] and rows[2]["peak_mb"] is None
 
 
+def test_prompt_tuning_timed_alone_is_written_by_a_pre_trained_network(tmp_path, capsys, monkeypatch):
+    """Without pre-training among the phases, an untimed epoch of it comes first."""
+    from recbole_recgpt.trainer.phased import PhasedTrainer
+
+    epochs, train_epoch = [], PhasedTrainer._train_epoch
+    monkeypatch.setattr(PhasedTrainer, "_train_epoch", lambda self, *a, **k: epochs.append(self.phase_name) or train_epoch(self, *a, **k))
+    scale.write_catalogue(tmp_path, "scale-400", 400, 600, 12)
+    scale.measure_size(tmp_path, "scale-400", ["sampled_softmax"], ["finetune"], budget=600)
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    assert [(row["phase"], row["status"]) for row in rows] == [("finetune", "ok")]
+    assert epochs == ["pretrain", "finetune"]
+
+
 def test_the_speed_table_is_generated_from_the_report_with_its_ratios_and_targets(tmp_path):
     from benchmarks import speed
 
