@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 import recbole_recgpt.model.recgpt as recgpt_module
-from benchmarks.scale import settings, write_catalogue
+from benchmarks.scale import LENGTH, USERS, settings, write_catalogue
 from recbole_recgpt import ranking
 from recbole_recgpt.config import create_config
 from recbole_recgpt.data import UserSequenceDataLoader
@@ -38,7 +38,7 @@ def main(argv=None):
 
     if args.dataset.startswith("scale-"):
         if not (Path(args.data_path) / args.dataset / f"{args.dataset}.inter").exists():
-            write_catalogue(args.data_path, args.dataset, int(args.dataset[len("scale-"):]), n_users=24000, length=50)
+            write_catalogue(args.data_path, args.dataset, int(args.dataset[len("scale-"):]), USERS, LENGTH)
         overrides = settings("sampled_softmax", args.data_path, args.dataset)
     else:
         overrides = {"epochs": 1, "show_progress": False}

@@ -49,6 +49,7 @@ from benchmarks.speed import PeakMemory, release_free_memory
 from benchmarks.store import git_revision
 
 SIZES = (10**4, 10**5, 10**6)
+USERS, LENGTH = 24000, 50  # every catalogue's histories: users x items each
 LOSSES = ("ce", "sampled_softmax", "gbce")
 PHASES = ("pretrain", "finetune", "eval")
 TABLE_START = "<!-- scale table: python -m benchmarks.scale --table=docs/performance.md -->"
@@ -231,8 +232,8 @@ def main(argv=None):
     parser.add_argument("--out", default="results/scale.json")
     parser.add_argument("--sizes", default=",".join(str(size) for size in SIZES))
     parser.add_argument("--losses", default=",".join(LOSSES))
-    parser.add_argument("--users", type=int, default=24000)
-    parser.add_argument("--length", type=int, default=50)
+    parser.add_argument("--users", type=int, default=USERS)
+    parser.add_argument("--length", type=int, default=LENGTH)
     parser.add_argument("--exponent", type=float, default=1.0)
     parser.add_argument("--budget", type=float, default=600, help="seconds a phase may run before it is stopped")
     parser.add_argument("--finish", default="sampled_softmax", help="losses whose phases are never stopped (comma-separated)")
