@@ -56,9 +56,9 @@ def main(argv=None):
         scored.append(left.size(0) * right.size(1))
         return product(left, right, **kwargs)
 
-    def counting_rank(vectors, item_table, *rest, **kwargs):
-        ranked.append(vectors.size(0) * item_table.size(0))
-        return rank(vectors, item_table, *rest, **kwargs)
+    def counting_rank(vectors, catalogue, *rest, **kwargs):
+        ranked.append(vectors.size(0) * len(catalogue))
+        return rank(vectors, catalogue, *rest, **kwargs)
 
     def write():
         model.prompt_memory.clear()

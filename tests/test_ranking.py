@@ -90,6 +90,34 @@ def test_a_row_stops_when_no_item_left_can_enter_its_list(products):
     assert sum(items for _, items in products) == 1000
 
 
+@pytest.fixture
+def norm_orders(monkeypatch):
+    """The item tables put in norm order, one entry per sort and copy."""
+    made, norm_ordered = [], ranking._NormOrdered
+
+    def counting(item_table):
+        made.append(item_table.size(0))
+        return norm_ordered(item_table)
+
+    monkeypatch.setattr(ranking, "_NormOrdered", counting)
+    return made
+
+
+def test_rankings_that_share_a_catalogue_sort_it_once(norm_orders):
+    generator = torch.Generator().manual_seed(3)
+    vectors, table = torch.randn(6, 8, generator=generator), torch.randn(500, 8, generator=generator)
+    expected = top_k_of_scores(vectors @ table.t(), 5)
+    catalogue = ranking.Catalogue(table)
+    for rows in (slice(0, 2), slice(2, 6)):
+        assert torch.equal(top_k(vectors[rows], catalogue, 5, scores_per_chunk=100), expected[rows])
+    assert norm_orders == [500]
+    # A table, not a catalogue: each ranking sorts its own; one that fits a chunk sorts none.
+    top_k(vectors, table, 5, scores_per_chunk=100)
+    top_k(vectors, table, 5, scores_per_chunk=100)
+    top_k(vectors, catalogue, 5)
+    assert norm_orders == [500, 500, 500]
+
+
 def test_a_gpu_ranks_all_rows_in_one_block_of_a_larger_budget():
     assert ranking.block_shape(4096, 20) == (256, 4096)
     assert ranking.block_shape(4096, 20, device_type="cuda") == (4096, 2**26 // 4096)
@@ -169,6 +197,18 @@ def test_recgpts_lists_are_the_top_of_its_full_sort_scores_in_every_phase(tiny_c
                 model.start_prompt_tuning()
             expected = top_k_of_scores(model.full_sort_predict(interaction), 10)
             assert torch.equal(full_sort_top_k(model, interaction, 10, skipped), expected), phase
+
+
+def test_one_evaluation_batch_sorts_the_catalogue_once(tiny_config, small_chunks, norm_orders):
+    # Two-stage recall over several length groups: every group and both stages share one sort.
+    _, (_, _, test_data), model, _ = build(tiny_config())
+    model.eval()
+    interaction = next(iter(test_data))[0]
+    model.start_prompt_tuning()
+    with torch.no_grad():
+        model.full_sort_top_k(interaction, 10)
+    # One for the frozen writer's prompts of this batch, one for the ranking.
+    assert norm_orders == [model.n_items, model.n_items]
 
 
 def test_recgpt_skips_what_its_caller_names_once(tiny_config, monkeypatch):

@@ -28,7 +28,7 @@ from recbole_recgpt.model.prompts import (
 )
 from recbole_recgpt.model.recall import TwoStageRecall, without
 from recbole_recgpt.protocol import EvaluationProtocol
-from recbole_recgpt.ranking import top_k
+from recbole_recgpt.ranking import Catalogue, top_k
 
 PROMPT_GENERATORS = ("pretrained", "current")
 PRETRAIN_LOSSES = ("ce", "bce", *losses.SAMPLED_LOSSES)  # bce: the loader's negatives, unseen by the user
@@ -317,13 +317,12 @@ class RecGPT(SequentialRecommender):
             with _evaluation_mode(network):
                 hidden = self.forward(item_seq, segment_ids, user_ids, network)[mask]
             excluded = history_so_far(item_seq, mask) if self.prompt_exclude_history else None
+            catalogue = Catalogue(network.item_embedding.weight)  # the writer's weights, fixed for this batch
             # Positions in chunks too: their histories (``excluded``) are [positions, T] each.
             written = []
             for start in range(0, hidden.size(0), self.GENERATION_CHUNK):
                 chunk = slice(start, start + self.GENERATION_CHUNK)
-                written.append(top_k(
-                    hidden[chunk], network.item_embedding.weight, k, None if excluded is None else excluded[chunk]
-                ))
+                written.append(top_k(hidden[chunk], catalogue, k, None if excluded is None else excluded[chunk]))
             return torch.cat(written)
 
         return top_next_items
@@ -364,9 +363,11 @@ class RecGPT(SequentialRecommender):
         evaluation protocol skips, as for every model; both recall stages skip them). The
         catalogue is scored in chunks (:func:`recbole_recgpt.ranking.top_k`).
         """
+        catalogue = Catalogue(self.gpt.item_embedding.weight)  # one norm order for every group and stage
+
         def rank_group(batch, state_at, group_excluded):
             def rank_at(item_seq, segment_ids, index, n, skipped):
-                return top_k(state_at(item_seq, segment_ids, index), self.gpt.item_embedding.weight, n, skipped)
+                return top_k(state_at(item_seq, segment_ids, index), catalogue, n, skipped)
 
             if self.two_stage and self.final_inference:
                 return self.two_stage_recall.top_k(rank_at, batch, k, group_excluded)
