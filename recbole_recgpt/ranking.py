@@ -71,8 +71,9 @@ class Catalogue:
     weights: its norm-ordered copy (:class:`_NormOrdered`) is made at the first ranking that
     needs it and reused by the rest. Making it costs a sort and a copy of the table (0.5 s at
     10^6 items x 64 on 2 threads), as much as ranking thousands of rows that stop early, so
-    a batch of prompts to write or of users to evaluate shares one. Hold it only while the
-    table does not change (within one such batch): it does not see updates to the weights.
+    a batch of users to evaluate shares one, and a frozen prompt writer keeps one for all its
+    batches (``RecGPT._catalogue``). Hold it only while the table does not change: it does not
+    see updates to the weights.
     """
 
     def __init__(self, item_table):

@@ -199,16 +199,28 @@ def test_recgpts_lists_are_the_top_of_its_full_sort_scores_in_every_phase(tiny_c
             assert torch.equal(full_sort_top_k(model, interaction, 10, skipped), expected), phase
 
 
-def test_one_evaluation_batch_sorts_the_catalogue_once(tiny_config, small_chunks, norm_orders):
-    # Two-stage recall over several length groups: every group and both stages share one sort.
+def test_the_frozen_writers_norm_order_is_made_once_per_writer(tiny_config, small_chunks, norm_orders):
     _, (_, _, test_data), model, _ = build(tiny_config())
     model.eval()
     interaction = next(iter(test_data))[0]
     model.start_prompt_tuning()
+    n = model.n_items
     with torch.no_grad():
+        # One evaluation batch (several length groups, both recall stages): one sort for the
+        # writer's prompts, one for the ranking.
         model.full_sort_top_k(interaction, 10)
-    # One for the frozen writer's prompts of this batch, one for the ranking.
-    assert norm_orders == [model.n_items, model.n_items]
+        assert norm_orders == [n, n]
+        model.prompt_memory.clear()  # the writer writes again: its norm order is kept
+        model.full_sort_top_k(interaction, 10)
+        assert norm_orders == [n, n, n]
+        # New weights for the writer (prompt-tuning starts again from a trained network).
+        model.gpt.item_embedding.weight.add_(torch.randn_like(model.gpt.item_embedding.weight))
+        model.start_prompt_tuning()
+        lists = model.full_sort_top_k(interaction, 10)
+        assert norm_orders == [n] * 5
+        model.prompt_memory.clear()
+        model._writer_catalogue = None
+        assert torch.equal(model.full_sort_top_k(interaction, 10), lists)  # what a fresh norm order gives
 
 
 def test_recgpt_skips_what_its_caller_names_once(tiny_config, monkeypatch):

@@ -178,6 +178,7 @@ class RecGPT(SequentialRecommender):
         # What the frozen writer wrote (training sequences, then evaluation histories that
         # extend them), so each prompt is written once; forgotten with a new writer.
         self.prompt_memory = PromptMemory()
+        self._writer_catalogue = None  # (the writer table's version, its Catalogue): _catalogue
         self.prompt_builder = PromptBuilder(self.prompt_length, self.prompt_mode, self.supervise_prompts)
         self.two_stage_recall = TwoStageRecall(
             self.stage1_n, stage2_extension(config), self.n_positions if self.prompt_positions == "sequence" else None
@@ -317,7 +318,7 @@ class RecGPT(SequentialRecommender):
             with _evaluation_mode(network):
                 hidden = self.forward(item_seq, segment_ids, user_ids, network)[mask]
             excluded = history_so_far(item_seq, mask) if self.prompt_exclude_history else None
-            catalogue = Catalogue(network.item_embedding.weight)  # the writer's weights, fixed for this batch
+            catalogue = self._catalogue(network)
             # Positions in chunks too: their histories (``excluded``) are [positions, T] each.
             written = []
             for start in range(0, hidden.size(0), self.GENERATION_CHUNK):
@@ -326,6 +327,22 @@ class RecGPT(SequentialRecommender):
             return torch.cat(written)
 
         return top_next_items
+
+    def _catalogue(self, network):
+        """``network``'s item table as rankings scan it (:class:`Catalogue`). The frozen
+        writer's is kept from batch to batch: its norm order is a sort and copy of the table
+        (0.5 s at 10^6 items), and a training phase writes the prompts of hundreds of batches.
+        Nothing trains the writer, and what gives it new weights (the copy at the start of
+        prompt-tuning, a checkpoint) changes the table's version counter or its storage, so
+        the kept one is made again then. The trained network's weights change at every step:
+        its catalogue serves one batch."""
+        table = network.item_embedding.weight
+        if network is not self.prompt_writer:
+            return Catalogue(table)
+        version = (table.data_ptr(), table._version, table.device)
+        if self._writer_catalogue is None or self._writer_catalogue[0] != version:
+            self._writer_catalogue = (version, Catalogue(table))
+        return self._writer_catalogue[1]
 
     def _states_at(self, user_ids):
         """``state_at(item_seq, segment_ids, index) -> [B, H]``: the hidden state at ``index``
@@ -363,7 +380,7 @@ class RecGPT(SequentialRecommender):
         evaluation protocol skips, as for every model; both recall stages skip them). The
         catalogue is scored in chunks (:func:`recbole_recgpt.ranking.top_k`).
         """
-        catalogue = Catalogue(self.gpt.item_embedding.weight)  # one norm order for every group and stage
+        catalogue = self._catalogue(self.gpt)  # one norm order for every group and stage
 
         def rank_group(batch, state_at, group_excluded):
             def rank_at(item_seq, segment_ids, index, n, skipped):
