@@ -6,8 +6,8 @@ million items one batch of 2,048 users holds 8 GB of scores, and writing prompts
 every history position) far more. Every ranking this package makes (evaluation, prompt
 writing, both stages of two-stage recall, recommendations) goes through :func:`top_k`, so its
 memory per batch is ``SCORES_PER_CHUNK`` scores whatever the catalogue, beside one copy of the
-item table in norm order (:class:`Catalogue`). The lists are the ones a single ``topk`` over all scores returns (up
-to the order of exactly tied scores).
+item table in norm order (:class:`Catalogue`). The lists are the ones a single ``topk`` over all
+scores returns (up to the order of exactly tied scores).
 """
 
 import torch
