@@ -187,6 +187,9 @@ def measure_size(data_path, dataset, losses, phases, budget, finish=()):
         # untimed epoch of it (or its budget's worth) comes first, as in a real run, since a
         # writer at its random initialisation holds items of one norm, which the ranking's norm
         # bound (recbole_recgpt/ranking.py) cannot use.
+        # A writer left at its initialisation (pre-training short of memory) writes slowly: the
+        # rows it writes for say so.
+        writer = {"trained": True}
         if "pretrain" not in phases and {"finetune", "eval"} & set(phases):
             try:
                 pretrain(Budget(None if loss in finish else budget))
@@ -194,12 +197,15 @@ def measure_size(data_path, dataset, losses, phases, budget, finish=()):
                 pass  # a writer trained for the budget's seconds
             except (MemoryError, RuntimeError) as error:
                 if not out_of_memory(error):
-                    raise  # else the writer stays at its initialisation; a phase short of memory says so itself
+                    raise
+                writer["trained"] = False
         preparations = {"eval": write_training_prompts}
         for phase, run in (("pretrain", pretrain), ("finetune", finetune), ("eval", evaluate)):
             if phase not in phases:
                 continue
             row = {"loss": loss, "phase": phase}
+            if phase != "pretrain" and not writer["trained"]:
+                row["writer"] = "initialisation"
             if phase in preparations:
                 try:
                     preparations[phase](Budget(None if loss in finish else budget))
@@ -223,6 +229,7 @@ def measure_size(data_path, dataset, losses, phases, budget, finish=()):
                     if not out_of_memory(error):
                         raise
                     row.update(status="out_of_memory", seconds=None, reason=str(error).splitlines()[0][:200])
+                    writer["trained"] = writer["trained"] and phase != "pretrain"
             row["peak_mb"] = round(peak.peak / 2**20)
             print(json.dumps(row), flush=True)
 
@@ -330,9 +337,14 @@ def catalogue_label(items):
 
 
 def scale_cell(run):
-    """One phase of one catalogue and loss: seconds and peak MB, or why there are none."""
+    """One phase of one catalogue and loss: seconds and peak MB, or why there are none; and
+    whether its prompts were written by a writer left at its initialisation."""
     if run is None:
         return "not measured"
+    return _scale_cell(run) + (", untrained writer" if run.get("writer") == "initialisation" else "")
+
+
+def _scale_cell(run):
     memory = f", {run['peak_mb']} MB" if run.get("peak_mb") is not None else ""
     if run["status"] == "ok":
         writing = run.get("prompt_writing_seconds")
@@ -343,7 +355,7 @@ def scale_cell(run):
         return f"skipped (~{run['estimated_seconds']:.0f} s){memory}"
     # Stopped before an estimate was possible: its reason says why (for an evaluation, the
     # training prompts it needs could not be written within the budget).
-    return f"skipped ({run['reason']})" if run.get("reason") else "skipped"
+    return f"skipped: {run['reason']}" if run.get("reason") else "skipped"
 
 
 def scale_table(report):

@@ -133,6 +133,26 @@ def test_prompt_tuning_timed_alone_is_written_by_a_pre_trained_network(tmp_path,
     assert epochs == ["pretrain", "finetune"]
 
 
+def test_rows_after_a_pre_training_short_of_memory_say_their_writer_is_untrained(tmp_path, capsys, monkeypatch):
+    from recbole_recgpt.trainer.phased import PhasedTrainer
+
+    train_epoch = PhasedTrainer._train_epoch
+
+    def short_of_memory_in_pre_training(self, *args, **kwargs):
+        if self.phase_name == "pretrain":
+            raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 8272008272 bytes")
+        return train_epoch(self, *args, **kwargs)
+
+    monkeypatch.setattr(PhasedTrainer, "_train_epoch", short_of_memory_in_pre_training)
+    scale.write_catalogue(tmp_path, "scale-400", 400, 600, 12)
+    for phases in (scale.PHASES, ["finetune", "eval"]):  # timed, or the untimed epoch before them
+        scale.measure_size(tmp_path, "scale-400", ["sampled_softmax"], phases, budget=600)
+        rows = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+        assert [(row["phase"], row["status"], row.get("writer")) for row in rows] == [
+            ("pretrain", "out_of_memory", None), ("finetune", "ok", "initialisation"), ("eval", "ok", "initialisation"),
+        ][3 - len(phases):]
+
+
 def test_the_speed_table_is_generated_from_the_report_with_its_ratios_and_targets(tmp_path):
     from benchmarks import speed
 
@@ -175,11 +195,11 @@ def test_the_scale_table_is_generated_from_the_report_with_a_cell_for_every_phas
          "estimated_seconds": 7000.4, "peak_mb": 9000, "git": "fedcba9876543210"},
         {"items": 10**6, "loss": "ce", "phase": "finetune", "status": "out_of_memory", "seconds": None, "peak_mb": None},
         {"items": 10**6, "loss": "ce", "phase": "eval", "status": "skipped", "seconds": None, "peak_mb": None,
-         "reason": "its training prompts were not written within the budget"},
+         "reason": "its training prompts were not written within the budget", "writer": "initialisation"},
     ]}
     assert scale.scale_table(report)[2:] == [
-        "| 10^6 | ce | skipped (~7000 s), 9000 MB | out of memory | skipped (its training prompts were not written "
-        "within the budget) | fedcba9 |",
+        "| 10^6 | ce | skipped (~7000 s), 9000 MB | out of memory | skipped: its training prompts were not written "
+        "within the budget, untrained writer | fedcba9 |",
         "| 10^6 | sampled softmax | 21.0 s, 3100 MB | 900.0 s (850.2 s), 3300 MB | not measured | 0123456 |",
         "| 10^6 | gbce | not measured | not measured | not measured |  |",
     ]
