@@ -186,10 +186,9 @@ def measure_size(data_path, dataset, losses, phases, budget, finish=()):
         # Prompts are written by the pre-trained network: when pre-training is not timed here, one
         # untimed epoch of it (or its budget's worth) comes first, as in a real run, since a
         # writer at its random initialisation holds items of one norm, which the ranking's norm
-        # bound (recbole_recgpt/ranking.py) cannot use.
-        # A writer left at its initialisation (pre-training short of memory) writes slowly: the
-        # rows it writes for say so.
-        writer = {"trained": True}
+        # bound (recbole_recgpt/ranking.py) cannot use. A writer left there (pre-training short
+        # of memory) writes slowly: the rows it writes for say so.
+        writer_trained = True
         if "pretrain" not in phases and {"finetune", "eval"} & set(phases):
             try:
                 pretrain(Budget(None if loss in finish else budget))
@@ -198,13 +197,13 @@ def measure_size(data_path, dataset, losses, phases, budget, finish=()):
             except (MemoryError, RuntimeError) as error:
                 if not out_of_memory(error):
                     raise
-                writer["trained"] = False
+                writer_trained = False
         preparations = {"eval": write_training_prompts}
         for phase, run in (("pretrain", pretrain), ("finetune", finetune), ("eval", evaluate)):
             if phase not in phases:
                 continue
             row = {"loss": loss, "phase": phase}
-            if phase != "pretrain" and not writer["trained"]:
+            if phase != "pretrain" and not writer_trained:
                 row["writer"] = "initialisation"
             if phase in preparations:
                 try:
@@ -229,7 +228,8 @@ def measure_size(data_path, dataset, losses, phases, budget, finish=()):
                     if not out_of_memory(error):
                         raise
                     row.update(status="out_of_memory", seconds=None, reason=str(error).splitlines()[0][:200])
-                    writer["trained"] = writer["trained"] and phase != "pretrain"
+                    if phase == "pretrain":
+                        writer_trained = False
             row["peak_mb"] = round(peak.peak / 2**20)
             print(json.dumps(row), flush=True)
 
