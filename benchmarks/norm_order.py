@@ -3,12 +3,13 @@ on a writer after one pre-training epoch, in one process: seconds, the share of 
 computed, and whether the prompts are the same.
 
     python -m benchmarks.norm_order --dataset=amazon-beauty
-    python -m benchmarks.norm_order --dataset=scale-100000 --batches=20
+    python -m benchmarks.norm_order --dataset=scale-100000 --batches=20 --loss=gbce
 
 A ``scale-N`` dataset is ``benchmarks.scale``'s synthetic catalogue of N items (written to
-``--data_path`` if it is not there; its default users and lengths), trained with its settings
-(sampled softmax, sparse gradients); any other comes from ``dataset/``, with the defaults.
-Timing: run it alone.
+``--data_path`` if it is not there; its default users and lengths), pre-trained with its
+settings for ``--loss`` (sampled softmax by default; sparse gradients for the sampled losses);
+any other comes from ``dataset/``, with the defaults. The share of scores computed depends on
+how the writer's item norms spread, so it compares losses; the seconds need the machine alone.
 """
 
 import argparse
@@ -34,12 +35,14 @@ def main(argv=None):
     parser.add_argument("--dataset", default="amazon-beauty")
     parser.add_argument("--data_path", default="saved/scale-data")
     parser.add_argument("--batches", type=int, default=20, help="training batches whose prompts are written")
+    parser.add_argument("--loss", default="sampled_softmax", choices=("ce", "sampled_softmax", "gbce"),
+                        help="pre-training loss of the writer on a scale-N catalogue")
     args = parser.parse_args(argv)
 
     if args.dataset.startswith("scale-"):
         if not (Path(args.data_path) / args.dataset / f"{args.dataset}.inter").exists():
             write_catalogue(args.data_path, args.dataset, int(args.dataset[len("scale-"):]), USERS, LENGTH)
-        overrides = settings("sampled_softmax", args.data_path, args.dataset)
+        overrides = settings(args.loss, args.data_path, args.dataset)
     else:
         overrides = {"epochs": 1, "show_progress": False}
     config = create_config("RecGPT", args.dataset, config_dict=overrides)
@@ -89,7 +92,8 @@ def main(argv=None):
     finally:
         torch.mm, recgpt_module.top_k = product, rank
     same = len(ordered) == len(unordered) and all(torch.equal(a, b) for a, b in zip(ordered, unordered))
-    print(f"{args.dataset}: prompts of {len(ordered)} batches written in {unordered_seconds:.1f} s in id order, "
+    loss = f" ({args.loss})" if args.dataset.startswith("scale-") else ""
+    print(f"{args.dataset}{loss}: prompts of {len(ordered)} batches written in {unordered_seconds:.1f} s in id order, "
           f"{seconds:.1f} s in norm order ({unordered_seconds / seconds:.2f}x); scores computed in norm order: "
           f"{sum(scored) / sum(ranked):.1%} of all; same prompts: {same}")
 
