@@ -1,6 +1,7 @@
 """Prompt writing with and without the norm order of the ranking (recbole_recgpt/ranking.py),
-on a writer after one pre-training epoch, in one process: seconds, the share of the scores
-computed, and whether the prompts are the same.
+on a writer after one pre-training epoch, in one process: the spread of the writer's item norms
+(what decides how early the norm order stops), seconds, the share of the scores computed, and
+whether the prompts are the same.
 
     python -m benchmarks.norm_order --dataset=amazon-beauty
     python -m benchmarks.norm_order --dataset=scale-100000 --batches=20 --loss=gbce
@@ -51,6 +52,7 @@ def main(argv=None):
     trainer.phase_name = "pretrain"
     trainer._train_epoch(UserSequenceDataLoader(config, train_data.dataset, neg_sample_num=0), 0)
     model.start_prompt_tuning()
+    print(norm_spread(args.dataset, model.gpt.item_embedding.weight[1:]))  # row 0 is padding
     loader = UserSequenceDataLoader(config, train_data.dataset)
     scored, ranked = [], []
     product, rank = torch.mm, ranking.top_k
@@ -96,6 +98,17 @@ def main(argv=None):
     print(f"{args.dataset}{loss}: prompts of {len(ordered)} batches written in {unordered_seconds:.1f} s in id order, "
           f"{seconds:.1f} s in norm order ({unordered_seconds / seconds:.2f}x); scores computed in norm order: "
           f"{sum(scored) / sum(ranked):.1%} of all; same prompts: {same}")
+
+
+def norm_spread(name, item_table):
+    """How the item norms spread, which decides how early a norm-ordered scan stops: a row stops
+    once its k-th score beats its norm times the largest norm left, so the scan ends early only
+    where most items' norms lie well below the largest ones."""
+    norms = item_table.detach().norm(dim=1)
+    quantiles = torch.quantile(norms, torch.tensor([0.5, 0.9, 0.99]))
+    largest = norms.max()
+    return (f"{name}: item norms: median {quantiles[0]:.3f}, 90% {quantiles[1]:.3f}, 99% {quantiles[2]:.3f}, "
+            f"largest {largest:.3f}; items above half the largest: {(norms > largest / 2).float().mean():.1%}")
 
 
 if __name__ == "__main__":
