@@ -6,8 +6,10 @@ import time
 
 import pandas as pd
 import pytest
+import torch
 
 from benchmarks import scale
+from benchmarks.norm_order import norm_spread
 
 
 def test_every_item_of_the_catalogue_occurs_and_popularity_falls_with_rank(tmp_path):
@@ -212,3 +214,11 @@ def test_the_scale_table_is_generated_from_the_report_with_a_cell_for_every_phas
     assert text.startswith(f"intro\n{scale.TABLE_START}\n| items | loss |")
     assert text.endswith(f"| 10^6 | gbce | not measured | not measured | not measured |  |\n{scale.TABLE_END}\nafter\n")
     assert "old table" not in text and text.count("| 10^6 |") == 3
+
+
+def test_the_norm_spread_names_the_quantiles_and_the_share_above_half_the_largest_norm():
+    # Items of norms 1, 2, ..., 10: median 5.5, largest 10, and 6, 7, 8, 9, 10 lie above 5.
+    table = torch.arange(1.0, 11.0).unsqueeze(1) * torch.tensor([[0.6, 0.8]])
+    line = norm_spread("tiny", table)
+    assert "median 5.500" in line and "largest 10.000" in line
+    assert "items above half the largest: 50.0%" in line
