@@ -52,7 +52,8 @@ def main(argv=None):
     trainer.phase_name = "pretrain"
     trainer._train_epoch(UserSequenceDataLoader(config, train_data.dataset, neg_sample_num=0), 0)
     model.start_prompt_tuning()
-    print(norm_spread(args.dataset, model.gpt.item_embedding.weight[1:]))  # row 0 is padding
+    label = f"{args.dataset} ({args.loss})" if args.dataset.startswith("scale-") else args.dataset
+    print(norm_spread(label, model.gpt.item_embedding.weight[1:]))  # row 0 is padding
     loader = UserSequenceDataLoader(config, train_data.dataset)
     scored, ranked = [], []
     product, rank = torch.mm, ranking.top_k
@@ -94,8 +95,7 @@ def main(argv=None):
     finally:
         torch.mm, recgpt_module.top_k = product, rank
     same = len(ordered) == len(unordered) and all(torch.equal(a, b) for a, b in zip(ordered, unordered))
-    loss = f" ({args.loss})" if args.dataset.startswith("scale-") else ""
-    print(f"{args.dataset}{loss}: prompts of {len(ordered)} batches written in {unordered_seconds:.1f} s in id order, "
+    print(f"{label}: prompts of {len(ordered)} batches written in {unordered_seconds:.1f} s in id order, "
           f"{seconds:.1f} s in norm order ({unordered_seconds / seconds:.2f}x); scores computed in norm order: "
           f"{sum(scored) / sum(ranked):.1%} of all; same prompts: {same}")
 
@@ -105,7 +105,7 @@ def norm_spread(name, item_table):
     once its k-th score beats its norm times the largest norm left, so the scan ends early only
     where most items' norms lie well below the largest ones."""
     norms = item_table.detach().norm(dim=1)
-    quantiles = torch.quantile(norms, torch.tensor([0.5, 0.9, 0.99]))
+    quantiles = torch.quantile(norms, norms.new_tensor([0.5, 0.9, 0.99]))
     largest = norms.max()
     return (f"{name}: item norms: median {quantiles[0]:.3f}, 90% {quantiles[1]:.3f}, 99% {quantiles[2]:.3f}, "
             f"largest {largest:.3f}; items above half the largest: {(norms > largest / 2).float().mean():.1%}")
