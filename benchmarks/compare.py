@@ -41,6 +41,8 @@ def parse(argv):
     parser.add_argument("--results", default="results", help="folder of comparison.csv/.md/.png")
     parser.add_argument("--document", default="docs/results.md", help="the results document (headline and tables)")
     parser.add_argument("--readme", default="README.md", help="the file whose headline table is rewritten")
+    parser.add_argument("--experiments", default="docs/experiments.md",
+                        help="the file whose RecGPT-against-SASRec table is rewritten")
     parser.add_argument("--variants_file", default=None)
     parser.add_argument("--threads", type=int, default=None)
     args, rest = parser.parse_known_args(argv)
@@ -141,7 +143,8 @@ def main(argv=None):
                     traceback.print_exc()
                     failed.append(f"{dataset} {name} seed {seed}: {type(error).__name__}: {error}")
                     continue
-                build_tables(args.store, args.results, variants, document=args.document, readme=args.readme)
+                build_tables(args.store, args.results, variants, document=args.document, readme=args.readme,
+                             experiments=args.experiments)
     for line in failed:
         print(f"failed: {line}", file=sys.stderr)
     return 1 if failed else 0

@@ -1,7 +1,8 @@
 """Tables and chart from the result store.
 
     python -m benchmarks.tables      # results/runs/** -> results/comparison.{csv,md,png}, docs/results.md,
-                                     # and README.md's headline table
+                                     # README.md's headline table and docs/experiments.md's
+                                     # RecGPT-against-SASRec table
 
 ``comparison.csv`` has one row per finished run. ``comparison.md`` has, per dataset, the
 main table (mean ± std over seeds, best mean per column in bold, RecGPT's relative gain over
@@ -262,6 +263,40 @@ def headline_table(records, variants):
             f"{variants[best].get('parent', best)} | {cell(theirs, 'ndcg@10', False)} | {gain:+.1f}% | "
             f"{difference_cell(*paired_over_seeds(ours, theirs))} |"
         )
+    return lines
+
+
+# RecGPT against SASRec, per protocol: (protocol, RecGPT's row, SASRec's row, RecGPT's phase-1 row).
+AGAINST_SASREC = (
+    ("RecBole's protocol", "RecGPT", "SASRec", "RecGPT-pretrain-only"),
+    ("history masked", "RecGPT-masked", "SASRec-masked", "RecGPT-pretrain-only-masked"),
+)
+
+
+def against_sasrec_table(records, dataset_order=("amazon-beauty", "amazon-toys", "amazon-sports", "yelp")):
+    """RecGPT's defaults against SASRec's, per dataset and protocol, on the seeds both have:
+    the relative difference of the means, and what phase 2 (prompt-tuning and two-stage
+    recall) adds to RecGPT's own phase-1 checkpoint in validation NDCG@10."""
+    lines = [
+        "| dataset | protocol | seeds | valid NDCG@10 | test NDCG@10 | test HR@10 | phase 2 over phase 1, valid NDCG@10 |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    datasets = {r.dataset for r in records}
+    for dataset in [d for d in dataset_order if d in datasets] + sorted(datasets - set(dataset_order)):
+        runs = by_variant([r for r in records if r.dataset == dataset], [])
+        for protocol, ours, theirs, phase1 in AGAINST_SASREC:
+            seeds = sorted({r.seed for r in runs.get(ours, [])} & {r.seed for r in runs.get(theirs, [])})
+            if not seeds:
+                continue
+            mine, base = (summarise(same_seeds(runs[name], seeds))["mean"] for name in (ours, theirs))
+            gains = [f"{100 * (mine[m] / base[m] - 1):+.1f}%" for m in ("valid_ndcg@10", "ndcg@10", "hit@10")]
+            phase1_seeds = sorted(set(seeds) & {r.seed for r in runs.get(phase1, [])})
+            phase2 = ""
+            if phase1_seeds:
+                final, start = (summarise(same_seeds(runs[name], phase1_seeds))["by_seed"] for name in (ours, phase1))
+                added = statistics.fmean(final[s]["valid_ndcg@10"] - start[s]["valid_ndcg@10"] for s in phase1_seeds)
+                phase2 = f"{added:+.4f}" + ("" if phase1_seeds == seeds else f" (seeds {', '.join(map(str, phase1_seeds))})")
+            lines.append(f"| {dataset} | {protocol} | {len(seeds)} | {' | '.join(gains)} | {phase2} |")
     return lines
 
 
@@ -571,7 +606,11 @@ def update_readme(path, records, variants):
     rewrite_block(path, README_START, README_END, headline_table(records, variants))
 
 
-def build_tables(store="results/runs", out="results", variants=None, document=None, readme=None):
+AGAINST_SASREC_START = "<!-- RecGPT against SASRec: python -m benchmarks.tables -->"
+AGAINST_SASREC_END = "<!-- end of RecGPT against SASRec -->"
+
+
+def build_tables(store="results/runs", out="results", variants=None, document=None, readme=None, experiments=None):
     variants = variants or load_variants()
     records = load_records(store)
     out = Path(out)
@@ -591,6 +630,8 @@ def build_tables(store="results/runs", out="results", variants=None, document=No
         Path(document).write_text(results_document(records, variants, speed))
     if readme:
         update_readme(readme, records, variants)
+    if experiments:
+        rewrite_block(experiments, AGAINST_SASREC_START, AGAINST_SASREC_END, against_sasrec_table(records))
 
 
 def main(argv=None):
@@ -599,8 +640,10 @@ def main(argv=None):
     parser.add_argument("--out", default="results")
     parser.add_argument("--document", default="docs/results.md", help="the results document (headline and tables)")
     parser.add_argument("--readme", default="README.md", help="the file whose headline table is rewritten")
+    parser.add_argument("--experiments", default="docs/experiments.md",
+                        help="the file whose RecGPT-against-SASRec table is rewritten")
     args = parser.parse_args(argv)
-    build_tables(args.store, args.out, document=args.document, readme=args.readme)
+    build_tables(args.store, args.out, document=args.document, readme=args.readme, experiments=args.experiments)
 
 
 if __name__ == "__main__":

@@ -56,7 +56,7 @@ def tiny_campaign(tiny_data_path, tmp_path):
         return [
             "--datasets=tiny", f"--variants={names}", f"--seeds={seeds}", f"--data_path={tiny_data_path}",
             f"--store={tmp_path / 'runs'}", f"--results={tmp_path}", f"--document={tmp_path / 'results.md'}",
-            "--readme=", f"--variants_file={variants_file}",
+            "--readme=", "--experiments=", f"--variants_file={variants_file}",
             f"--checkpoint_dir={tmp_path / 'saved'}",
         ]
 
@@ -653,6 +653,28 @@ def test_the_readme_block_gets_the_headline_and_nothing_else_changes(tmp_path):
     readme.write_text("no block\n")
     with pytest.raises(SystemExit, match="has no"):
         update_readme(readme, records, variants)
+
+
+def test_recgpt_against_sasrec_compares_the_seeds_both_have_and_phase_2_over_phase_1():
+    """RecGPT 0.12 on seeds 1 and 2 (valid 0.11), SASRec 0.10 on seed 1 only (valid 0.10): one
+    seed compared, +10.0% valid, +20.0% test. Phase 1 alone had 0.105 on validation: phase 2
+    adds +0.0050. Masked: RecGPT 0.15 against 0.20, no phase-1 row, so that cell is empty."""
+    from benchmarks.tables import against_sasrec_table
+
+    def run(variant, seed, test, valid):
+        record = fake_record(variant, seed, test)
+        record.best_valid_result["ndcg@10"] = valid
+        return record
+
+    records = [run("RecGPT", 1, 0.12, 0.11), run("RecGPT", 2, 0.12, 0.50), run("SASRec", 1, 0.10, 0.10),
+               run("RecGPT-pretrain-only", 1, 0.11, 0.105), run("RecGPT-masked", 1, 0.15, 0.15),
+               run("SASRec-masked", 1, 0.20, 0.20), run("SASRec", 3, 0.30, 0.30)]
+    assert against_sasrec_table(records)[2:] == [
+        "| tiny | RecBole's protocol | 1 | +10.0% | +20.0% | +20.0% | +0.0050 |",
+        "| tiny | history masked | 1 | -25.0% | -25.0% | -25.0% |  |",
+    ]
+    assert against_sasrec_table([r for r in records if r.variant != "SASRec"])[2:] == [
+        "| tiny | history masked | 1 | -25.0% | -25.0% | -25.0% |  |"]
 
 
 def test_migration_gives_old_records_the_parameter_counts_a_campaign_writes(tiny_campaign, tiny_data_path):
