@@ -656,9 +656,10 @@ def test_the_readme_block_gets_the_headline_and_nothing_else_changes(tmp_path):
 
 
 def test_recgpt_against_sasrec_compares_the_seeds_both_have_and_phase_2_over_phase_1():
-    """RecGPT 0.12 on seeds 1 and 2 (valid 0.11), SASRec 0.10 on seed 1 only (valid 0.10): one
-    seed compared, +10.0% valid, +20.0% test. Phase 1 alone had 0.105 on validation: phase 2
-    adds +0.0050. Masked: RecGPT 0.15 against 0.20, no phase-1 row, so that cell is empty."""
+    """RecGPT has seeds 1 and 2, SASRec seeds 1 and 3: only seed 1 is compared, RecGPT valid
+    0.11 and test 0.12 against 0.10 and 0.10, +10.0% and +20.0%. Phase 1 alone had 0.105 on
+    validation: phase 2 adds +0.0050. Masked: RecGPT 0.15 against 0.20, no phase-1 row, so that
+    cell is empty; without SASRec's row there is no ranked line."""
     from benchmarks.tables import against_sasrec_table
 
     def run(variant, seed, test, valid):
