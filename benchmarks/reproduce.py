@@ -5,8 +5,10 @@
 Each result file (``run_recgpt``'s ``--result_file``, named
 ``<dataset>-<variant>-seed<seed>.json`` by ``benchmarks/queue/reproduce.sh``) is set beside
 the stored record of the same dataset, variant and seed: the best-valid and test metrics,
-the epochs of each phase, the thread count and the revisions. Prints one table per file and
-whether every metric is identical.
+the epochs of each phase, every point of each phase's validation curve, the thread count and
+the revisions. Prints one table per file and whether all of it is identical. A result file
+holds no revision (``run_recgpt`` does not know one); ``reproduce.sh`` writes the revision it
+ran at beside the files, in ``revision.txt``.
 """
 
 import argparse
@@ -38,13 +40,39 @@ def compare(path, store="results/runs"):
             same &= again == value
             lines.append(f"| {'valid' if part == 'best_valid_result' else 'test'} {metric} | {value:.4f} | {again:.4f} | {again - value:+.4f} |")
     same &= stored.phase_epochs == new.phase_epochs
+    revision = new.revision or revision_beside(path)
     lines += [
         f"| epochs | {stored.epochs} | {new.epochs} | |",
         f"| threads | {stored.threads} | {new.threads} | |",
-        f"| revision | {stored.revision} | {new.revision} | |",
-        "", "identical" if same else "NOT identical", "",
+        f"| revision | {stored.revision} | {revision} | |",
+        "",
     ]
+    # The best epoch's metrics can agree while training went elsewhere (or while one
+    # evaluation summed in another order): every validation point is compared too.
+    moved = curve_differences(stored, new)
+    lines += [f"validation curve, {moved_points}" for moved_points in moved]
+    same &= not moved
+    lines += ["identical" if same else "NOT identical", ""]
     return lines, same
+
+
+def curve_differences(stored, new):
+    """One line per phase whose validation curve differs: how many points, and which."""
+    lines = []
+    for phase, before in stored.phases.items():
+        before = before.get("valid_curve") or []
+        after = (new.phases.get(phase) or {}).get("valid_curve") or []
+        points = [f"epoch {epoch} {score} -> {again}"
+                  for (epoch, score), (_, again) in zip(before, after) if score != again]
+        if points or len(before) != len(after):
+            lines.append(f"{phase}: {len(points)} of {len(before)} points differ ({', '.join(points) or 'lengths differ'})")
+    return lines
+
+
+def revision_beside(path):
+    """The revision ``reproduce.sh`` ran at (``revision.txt`` beside the result file), if any."""
+    written = Path(path).with_name("revision.txt")
+    return written.read_text().strip() if written.is_file() else "not recorded"
 
 
 def main(argv=None):

@@ -538,7 +538,7 @@ def test_a_row_whose_config_file_a_search_has_not_written_yet_is_waiting(tiny_ca
 def fake_record(variant, seed, ndcg, **fields):
     metrics = {m: ndcg for m in ("hit@5", "hit@10", "hit@20", "ndcg@5", "ndcg@10", "ndcg@20")}
     return RunRecord(dataset="tiny", model="any", variant=variant, seed=seed, best_valid_result={"ndcg@10": ndcg},
-                     test_result=metrics, phases={"train": {"epochs": 1}}, wall_s=1.0, trainer="t", **fields)
+                     test_result=metrics, wall_s=1.0, trainer="t", **{"phases": {"train": {"epochs": 1}}, **fields})
 
 
 def test_the_gain_over_the_best_baseline_uses_the_seeds_both_rows_have():
@@ -721,6 +721,28 @@ def test_a_run_trained_again_is_set_beside_its_stored_record(tmp_path, capsys):
     assert reproduce.main([str(moved), f"--store={store}"]) == 1
     out = capsys.readouterr().out
     assert "| test ndcg@10 | 0.0500 | 0.0512 | +0.0012 |" in out and "NOT identical" in out
+
+
+def test_a_run_trained_again_agrees_only_when_every_validation_point_agrees(tmp_path, capsys):
+    """The best epoch's metrics can agree while another epoch's validation score moved."""
+    from benchmarks import reproduce
+    from recbole_recgpt.comparison.store import record_path
+
+    def run(curve):
+        return fake_record("RecGPT", 2020, 0.05, threads=1, git=None,
+                           phases={"pretrain": {"epochs": 2, "valid_curve": [[0, 0.04], [1, 0.05]]},
+                                   "finetune": {"epochs": 3, "valid_curve": curve}})
+
+    store = tmp_path / "runs"
+    run([[0, 0.05], [1, 0.0506], [2, 0.0504]]).write(record_path(store, "tiny", "RecGPT", 2020))
+    again = tmp_path / "tiny-RecGPT-seed2020.json"
+    run([[0, 0.05], [1, 0.0507], [2, 0.0504]]).write(again)
+    (tmp_path / "revision.txt").write_text("def5678\n")
+    assert reproduce.main([str(again), f"--store={store}"]) == 1
+    out = capsys.readouterr().out
+    assert "| epochs | 2+3 | 2+3 | |" in out and "| revision | None | def5678 | |" in out
+    assert "validation curve, finetune: 1 of 3 points differ (epoch 1 0.0506 -> 0.0507)" in out
+    assert "NOT identical" in out and "pretrain:" not in out
 
 
 def test_a_search_is_shown_ranked_by_validation_with_the_unfinished_trials_last(tmp_path):

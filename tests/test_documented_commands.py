@@ -80,6 +80,11 @@ def repository_paths(value):
     return [word for word in value.split() if Path(word).parts and Path(word).parts[0] in TOP_LEVEL]
 
 
+def present(path):
+    """Whether a repository path exists; a shell pattern exists when it matches a file."""
+    return any(REPO.glob(path)) if any(sign in path for sign in "*?[") else (REPO / path).exists()
+
+
 def options(words):
     """``{key: value}`` of the ``--key=value`` words."""
     return dict(word[2:].partition("=")[::2] for word in words if word.startswith("--") and "=" in word)
@@ -99,10 +104,10 @@ def problems_of(command):
                  for key, value in given.items() if value.startswith("../")]
     for key, value in given.items():
         if key not in OUTPUT_OPTIONS and not placeholder(value):
-            problems += [f"{path} does not exist" for path in repository_paths(value) if not (REPO / path).exists()]
+            problems += [f"{path} does not exist" for path in repository_paths(value) if not present(path)]
     for word in arguments:
         if not word.startswith("--") and not placeholder(word):
-            problems += [f"{path} does not exist" for path in repository_paths(word) if not (REPO / path).exists()]
+            problems += [f"{path} does not exist" for path in repository_paths(word) if not present(path)]
     try:
         if entry == "module" and not arguments:
             importlib.import_module(words[2])  # the module named in prose, to be read up on with --help
@@ -228,6 +233,7 @@ def test_documented_command_works_as_written(path, number, command):
         ("python run_recgpt.py --dataset=yelp --data_path=../shared/datasets", "is outside the repository"),
         ("python run_recgpt.py --config_files=properties/model/RecGPT-nope.yaml", "does not exist"),
         ("python run_hyper.py --params_file=properties/hyper/Nope.hyper", "does not exist"),
+        ("python -m benchmarks.reproduce results/no-such-folder/*.json", "does not exist"),
         ("python -m benchmarks.plan --made_up_flag", "does not parse"),
         ("python -m benchmarks.compare --datasets=amazon-beauty --stage_1n=3", "--stage_1n is neither"),
         ("python run_recgpt.py recommend --checkpoint=<file> --top=5", "does not parse"),

@@ -8,6 +8,8 @@
 set -u
 cd "$(dirname "$0")/../.."
 mkdir -p results/reproduce
+# A result file holds no revision: say here which code trained them (-dirty: uncommitted changes).
+[[ -f results/reproduce/revision.txt ]] || python -c "from benchmarks.store import git_revision; print(git_revision())" > results/reproduce/revision.txt
 run() {  # variant, then the stored command's arguments
     local out="results/reproduce/amazon-beauty-$1-seed2020.json"
     [[ -f "$out" ]] && { echo "$out: kept"; return; }
