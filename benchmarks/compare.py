@@ -108,7 +108,8 @@ def remake(run, record, kind, command):
         print(f"{run.dataset} {run.variant} seed {run.seed}: reproduced its {', '.join(phases)} phase (the same "
               "validation curve); the record keeps its numbers", flush=True)
         return remade
-    outcome = "reproduced" if remade.remade["reproduced"] else "NOT reproduced"
+    moved = remade.remade["differences"]
+    outcome = f"NOT reproduced: {'; '.join(moved)}" if moved else "reproduced"
     print(f"{run.dataset} {run.variant} seed {run.seed}: {outcome} (valid ndcg@10 "
           f"{record.best_valid_result['ndcg@10']:.4f} before, {remade.best_valid_result['ndcg@10']:.4f} now)",
           flush=True)

@@ -16,6 +16,7 @@ import re
 import sys
 from pathlib import Path
 
+from benchmarks.store import differences
 from recbole_recgpt.comparison.store import record_path
 from recbole_recgpt.record import RunRecord
 
@@ -33,13 +34,10 @@ def compare(path, store="results/runs"):
         raise SystemExit(f"error: no stored record of {match['variant']} on {match['dataset']}, seed {match['seed']}")
     lines = [f"## {match['dataset']} {match['variant']} seed {match['seed']}", "",
              "| | stored | again | difference |", "| --- | ---: | ---: | ---: |"]
-    same = True
     for part in ("best_valid_result", "test_result"):
         for metric, value in getattr(stored, part).items():
             again = getattr(new, part)[metric]
-            same &= again == value
             lines.append(f"| {'valid' if part == 'best_valid_result' else 'test'} {metric} | {value:.4f} | {again:.4f} | {again - value:+.4f} |")
-    same &= stored.phase_epochs == new.phase_epochs
     revision = new.revision or revision_beside(path)
     lines += [
         f"| epochs | {stored.epochs} | {new.epochs} | |",
@@ -48,25 +46,12 @@ def compare(path, store="results/runs"):
         "",
     ]
     # The best epoch's metrics can agree while training went elsewhere (or while one
-    # evaluation summed in another order): every validation point is compared too.
-    moved = curve_differences(stored, new)
-    lines += [f"validation curve, {moved_points}" for moved_points in moved]
-    same &= not moved
-    lines += ["identical" if same else "NOT identical", ""]
-    return lines, same
-
-
-def curve_differences(stored, new):
-    """One line per phase whose validation curve differs: how many points, and which."""
-    lines = []
-    for phase, before in stored.phases.items():
-        before = before.get("valid_curve") or []
-        after = (new.phases.get(phase) or {}).get("valid_curve") or []
-        points = [f"epoch {epoch} {score} -> {again}"
-                  for (epoch, score), (_, again) in zip(before, after) if score != again]
-        if points or len(before) != len(after):
-            lines.append(f"{phase}: {len(points)} of {len(before)} points differ ({', '.join(points) or 'lengths differ'})")
-    return lines
+    # evaluation summed in another order): every validation point counts (the campaign's
+    # judgement of a parent trained again, the same function).
+    moved = differences(stored, new)
+    lines += [line for line in moved if "validation curve" in line]
+    lines += ["NOT identical" if moved else "identical", ""]
+    return lines, not moved
 
 
 def revision_beside(path):

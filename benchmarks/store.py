@@ -174,13 +174,11 @@ class Run(ComparisonRun):
             record = self.train(campaign_command)  # continues the phases just trained
         finally:
             torch.set_num_threads(threads)
-        reproduced = (record.best_valid_result, record.test_result) == (
-            previous.best_valid_result, previous.test_result
-        ) and all(
-            record.phases[name]["valid_curve"] == phase["valid_curve"] for name, phase in previous.phases.items()
-        )
+        moved = differences(previous, record)
+        reproduced = not moved
         record.remade = {
             "reproduced": reproduced,
+            "differences": moved,
             "previous": {
                 "best_valid_result": previous.best_valid_result, "test_result": previous.test_result,
                 "git": previous.revision, "finished": previous.finished, "wall_s": previous.wall_s,
@@ -254,6 +252,26 @@ def adopt(run, model, result, meta, parent=None):
 def checkpoint_paths(record):
     """``{"final": path, <phase>: path}`` of a trained run's record."""
     return {"final": record.checkpoint, **{name: phase["checkpoint"] for name, phase in record.phases.items()}}
+
+
+def differences(before, after):
+    """What a run trained again changed against its record, one line per moved best-valid or
+    test metric and per phase whose validation curve moved (or whose epochs did); empty when
+    it reproduced the record exactly."""
+    lines = [
+        f"{'valid' if part == 'best_valid_result' else 'test'} {metric} {value} -> {getattr(after, part).get(metric)}"
+        for part in ("best_valid_result", "test_result")
+        for metric, value in getattr(before, part).items() if getattr(after, part).get(metric) != value
+    ]
+    for phase, earlier in before.phases.items():
+        curve = earlier.get("valid_curve") or []
+        again = (after.phases.get(phase) or {}).get("valid_curve") or []
+        points = [f"epoch {epoch} {score} -> {new}" for (epoch, score), (_, new) in zip(curve, again) if score != new]
+        if points:
+            lines.append(f"{phase} validation curve: {len(points)} of {len(curve)} points differ ({', '.join(points)})")
+        if len(curve) != len(again):
+            lines.append(f"{phase} validation curve: {len(curve)} epochs -> {len(again)}")
+    return lines
 
 
 def equivalent_checkpoints(previous, record):

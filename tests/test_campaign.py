@@ -741,8 +741,8 @@ def test_a_run_trained_again_agrees_only_when_every_validation_point_agrees(tmp_
     assert reproduce.main([str(again), f"--store={store}"]) == 1
     out = capsys.readouterr().out
     assert "| epochs | 2+3 | 2+3 | |" in out and "| revision | None | def5678 | |" in out
-    assert "validation curve, finetune: 1 of 3 points differ (epoch 1 0.0506 -> 0.0507)" in out
-    assert "NOT identical" in out and "pretrain:" not in out
+    assert "finetune validation curve: 1 of 3 points differ (epoch 1 0.0506 -> 0.0507)" in out
+    assert "NOT identical" in out and "pretrain validation" not in out
 
 
 def test_a_search_is_shown_ranked_by_validation_with_the_unfinished_trials_last(tmp_path):
@@ -773,3 +773,20 @@ def test_a_search_is_shown_ranked_by_validation_with_the_unfinished_trials_last(
     assert "In progress: 4 trial(s) so far; the row waits for the search to finish." in lines
     (tmp_path / "search-best.yaml").write_text("learning_rate: 0.0005\n")  # the search finished
     assert not any(line.startswith("In progress") for line in search_tables({"X-tuned": {"search": str(path)}}))
+
+
+def test_what_a_run_trained_again_changed_is_named_metric_by_metric_and_point_by_point():
+    from benchmarks.store import differences
+
+    def run(test_ndcg, curve):
+        record = fake_record("SASRec", 1, 0.05, phases={"train": {"epochs": len(curve), "valid_curve": curve}})
+        record.test_result["ndcg@10"] = test_ndcg
+        return record
+
+    before = run(0.04, [[0, 0.03], [1, 0.05]])
+    assert differences(before, run(0.04, [[0, 0.03], [1, 0.05]])) == []
+    assert differences(before, run(0.0401, [[0, 0.0301], [1, 0.05], [2, 0.049]])) == [
+        "test ndcg@10 0.04 -> 0.0401",
+        "train validation curve: 1 of 2 points differ (epoch 0 0.03 -> 0.0301)",
+        "train validation curve: 2 epochs -> 3",
+    ]
