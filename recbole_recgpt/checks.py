@@ -8,10 +8,11 @@ import pandas as pd
 import yaml
 
 import recbole
+from recbole.utils import ModelType
 from recbole.utils.argument_list import dataset_arguments, evaluation_arguments, general_arguments, training_arguments
 
 from recbole_recgpt.checkpoints import read_checkpoint
-from recbole_recgpt.errors import CheckpointError, ConfigError, DataError
+from recbole_recgpt.errors import CheckpointError, ConfigError, DataError, check_integer
 
 RECBOLE_PROPERTIES = Path(recbole.__file__).resolve().parent / "properties"
 # Keys RecBole reads without listing them in any yaml file.
@@ -147,3 +148,9 @@ def check_catalogue(config, dataset):
             f"topk={largest_k} is more than the {items} items of dataset '{config['dataset']}'; "
             f"set topk to at most {items}"
         )
+
+
+def check_history_length(config):
+    """A sequential model's ``MAX_ITEM_LIST_LENGTH`` (the history it sees) holds an item."""
+    if config["MODEL_TYPE"] == ModelType.SEQUENTIAL:
+        check_integer("MAX_ITEM_LIST_LENGTH", config["MAX_ITEM_LIST_LENGTH"], 1)

@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 from recbole.config import Config
+from recbole.evaluator import metric_types
 
 from recbole_recgpt.checks import check_parameter_names, known_parameters, read_config_file
 from recbole_recgpt.distributed import configure_processes, several_processes
@@ -81,12 +82,23 @@ def create_config(model="RecGPT", dataset="ml-100k", config_files=None, config_d
         check_parameter_names(read_config_file(path), known, f"config file {path}")
     check_parameter_names(config_dict or {}, known, "the command line")
     with _without_command_line():
-        config = Config(
-            model=model_class,
-            dataset=dataset,
-            config_file_list=project_files + list(config_files or []),
-            config_dict=config_dict,
-        )
+        try:
+            config = Config(
+                model=model_class,
+                dataset=dataset,
+                config_file_list=project_files + list(config_files or []),
+                config_dict=config_dict,
+            )
+        except NotImplementedError as error:  # RecBole's word for metrics it cannot compute
+            if "no metric named" not in str(error):  # value metrics asked of a full ranking
+                raise ConfigError(
+                    "metrics: auc, logloss, mae and rmse score labelled pairs, which a full ranking does not have; "
+                    "use top-k metrics such as hit, ndcg and mrr"
+                ) from None
+            raise ConfigError(
+                f"metrics: {str(error).replace('There is no', 'RecBole has no')}; use names among "
+                f"{', '.join(metric_types)} (on the command line a list is quoted: --metrics=\"['Hit','NDCG']\")"
+            ) from None
     validate(config)
     return for_this_process(config)
 

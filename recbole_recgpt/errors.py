@@ -1,6 +1,8 @@
 """Errors in what the user gave us. Each message names the problem and the fix in one line;
 the command line prints it without a traceback (``--debug`` shows one)."""
 
+import numbers
+
 
 class RecGPTError(Exception):
     """Base class: bad input or a run that cannot continue, explained in one line."""
@@ -58,3 +60,16 @@ def check_choice(key, value, choices):
     """:class:`ConfigError` naming the choices unless ``value`` is one of them."""
     if value not in choices:
         raise ConfigError(f"{key}={value!r} is unknown; use one of {', '.join(choices)}")
+
+
+def check_integer(key, value, minimum, meaning=""):
+    """:class:`ConfigError` unless ``value`` is an integer >= ``minimum`` (True is not one);
+    ``meaning`` (e.g. ``" (0: the whole batch at once)"``) ends the message."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise ConfigError(f"{key}={value!r} must be an integer >= {minimum}{meaning}")
+
+
+def check_positive_number(key, value):
+    """:class:`ConfigError` unless ``value`` is a number > 0 (True is not one)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value > 0:
+        raise ConfigError(f"{key}={value!r} must be a number > 0")

@@ -49,6 +49,13 @@ def with_args(args, **changes):
         ({"learning_rate": 0}, "learning_rate=0 must be a number > 0"),
         ({"finetune_learning_rate": -0.1}, "finetune_learning_rate=-0.1 must be a number > 0"),
         ({"epochs": -1}, "epochs=-1 must be an integer >= 0"),
+        ({"finetune_epochs": 1.5}, "finetune_epochs=1.5 must be an integer >= 0"),
+        ({"train_batch_size": 0}, "train_batch_size=0 must be an integer >= 1"),
+        ({"MAX_ITEM_LIST_LENGTH": 0}, "MAX_ITEM_LIST_LENGTH=0 must be an integer >= 1"),
+        ({"valid_metric": "NDCG@50"}, "valid_metric=NDCG@50 is not computed by validation (metrics and topk give hit@5, "
+         "hit@10, ndcg@5, ndcg@10); choose one of those, or add its metric to metrics and its cut-off to topk"),
+        ({"metrics": "Foo"}, "metrics: RecBole has no metric named 'Foo'; use names among auc, "),
+        ({"metrics": "AUC"}, "metrics: auc, logloss, mae and rmse score labelled pairs, which a full ranking does not have"),
         ({"hidden_size": 30, "n_heads": 4}, "hidden_size=30 is not divisible by n_heads=4"),
         ({"promt_length": 2}, "unknown parameter 'promt_length' in the command line; did you mean 'prompt_length'?"),
         ({"loss_type": "CE"}, "unknown parameter 'loss_type'"),
@@ -68,7 +75,7 @@ def test_impossible_parameters(capsys, tiny_args, changes, expected):
 @pytest.mark.parametrize(
     "changes, expected",
     [
-        ({"topk": "[5,31]"}, "topk=31 is more than the 30 items of dataset 'tiny'; set topk to at most 30"),
+        ({"topk": "[5,10,31]"}, "topk=31 is more than the 30 items of dataset 'tiny'; set topk to at most 30"),
         ({"prompt_length": 31, "two_stage": False}, "prompt_length=31 is more than the 30 items of dataset 'tiny'"),
     ],
 )
@@ -194,6 +201,9 @@ def test_the_real_command_line_prints_one_line_and_debug_shows_the_traceback(tmp
          "one_negative_loss=bce needs loss_type=BPR (one sampled negative) and SASRec or GRU4Rec, not SASRec with loss_type=CE"),
         ("GRU4Rec", {**TINY_DATA, "baseline_trainer": "whole_sequence", "one_negative_loss": "hinge"},
          "one_negative_loss='hinge' is unknown; use one of bpr, bce"),
+        ("SASRec", {**TINY_DATA, "epochs": -1}, "epochs=-1 must be an integer >= 0"),
+        ("GRU4Rec", {**TINY_DATA, "MAX_ITEM_LIST_LENGTH": "abc"}, "MAX_ITEM_LIST_LENGTH='abc' must be an integer >= 1"),
+        ("Pop", {**TINY_DATA, "valid_metric": "MRR@10"}, "valid_metric=MRR@10 is not computed by validation"),
     ],
 )
 def test_checks_that_need_no_data_stop_the_command_before_anything_is_loaded(tiny_data_path, tmp_path, model, changes, expected):
@@ -222,3 +232,11 @@ def test_check_of_a_search_names_its_space(tiny_data_path, tmp_path):
     assert completed.returncode == 0, completed.stderr
     assert completed.stdout.startswith("# search space: learning_rate choice (0.01, 0.001)\n# valid: SASRec on tiny")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["space.hyper"]
+
+
+def test_validation_names_a_result_per_cutoff_for_the_metrics_of_top_k_lists_only():
+    from recbole_recgpt.trainer.phased import validation_metric_names
+
+    assert validation_metric_names(["Hit", "GAUC", "ItemCoverage"], [5, 10]) == [
+        "hit@5", "hit@10", "gauc", "itemcoverage@5", "itemcoverage@10",
+    ]

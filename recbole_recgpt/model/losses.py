@@ -33,7 +33,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from recbole_recgpt.errors import ConfigError, check_choice
+from recbole_recgpt.errors import ConfigError, check_choice, check_integer
 
 SAMPLED_LOSSES = ("sampled_softmax", "gbce")
 NEXT_ITEM_LOSSES = ("ce", *SAMPLED_LOSSES)  # what a softmax over the catalogue can become
@@ -265,12 +265,9 @@ def check_config(config, losses_by_key):
     trains with, ``{key: loss name}`` (e.g. ``{"pretrain_loss": "gbce"}``); the catalogue
     bound is checked with the data (:func:`check_negatives_fit`)."""
     negatives, sampling, calibration = config["loss_negatives"], config["loss_sampling"], config["gbce_t"]
-    if isinstance(negatives, bool) or not isinstance(negatives, int) or negatives < 1:
-        raise ConfigError(f"loss_negatives={negatives!r} must be an integer >= 1")
+    check_integer("loss_negatives", negatives, 1)
     check_choice("loss_sampling", sampling, SAMPLINGS)
-    chunk_rows = config["ce_chunk_rows"]
-    if isinstance(chunk_rows, bool) or not isinstance(chunk_rows, int) or chunk_rows < 0:
-        raise ConfigError(f"ce_chunk_rows={chunk_rows!r} must be an integer >= 0 (0: the whole batch at once)")
+    check_integer("ce_chunk_rows", config["ce_chunk_rows"], 0, " (0: the whole batch at once)")
     if isinstance(calibration, bool) or not isinstance(calibration, (int, float)) or not 0 <= calibration <= 1:
         raise ConfigError(f"gbce_t={calibration!r} must be a number between 0 and 1")
     if "gbce" in losses_by_key.values() and sampling != "uniform":

@@ -19,7 +19,7 @@ from recbole.model.abstract_recommender import SequentialRecommender
 from recbole.utils import InputType
 
 from recbole_recgpt.data import SEGMENT_PREFIX, TARGET_PREFIX
-from recbole_recgpt.errors import ConfigError, DataError, check_choice
+from recbole_recgpt.errors import ConfigError, DataError, check_choice, check_integer
 from recbole_recgpt.model import losses
 from recbole_recgpt.model.layers import ItemGPT
 from recbole_recgpt.model.length_groups import TOKENS_PER_GROUP, scores_by_length_group
@@ -47,14 +47,8 @@ def required_positions(max_seq_length, prompt_length, prompt_mode, prompt_positi
 
 def check_config(config):
     """Raise :class:`ConfigError` for RecGPT parameters that cannot work together."""
-    for key in ("epochs", "finetune_epochs", "prompt_length"):
-        if not isinstance(config[key], int) or config[key] < 0:
-            raise ConfigError(f"{key}={config[key]!r} must be an integer >= 0")
-    for key in ("learning_rate", "finetune_learning_rate"):
-        if not isinstance(config[key], (int, float)) or config[key] <= 0:
-            raise ConfigError(f"{key}={config[key]!r} must be a number > 0")
-    if not isinstance(config["neg_sample_num"], int) or config["neg_sample_num"] < 1:
-        raise ConfigError(f"neg_sample_num={config['neg_sample_num']!r} must be an integer >= 1")
+    check_integer("prompt_length", config["prompt_length"], 0)
+    check_integer("neg_sample_num", config["neg_sample_num"], 1)
     if config["hidden_size"] % config["n_heads"]:
         raise ConfigError(
             f"hidden_size={config['hidden_size']} is not divisible by n_heads={config['n_heads']}; "

@@ -23,13 +23,14 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from recbole.evaluator.register import metric_information
 from recbole.utils import get_local_time
 
 from recbole_recgpt import distributed
 from recbole_recgpt.collector import TopkCollector
 from recbole_recgpt.ranking import TopItems, excluded_lists, full_sort_top_k
 from recbole_recgpt.checkpoints import read_checkpoint
-from recbole_recgpt.errors import ConfigError, TrainingError
+from recbole_recgpt.errors import ConfigError, TrainingError, check_integer, check_positive_number
 from recbole_recgpt.files import replace_atomically
 
 
@@ -102,10 +103,24 @@ class SplitOptimizer:
             part.load_state_dict(state_dict[name])
 
 
+def validation_metric_names(metrics, topk):
+    """The result keys an evaluation with ``metrics`` and ``topk`` computes, as RecBole names
+    them: ``ndcg@10`` for a metric of the top-k lists, ``gauc`` or ``auc`` for the others."""
+    names = []
+    for metric in metrics:
+        metric = metric.lower()
+        per_cutoff = {"rec.topk", "rec.items"} & set(metric_information[metric])
+        names += [f"{metric}@{k}" for k in topk] if per_cutoff else [metric]
+    return names
+
+
 class PhasedTrainer:
     """Mixin for a RecBole ``Trainer``: resumable, timed training phases."""
 
     phase_order = ("train",)
+    # The settings each phase reads its epoch count and learning rate from.
+    EPOCH_KEYS = ("epochs",)
+    LEARNING_RATE_KEYS = ("learning_rate",)
     display_name = "RecBole Trainer"  # the trainer column of the comparison tables
     # Whether the trainer's losses can leave the item table sparse gradients
     # (``sparse_item_gradients``): RecGPT's and the whole-sequence trainer's can.
@@ -155,6 +170,26 @@ class PhasedTrainer:
 
     @classmethod
     def check_config(cls, config):
+        """Raise :class:`ConfigError` for training settings this trainer cannot honour: its
+        phases' epoch counts and learning rates, the batch sizes, a ``valid_metric`` that
+        validation does not compute, and ``sparse_item_gradients`` with this trainer or the
+        run's optimizer."""
+        for key in cls.EPOCH_KEYS:
+            check_integer(key, config[key], 0)
+        for key in cls.LEARNING_RATE_KEYS:
+            check_positive_number(key, config[key])
+        for key in ("train_batch_size", "eval_batch_size"):
+            check_integer(key, config[key], 1)
+        computed = validation_metric_names(config["metrics"], config["topk"])
+        if str(config["valid_metric"]).lower() not in computed:
+            raise ConfigError(
+                f"valid_metric={config['valid_metric']} is not computed by validation (metrics and topk give "
+                f"{', '.join(computed)}); choose one of those, or add its metric to metrics and its cut-off to topk"
+            )
+        cls.check_sparse_item_gradients(config)
+
+    @classmethod
+    def check_sparse_item_gradients(cls, config):
         """Raise :class:`ConfigError` when ``sparse_item_gradients`` cannot work with this
         trainer or with the run's optimizer settings."""
         if not config["sparse_item_gradients"]:

@@ -23,6 +23,8 @@ class RecGPTTrainer(PhasedTrainer, Trainer):
     """
 
     phase_order = ("pretrain", "finetune")
+    EPOCH_KEYS = ("epochs", "finetune_epochs")
+    LEARNING_RATE_KEYS = ("learning_rate", "finetune_learning_rate")
     display_name = "RecGPTTrainer"
     LOSS_KEYS = ("pretrain_loss", "finetune_loss")
     SPARSE_ITEM_GRADIENTS = True
