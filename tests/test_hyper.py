@@ -9,6 +9,7 @@ import csv
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -74,6 +75,10 @@ def test_a_hyper_file_is_read_as_recbole_reads_it_plus_comments(tmp_path):
     assert drawn == space.sample(parameters, 20, seed=3) != space.sample(parameters, 20, seed=4)
     for point in drawn:
         assert 0.1 <= point["dropout"] <= 0.5 and 1.2e-4 <= point["lr"] <= 6.8e-3 and point["hidden"] % 32 == 0
+        assert type(point["hidden"]) is int  # a size: torch refuses 64.0
+    # hyperopt's quniform draws numpy floats: integral bounds make an int, others a float
+    assert parameters[4].value(np.float64(64.0)) == 64 and type(parameters[4].value(np.float64(64.0))) is int
+    assert space.Parameter("wd", "quniform", (0.0, 0.1, 0.05)).value(np.float64(0.05)) == 0.05
     path.write_text("prompt_length [1,2]\n")
     with pytest.raises(ConfigError, match=r"line 1: expected 'name choice\|uniform\|quniform\|loguniform values'"):
         space.read_space(path)

@@ -13,7 +13,7 @@ import sys
 import numpy as np
 from recbole.trainer import HyperTuning
 
-from recbole_recgpt.hyper.space import hyperopt_space, plain
+from recbole_recgpt.hyper.space import hyperopt_space
 from recbole_recgpt.hyper.trial import OK
 
 
@@ -31,11 +31,12 @@ class ResumableHyperTuning(HyperTuning):
         if algo == "exhaustive":
             self.max_evals = min(self.max_evals, max_evals)
         self.record, self.run_trial, self.bigger, self.seed = record, run_trial, bigger, seed
+        self.parameters = {parameter.name: parameter for parameter in space}
 
     def trial(self, params):
         import hyperopt
 
-        params = {name: plain(value) for name, value in params.items()}
+        params = {name: self.parameters[name].value(value) for name, value in params.items()}
         row = self.record.finished(params) or self.record.add(self.run_trial(params))
         if row["status"] != OK:
             # hyperopt skips failed trials; its early-stopping rule still reads a loss, and a

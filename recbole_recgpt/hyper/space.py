@@ -4,7 +4,7 @@ One parameter a line, as RecBole's ``HyperTuning`` reads them::
 
     learning_rate choice [0.001,0.0005]     # one of the listed values
     dropout uniform 0.1,0.5                 # a float in [low, high]
-    hidden_size quniform 32,128,32          # round(uniform(low, high) / q) * q
+    hidden_size quniform 32,128,32          # round(uniform(low, high) / q) * q; an int when low, high, q are
     learning_rate loguniform -9,-5          # exp(uniform(low, high)): low, high are logs
 
 Lines starting with ``#`` are comments (this plugin's hyper files state their budget in one;
@@ -32,6 +32,15 @@ class Parameter:
     name: str
     kind: str
     values: tuple
+
+    def value(self, drawn):
+        """A drawn value as a run reads it: a numpy scalar (as hyperopt returns) as its Python
+        value, and a ``quniform`` over integers (``hidden_size quniform 32,128,32``) as an
+        int, which sizes and counts must be."""
+        drawn = plain(drawn)
+        if self.kind == "quniform" and all(float(bound).is_integer() for bound in self.values):
+            return int(round(drawn))
+        return drawn
 
 
 def read_space(path):
@@ -106,7 +115,7 @@ def _draw(parameter, rng):
     if parameter.kind == "loguniform":
         return float(math.exp(rng.uniform(low, high)))
     q = parameter.values[2]
-    return float(round(rng.uniform(low, high) / q) * q)
+    return parameter.value(float(round(rng.uniform(low, high) / q) * q))
 
 
 def hyperopt_space(space):
