@@ -4,6 +4,7 @@ import difflib
 import os
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import yaml
 
@@ -154,3 +155,31 @@ def check_history_length(config):
     """A sequential model's ``MAX_ITEM_LIST_LENGTH`` (the history it sees) holds an item."""
     if config["MODEL_TYPE"] == ModelType.SEQUENTIAL:
         check_integer("MAX_ITEM_LIST_LENGTH", config["MAX_ITEM_LIST_LENGTH"], 1)
+
+
+
+def check_split(config, dataset):
+    """Leave-one-out gives every part of the split rows (:class:`DataError` if not): with no
+    validation rows early stopping has nothing to choose by, and the best checkpoint would
+    silently be the last; with no training rows RecBole fails deep inside its sampler.
+
+    Per user, leave-one-out keeps the last row for the last part (test), the one before for
+    validation, and the rest for training: a part needs users with 1 (training), 3
+    (validation before test) or 2 (the last part) rows. A sequential model's rows are its
+    (prefix, next item) pairs, one fewer than the user's interactions."""
+    mode = config["eval_args"]["split"].get("LS")
+    if mode is None:
+        return
+    parts = {"valid_and_test": ("validation", "test"), "valid_only": ("validation",), "test_only": ("test",)}[mode]
+    needs = {"training": 1, **{part: len(parts) - index + 1 for index, part in enumerate(parts)}}
+    # Read before RecBole's build, which splits the interactions and makes a sequential model's pairs.
+    interactions = np.bincount(np.asarray(dataset.inter_feat[dataset.uid_field]))
+    longest = int(interactions.max()) if len(interactions) else 0
+    extra = 1 if config["MODEL_TYPE"] == ModelType.SEQUENTIAL else 0
+    for part, needed in needs.items():
+        if longest - extra < needed:
+            raise DataError(
+                f"dataset '{config['dataset']}' has no {part} rows: leave-one-out gives a user one only from "
+                f"{needed + extra} interactions on, and its longest history has {longest}; "
+                "use data with longer histories (the paper's datasets keep users with 5 or more)"
+            )

@@ -10,7 +10,7 @@ from recbole.utils import ModelType, init_logger, init_seed
 
 from recbole_recgpt import distributed
 from recbole_recgpt.checks import (
-    check_catalogue, check_dataset_files, check_pretrained_checkpoint, inter_columns, read_config_file,
+    check_catalogue, check_dataset_files, check_pretrained_checkpoint, check_split, inter_columns, read_config_file,
 )
 from recbole_recgpt.checkpoints import load_weights, read_checkpoint
 from recbole_recgpt.config import complete_load_col, create_config, for_this_process
@@ -35,6 +35,7 @@ def build(config):
     init_seed(config["seed"], config["reproducibility"])
     dataset = create_dataset(config)
     check_catalogue(config, dataset)
+    check_split(config, dataset)
     train_data, valid_data, test_data = data_preparation(config, dataset)
     protocol = EvaluationProtocol.from_config(config)
     if protocol.mask_history or not config["single_spec"]:

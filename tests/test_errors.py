@@ -114,6 +114,37 @@ def test_malformed_inter_files(capsys, tmp_path, content, expected):
     fails_with(capsys, ["--dataset=bad", f"--data_path={tmp_path}", *TINY_ARGS], expected)
 
 
+@pytest.mark.parametrize(
+    "model, longest, expected",
+    [
+        # a sequential model's rows are (prefix, next item) pairs: 4 items give training, validation and test one each
+        ("RecGPT", 3, "has no validation rows: leave-one-out gives a user one only from 4 interactions on, and its longest history has 3"),
+        ("SASRec", 2, "has no validation rows: leave-one-out gives a user one only from 4 interactions on, and its longest history has 2"),
+        ("SASRec", 1, "has no training rows: leave-one-out gives a user one only from 2 interactions on"),
+        ("Pop", 2, "has no validation rows: leave-one-out gives a user one only from 3 interactions on, and its longest history has 2"),
+    ],
+)
+def test_histories_too_short_for_a_part_of_the_split(capsys, tmp_path, model, longest, expected):
+    # 30 users over 40 items, user u's history is u, u+1, ... (the longest `longest` items)
+    write_inter(tmp_path, "short", {str(u): [str((u + i) % 40 + 1) for i in range(1 + u % longest)] for u in range(1, 31)})
+    args = [f"--model={model}", "--dataset=short", f"--data_path={tmp_path}", f"--checkpoint_dir={tmp_path}"]
+    fails_with(capsys, args + [f"--{key}={value}" for key, value in TINY_CONFIG.items() if model == "RecGPT" or key in TINY_DATA], expected)
+
+
+def test_four_interactions_are_enough_for_a_sequential_split(tmp_path):
+    from recbole.data import create_dataset, data_preparation
+
+    from recbole_recgpt.checks import check_split
+    from recbole_recgpt.config import create_config
+
+    write_inter(tmp_path, "short", {str(u): [str((u + i) % 40 + 1) for i in range(1 + u % 4)] for u in range(1, 31)})
+    config = create_config("SASRec", "short", config_dict={**TINY_DATA, "data_path": str(tmp_path)})
+    dataset = create_dataset(config)
+    check_split(config, dataset)
+    parts = data_preparation(config, dataset)
+    assert [len(part.dataset) > 0 for part in parts] == [True, True, True]
+
+
 def test_yaml_that_does_not_parse(capsys, tiny_args, tmp_path):
     broken = tmp_path / "broken.yaml"
     broken.write_text("epochs: 3\nprompt_length: [1, 2\n")
