@@ -13,7 +13,7 @@ from recbole.utils import ModelType
 from recbole.utils.argument_list import dataset_arguments, evaluation_arguments, general_arguments, training_arguments
 
 from recbole_recgpt.checkpoints import read_checkpoint
-from recbole_recgpt.errors import CheckpointError, ConfigError, DataError, check_integer
+from recbole_recgpt.errors import CheckpointError, ConfigError, DataError, check_choice, check_integer
 
 RECBOLE_PROPERTIES = Path(recbole.__file__).resolve().parent / "properties"
 # Keys RecBole reads without listing them in any yaml file.
@@ -151,8 +151,17 @@ def check_catalogue(config, dataset):
         )
 
 
-def check_history_length(config):
-    """A sequential model's ``MAX_ITEM_LIST_LENGTH`` (the history it sees) holds an item."""
+# The parts after training that each leave-one-out mode of RecBole's split holds out, in order.
+LEAVE_ONE_OUT_PARTS = {"valid_and_test": ("validation", "test"), "valid_only": ("validation",), "test_only": ("test",)}
+
+
+def check_run_settings(config):
+    """The settings every run reads, whatever its model: the seed, the leave-one-out mode of
+    the split, and a sequential model's ``MAX_ITEM_LIST_LENGTH`` (the history it sees)."""
+    check_integer("seed", config["seed"], 0)
+    mode = config["eval_args"]["split"].get("LS")
+    if mode is not None:
+        check_choice("eval_args split LS", mode, LEAVE_ONE_OUT_PARTS)
     if config["MODEL_TYPE"] == ModelType.SEQUENTIAL:
         check_integer("MAX_ITEM_LIST_LENGTH", config["MAX_ITEM_LIST_LENGTH"], 1)
 
@@ -170,7 +179,7 @@ def check_split(config, dataset):
     mode = config["eval_args"]["split"].get("LS")
     if mode is None:
         return
-    parts = {"valid_and_test": ("validation", "test"), "valid_only": ("validation",), "test_only": ("test",)}[mode]
+    parts = LEAVE_ONE_OUT_PARTS[mode]
     needs = {"training": 1, **{part: len(parts) - index + 1 for index, part in enumerate(parts)}}
     # Read before RecBole's build, which splits the interactions and makes a sequential model's pairs.
     interactions = np.bincount(np.asarray(dataset.inter_feat[dataset.uid_field]))

@@ -3,7 +3,7 @@
 from recbole.utils import get_model as recbole_get_model
 from recbole.utils import get_trainer as recbole_get_trainer
 
-from recbole_recgpt.checks import check_history_length
+from recbole_recgpt.checks import check_run_settings
 from recbole_recgpt.errors import ConfigError
 from recbole_recgpt.model import RecGPT
 from recbole_recgpt.protocol import EvaluationProtocol
@@ -61,11 +61,12 @@ def trainer_class(config):
 
 def validate(config):
     """Ask every component of a run whether it can honour ``config``: the evaluation
-    protocol, the history length, the model class and the trainer class (each its own ``check_config``), and the
-    whole-sequence trainer for the loss keys only it reads. :class:`ConfigError` names the
+    protocol, the settings every run reads (seed, split, history length), the model class
+    and the trainer class (each its own ``check_config``), and the whole-sequence trainer
+    for the loss keys only it reads. :class:`ConfigError` names the
     first problem. Settles ``baseline_trainer: auto`` on the way; returns the trainer class."""
     EvaluationProtocol.from_config(config)
-    check_history_length(config)
+    check_run_settings(config)
     resolve_baseline_trainer(config)
     trainer = trainer_class(config)
     for component in (get_model(config["model"]), trainer):

@@ -235,6 +235,9 @@ def test_the_real_command_line_prints_one_line_and_debug_shows_the_traceback(tmp
         ("SASRec", {**TINY_DATA, "epochs": -1}, "epochs=-1 must be an integer >= 0"),
         ("GRU4Rec", {**TINY_DATA, "MAX_ITEM_LIST_LENGTH": "abc"}, "MAX_ITEM_LIST_LENGTH='abc' must be an integer >= 1"),
         ("Pop", {**TINY_DATA, "valid_metric": "MRR@10"}, "valid_metric=MRR@10 is not computed by validation"),
+        ("SASRec", {**TINY_DATA, "seed": 1.5}, "seed=1.5 must be an integer >= 0"),
+        ("SASRec", {**TINY_DATA, "eval_args": "{'split':{'LS':'bad'},'order':'TO','mode':'full'}"},
+         "eval_args split LS='bad' is unknown; use one of valid_and_test, valid_only, test_only"),
     ],
 )
 def test_checks_that_need_no_data_stop_the_command_before_anything_is_loaded(tiny_data_path, tmp_path, model, changes, expected):
