@@ -82,7 +82,7 @@ def _parser(usage):
     return parser
 
 
-def _one_line_errors(main):
+def one_line_errors(main):
     """Print errors as one line on stderr and exit with status 2 (``--debug``: traceback); a
     stopped run's line ends with the command that finishes it (its ``next_step``)."""
 
@@ -162,7 +162,7 @@ def parse_run(argv):
     return args, overrides
 
 
-@_one_line_errors
+@one_line_errors
 def run_main(argv=None):
     from recbole_recgpt.errors import ProcessKilled
     from recbole_recgpt.quick_start import check_run, run_recgpt
@@ -274,7 +274,7 @@ def recommend_parser():
     return parser
 
 
-@_one_line_errors
+@one_line_errors
 def recommend_main(argv=None):
     from recbole_recgpt.recommend import format_recommendations, recommend
 
@@ -340,7 +340,7 @@ def parse_hyper(argv):
     return _parse(parser, argv)
 
 
-@_one_line_errors
+@one_line_errors
 def hyper_main(argv=None):
     from recbole_recgpt.hyper import check_search, run_search
 
@@ -405,7 +405,7 @@ def parse_compare(argv):
     return args, models, seeds, overrides
 
 
-@_one_line_errors
+@one_line_errors
 def compare_main(argv=None):
     from recbole_recgpt.comparison import compare, comparison_runs, state_of
 
