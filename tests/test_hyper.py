@@ -255,6 +255,22 @@ def test_a_search_where_no_trial_completed_exits_with_an_error(tiny_data_path, t
                     f"--output_file={tmp_path / 'out.csv'}", f"--checkpoint_dir={tmp_path / 'saved'}", *arguments])
 
 
+def test_a_search_that_runs_nothing_writes_its_report_into_a_new_folder_and_names_only_what_it_wrote(
+    tiny_data_path, tmp_path, capsys
+):
+    from recbole_recgpt.cli import hyper_main
+
+    (tmp_path / "two.hyper").write_text("learning_rate choice [0.01,0.005]\n")
+    out = tmp_path / "new" / "out.csv"
+    arguments = [f"--{key}={value}" for key, value in TINY.items() if not isinstance(value, (list, dict))]
+    summary = hyper_main(["--model=RecGPT", "--dataset=tiny", f"--data_path={tiny_data_path}", "--max_evals=0",
+                          f"--params_file={tmp_path / 'two.hyper'}", f"--output_file={out}", *arguments])
+    assert summary.rows == [] and sorted(p.name for p in out.parent.iterdir()) == ["out-ranked.md", "out.txt"]
+    assert capsys.readouterr().out.splitlines()[-2:] == [
+        f"no trial completed; see {out.parent / 'out-ranked.md'}", f"outputs: {out.parent / 'out.txt'}, {out.parent / 'out-ranked.md'}",
+    ]
+
+
 def test_a_search_with_trials_left_names_no_winner_and_exits_with_an_error(tiny_data_path, tmp_path, monkeypatch):
     """A Ray search stopped after one of its two trials (a session's end): no best yaml (an
     older one is removed), so no campaign takes a partial search's winner; the exit says why."""

@@ -169,12 +169,13 @@ def _epoch_budget(config, params):
 
 def _print_summary(best, paths):
     if best is None:
-        print(f"no trial completed; see {paths['csv']}")
+        print(f"no trial completed; see {paths['ranked']}")
     else:
         print("best params:", best["params"])
         print("best valid result:", best["valid"])
         print("test result:", best["test"])
-    print("outputs:", ", ".join(str(path) for key, path in paths.items() if key != "ray"))
+    written = [str(path) for key, path in paths.items() if key != "ray" and Path(path).exists()]
+    print("outputs:", ", ".join(written) or "none (no trial has run)")
 
 
 def _one_line(row, valid_metric):

@@ -22,7 +22,7 @@ from time import time
 import yaml
 from recbole.utils.utils import dict2str
 
-from recbole_recgpt.files import replace_atomically
+from recbole_recgpt.files import replace_atomically, write_text_atomically
 from recbole_recgpt.hyper.space import params_key, params_text, plain
 from recbole_recgpt.hyper.trial import FINAL, OK, STOPPED
 
@@ -189,12 +189,10 @@ def write_outputs(record, paths, context, plot=False, complete=True):
 
 
 def _write_text(path, rows):
-    with open(path, "w", encoding="utf-8") as out:
-        for row in rows:
-            if row["status"] == OK:
-                out.write(params_text(row["params"]) + "\n")
-                out.write("Valid result:\n" + dict2str(row["valid"]) + "\n")
-                out.write("Test result:\n" + dict2str(row["test"]) + "\n\n")
+    write_text_atomically(path, "".join(
+        f"{params_text(row['params'])}\nValid result:\n{dict2str(row['valid'])}\nTest result:\n{dict2str(row['test'])}\n\n"
+        for row in rows if row["status"] == OK
+    ))
 
 
 def _header(context, rows):
@@ -226,7 +224,7 @@ def _write_ranked(path, rows, context):
             f"| {rank} | {row['trial']} | {row['status']} | {values} | {score} | {test} | {row['epochs']} | "
             f"{row['seconds']:.0f} | {(row['error'] or '').replace('|', '/')} |"
         )
-    Path(path).write_text("\n".join(lines) + "\n", encoding="utf-8")
+    write_text_atomically(path, "\n".join(lines) + "\n")
 
 
 def _as_given(value):
@@ -250,7 +248,7 @@ def _write_best(path, row, context):
         f"Rerun: python run_recgpt.py --model={context['model']} --dataset={context['dataset']} {files} {fixed}".rstrip(),
     ]
     body = yaml.safe_dump({name: plain(value) for name, value in row["params"].items()}, sort_keys=False)
-    Path(path).write_text("".join(f"# {line}\n" for line in comment) + body, encoding="utf-8")
+    write_text_atomically(path, "".join(f"# {line}\n" for line in comment) + body)
 
 
 def plot_search(path, rows, parameter_names, context):
@@ -298,5 +296,6 @@ def plot_search(path, rows, parameter_names, context):
     for ax in axes[panels:]:
         ax.set_visible(False)
     figure.tight_layout()
-    figure.savefig(path, dpi=100)
+    with replace_atomically(path) as temporary:
+        figure.savefig(temporary, dpi=100, format="png")
     plt.close(figure)
