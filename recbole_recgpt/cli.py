@@ -276,6 +276,7 @@ def recommend_parser():
 
 @one_line_errors
 def recommend_main(argv=None):
+    from recbole_recgpt.files import write_text_atomically
     from recbole_recgpt.recommend import format_recommendations, recommend
 
     args = recommend_parser().parse_args(argv)
@@ -287,7 +288,7 @@ def recommend_main(argv=None):
     fmt = args.format or ("json" if args.output and args.output.endswith(".json") else "csv")
     text = format_recommendations(rows, fmt)
     if args.output:
-        Path(args.output).write_text(text, encoding="utf-8")
+        write_text_atomically(args.output, text)
     else:
         sys.stdout.write(text)
 

@@ -23,6 +23,7 @@ import torch
 from recbole_recgpt.checkpoints import read_checkpoint
 from recbole_recgpt.checks import inter_columns
 from recbole_recgpt.config import complete_load_col, create_config, yaml_defaults
+from recbole_recgpt.files import write_text_atomically
 from recbole_recgpt.quick_start import jsonable, jsonable_config, run_recgpt
 from recbole_recgpt.record import RunRecord, split_revision
 
@@ -176,7 +177,7 @@ class Run:
             {"git": self.code_revision(), "started": time.strftime("%Y-%m-%d %H:%M:%S"),
              "threads": torch.get_num_threads()}
         )
-        path.write_text(json.dumps(attempts, indent=1) + "\n")
+        write_text_atomically(path, json.dumps(attempts, indent=1) + "\n")
         return attempts
 
     def resume_file(self, config):
