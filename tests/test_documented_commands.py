@@ -10,6 +10,7 @@ in backticks in prose. ``<...>`` and ``...`` are placeholders.
 
 import argparse
 import importlib
+import inspect
 import re
 import shlex
 import sys
@@ -197,7 +198,7 @@ def module_problems(module_name, arguments):
     Parser.parse_known_args, Parser.parse_args = known_and_stop, strict_and_stop
     sys.argv = [module_name, *arguments]
     try:
-        module.main()
+        inspect.unwrap(module.main)()  # past a one-line-errors wrapper, which would swallow Parsed
     except Parsed as parsed:
         rest = parsed.rest
     finally:
