@@ -2,6 +2,7 @@
 phase-2 model: the one-line errors a bad file gets, and the tensors that end up loaded."""
 
 import pickle
+from pathlib import Path
 
 import pytest
 import torch
@@ -82,3 +83,18 @@ def test_a_network_of_another_size_is_refused_with_the_tensor_that_differs(tiny_
     _, _, large, _ = build(tiny_config("RecGPT", hidden_size=32, inner_size=64))
     with pytest.raises(ValueError, match=r"item_embedding.weight has shape \(\d+, 16\), this run needs \(\d+, 32\)"):
         large.load_pretrained_network(small.state_dict())
+
+
+def test_a_checkpoint_name_is_not_reused_after_its_files_are_deleted(tmp_path):
+    # A record names its model by the checkpoint path; a run trained again in the same second,
+    # after a fresh checkout lost the files, must not take its predecessor's name.
+    import time
+
+    from recbole_recgpt.trainer.phased import checkpoint_stem
+
+    first = checkpoint_stem(tmp_path, "RecGPT", "tiny")
+    Path(f"{first}-finetune.pth").touch()
+    assert checkpoint_stem(tmp_path, "RecGPT", "tiny") != first  # the file is there: another name
+    Path(f"{first}-finetune.pth").unlink()
+    time.sleep(0.002)
+    assert checkpoint_stem(tmp_path, "RecGPT", "tiny") != first  # gone, and still another name

@@ -58,7 +58,7 @@ def test_metrics_over_the_catalogue_evaluate(tiny_config):
     """ItemCoverage and GiniIndex read the catalogue size RecBole's collector stores as an int."""
     from recbole_recgpt.quick_start import build
 
-    config = tiny_config("SASRec", metrics=["Hit", "ItemCoverage", "GiniIndex"])
+    config = tiny_config("SASRec", metrics=["Hit", "ItemCoverage", "GiniIndex"], valid_metric="Hit@10")
     _, (train_data, _, test_data), _, trainer = build(config)
     trainer.eval_collector.data_collect(train_data)  # as Trainer.fit does
     struct_size = train_data.dataset.item_num

@@ -257,7 +257,7 @@ def test_evaluation_from_lists_gives_the_metrics_of_full_sort_scores(tiny_config
 
 
 def test_metrics_that_read_every_score_are_computed_from_scores(tiny_config):
-    config = tiny_config("SASRec", metrics=["Hit", "GAUC"])
+    config = tiny_config("SASRec", metrics=["Hit", "GAUC"], valid_metric="Hit@10")
     _, (_, _, test_data), _, trainer = build(config)
     assert not trainer.eval_collector.reads_top_k_only
     assert 0 < trainer.evaluate(test_data, load_best_model=False)["gauc"] <= 1

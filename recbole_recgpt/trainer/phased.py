@@ -16,6 +16,7 @@ gathered before the metrics are computed, so they equal those of one process.
 import glob
 import os
 import random
+from datetime import datetime
 from time import time
 
 import numpy as np
@@ -24,7 +25,6 @@ from torch import nn
 from tqdm import tqdm
 
 from recbole.evaluator.register import metric_information
-from recbole.utils import get_local_time
 
 from recbole_recgpt import distributed
 from recbole_recgpt.collector import TopkCollector
@@ -40,8 +40,20 @@ def save_atomically(state, path):
         torch.save(state, temporary, pickle_protocol=4)
 
 
+def checkpoint_stem(checkpoint_dir, model, dataset):
+    """``<checkpoint_dir>/<model>-<dataset>-<time>``, the time RecBole's (to the second) plus
+    milliseconds, made unique among the files there (:func:`unused_stem`). The milliseconds
+    keep a name from being reused after its files are deleted, so that a record's checkpoint
+    path names one trained model: a run trained again in a fresh checkout, in the same
+    second, had taken its predecessor's name, and the rows scored from the old model read
+    as made from the new one."""
+    now = datetime.now()
+    moment = f"{now:%b-%d-%Y_%H-%M-%S}-{now.microsecond // 1000:03d}"
+    return unused_stem(os.path.join(checkpoint_dir, f"{model}-{dataset}-{moment}"))
+
+
 def unused_stem(stem):
-    """``stem``, or ``stem-2``, ``stem-3``...: runs started in the same second (tuning
+    """``stem``, or ``stem-2``, ``stem-3``...: runs started at the same moment (tuning
     trials, parallel jobs) must not overwrite each other's checkpoints."""
     candidate, number = stem, 1
     while glob.glob(f"{glob.escape(candidate)}-*.pth"):
@@ -149,7 +161,7 @@ class PhasedTrainer:
             self.eval_collector = distributed.GatheringCollector(config)
         # Every process reads the checkpoints process 0 writes: one name for all.
         self.checkpoint_stem = distributed.broadcast_object(
-            unused_stem(os.path.join(self.checkpoint_dir, f"{config['model']}-{config['dataset']}-{get_local_time()}"))
+            checkpoint_stem(self.checkpoint_dir, config["model"], config["dataset"])
         )
         self.phases = {}
         # What the run was asked to write besides checkpoints (``result_file``: an absolute
