@@ -166,7 +166,6 @@ def check_run_settings(config):
         check_integer("MAX_ITEM_LIST_LENGTH", config["MAX_ITEM_LIST_LENGTH"], 1)
 
 
-
 def check_split(config, dataset):
     """Leave-one-out gives every part of the split rows (:class:`DataError` if not): with no
     validation rows early stopping has nothing to choose by, and the best checkpoint would

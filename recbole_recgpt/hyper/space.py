@@ -4,7 +4,7 @@ One parameter a line, as RecBole's ``HyperTuning`` reads them::
 
     learning_rate choice [0.001,0.0005]     # one of the listed values
     dropout uniform 0.1,0.5                 # a float in [low, high]
-    hidden_size quniform 32,128,32          # round(uniform(low, high) / q) * q; an int when low, high, q are
+    hidden_size quniform 32,128,32          # round(uniform(low, high) / q) * q (an int when all three are)
     learning_rate loguniform -9,-5          # exp(uniform(low, high)): low, high are logs
 
 Lines starting with ``#`` are comments (this plugin's hyper files state their budget in one;
