@@ -114,7 +114,7 @@ class Run(ComparisonRun):
             self.start_from(parent)
         record = self.finished(self.config(self.model_name(parent)))
         if record and parent is not None:
-            made_from_parent = record.parent_hash == parent.settings_hash
+            made_from_parent = record.parent_hash in settings_hashes_of(parent)
             if not made_from_parent or self.used_checkpoint(record) not in checkpoints_of(parent, self.checkpoint_kind):
                 return None
         return record
@@ -185,6 +185,7 @@ class Run(ComparisonRun):
                 "threads": previous.threads,
             },
             "equivalent_checkpoints": equivalent_checkpoints(previous, record) if reproduced else {},
+            "equivalent_settings_hashes": equivalent_settings_hashes(previous, record) if reproduced else [],
         }
         record.write(self.path)
         return record
@@ -203,6 +204,7 @@ class Run(ComparisonRun):
             "phases": list(trained),
             "previous": {"git": previous.revision, "finished": previous.finished},
             "equivalent_checkpoints": equivalent_checkpoints(previous, record),
+            "equivalent_settings_hashes": equivalent_settings_hashes(previous, record),
             "wall_s": round(wall_seconds, 1),
             "threads": torch.get_num_threads(),
             **extra,
@@ -285,6 +287,20 @@ def equivalent_checkpoints(previous, record):
         if paths:
             equivalent[kind] = paths
     return equivalent
+
+
+def equivalent_settings_hashes(previous, record):
+    """The settings hashes of ``previous`` (and of those it had reproduced) other than
+    ``record``'s, for a ``record`` that reproduced it. A revision that adds a setting at its
+    default changes the hash of the same settings; the rows made from ``previous`` stay
+    current all the same."""
+    return [h for h in dict.fromkeys(settings_hashes_of(previous)) if h != record.settings_hash]
+
+
+def settings_hashes_of(record):
+    """The hashes under which a run's children may have been made: its own, and those of
+    earlier runs it reproduced exactly (:meth:`Run.remake`)."""
+    return [record.settings_hash, *(record.remade or {}).get("equivalent_settings_hashes", [])]
 
 
 def checkpoints_of(record, kind):

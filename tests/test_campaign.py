@@ -334,6 +334,23 @@ def test_a_parent_whose_checkpoints_are_gone_is_trained_again_for_a_new_child(ti
     assert record(root, "RecGPT-N5").checkpoint == after.checkpoint
 
 
+def test_a_reproduced_parent_keeps_the_rows_made_under_its_older_settings_hash(tiny_campaign, capsys):
+    # As if parent and child were made at a revision whose config lacked a key added since at
+    # its default: the same settings under another hash.
+    root = tiny_campaign("RecGPT-single-stage")
+    parent, child = record(root, "RecGPT"), record(root, "RecGPT-single-stage")
+    parent.settings_hash = child.parent_hash = "0123456789abcdef"
+    parent.write(record_path(root / "runs", "tiny", "RecGPT", 1))
+    child.write(record_path(root / "runs", "tiny", "RecGPT-single-stage", 1))
+    forget_checkpoints(root)
+    capsys.readouterr()
+    tiny_campaign("RecGPT-N5,RecGPT-single-stage")  # RecGPT-N5 needs the parent's checkpoint
+    output = capsys.readouterr().out
+    assert "tiny RecGPT seed 1: reproduced" in output
+    assert record(root, "RecGPT").remade["equivalent_settings_hashes"] == ["0123456789abcdef"]
+    assert "tiny RecGPT-single-stage seed 1: kept" in output and record(root, "RecGPT-single-stage") == child
+
+
 def as_if_it_had_ended_elsewhere(root, *keys):
     """Move one number of the stored RecGPT record (at ``keys``) by 0.5 and lose its
     checkpoints: a parent that the next campaign trains again and cannot reproduce."""
