@@ -174,8 +174,8 @@ def _print_summary(best, paths):
         print("best params:", best["params"])
         print("best valid result:", best["valid"])
         print("test result:", best["test"])
-    written = [str(path) for key, path in paths.items() if key != "ray" and Path(path).exists()]
-    print("outputs:", ", ".join(written) or "none (no trial has run)")
+    # The text and the ranked table are always written; the best yaml and the chart only when there is one.
+    print("outputs:", ", ".join(str(path) for key, path in paths.items() if key != "ray" and Path(path).exists()))
 
 
 def _one_line(row, valid_metric):
