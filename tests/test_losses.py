@@ -107,21 +107,41 @@ def test_gbce_beta_is_the_papers():
     assert gbce_beta(256, 10_001, 1.0) == pytest.approx(256 / 10_000)  # t = 1: beta = alpha
 
 
-def test_gbce_raises_the_target_term_to_beta(item_table):
-    # 4 items, 1 negative per position, t = 0.75: beta = 0.5 (above). Negatives 3 and 1, both
-    # scored 0: -log(1 - sigmoid(0)) = ln 2 each. Targets: -0.5 log sigmoid(ln 3) = 0.5 ln(4/3),
-    # -0.5 log sigmoid(ln 4) = 0.5 ln(5/4).
+def test_gbce_raises_the_target_term_to_beta_and_offsets_every_logit_by_the_prior(item_table):
+    # 4 items, 1 negative per position, t = 0.75: beta = 0.5 (above), so every logit gets
+    # log(beta / k) = -ln 2. Negatives 3 and 1, both scored 0 - ln 2:
+    # -log(1 - sigmoid(-ln 2)) = ln(3/2) each. Targets: -0.5 log sigmoid(ln 3 - ln 2) = 0.5 ln(5/3),
+    # -0.5 log sigmoid(ln 4 - ln 2) = 0.5 ln(3/2).
     loss = GeneralisedBCE(n_items=5, n_negatives=1, calibration=0.75)
+    assert loss.prior_logit == pytest.approx(-LN(2))
     value = loss.loss_with(torch.tensor([[3], [1]]), HIDDEN, TARGETS, item_table).item()
-    assert value == pytest.approx((0.5 * LN(4 / 3) + LN(2) + 0.5 * LN(5 / 4) + LN(2)) / 2)
+    assert value == pytest.approx((0.5 * LN(5 / 3) + LN(3 / 2) + 0.5 * LN(3 / 2) + LN(3 / 2)) / 2)
 
 
-def test_gbce_at_t_0_is_the_binary_cross_entropy_of_bce(item_table):
-    negatives = torch.tensor([[3, 4], [1, 4]])
-    plain = GeneralisedBCE(n_items=5, n_negatives=2, calibration=0.0).loss_with(negatives, HIDDEN, TARGETS, item_table)
+def test_gbce_with_one_negative_at_t_0_is_the_binary_cross_entropy_of_bce(item_table):
+    # beta = 1 and k = 1: the prior log(1/1) is 0.
+    negatives = torch.tensor([[3], [1]])
+    plain = GeneralisedBCE(n_items=5, n_negatives=1, calibration=0.0).loss_with(negatives, HIDDEN, TARGETS, item_table)
     bce = SampledNegativeBCE()(HIDDEN, TARGETS, item_table, negatives=negatives)
     torch.testing.assert_close(plain, bce)
-    assert bce.item() == pytest.approx((LN(4 / 3) + 2 * LN(2) + LN(5 / 4) + 2 * LN(2)) / 2)
+    assert bce.item() == pytest.approx((LN(4 / 3) + LN(2) + LN(5 / 4) + LN(2)) / 2)
+
+
+@pytest.mark.parametrize("n_negatives, calibration", [(256, 0.75), (16, 0.0), (3, 1.0)])
+def test_an_untrained_gbce_model_feels_no_pull_to_shift_every_item_alike(n_negatives, calibration):
+    # Every item at the same embedding c (here 0) scores every position alike. The gradient
+    # summed over the table is the loss's pull on c, the direction in which all items collapse
+    # together (without the prior, k negatives at sigmoid(0) outweigh the target's beta);
+    # at the prior's log-odds it is zero.
+    table = nn.Embedding(1001, 1)
+    with torch.no_grad():
+        table.weight.zero_()
+    loss = GeneralisedBCE(n_items=1001, n_negatives=n_negatives, calibration=calibration)
+    loss(torch.ones(64, 1), torch.full((64,), 7), table).backward()
+    grad = table.weight.grad.squeeze(1)
+    assert grad.sum().item() == pytest.approx(0.0, abs=1e-6)
+    # The target and its negatives are still pulled apart: the target up, the others down.
+    assert grad[7] < 0 and (grad[torch.arange(1001) != 7] >= 0).all()
 
 
 def test_bpr_is_recboles_on_the_first_negative(item_table):

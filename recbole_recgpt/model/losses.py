@@ -20,7 +20,8 @@ over positions. Rows are looked up through ``item_table(ids)``, so a sampled los
   Tikhonovich et al., RecSys 2025). A shared negative that is a row's target is masked for
   that row.
 * ``gbce``: gSASRec's generalised binary cross-entropy (Petrov & Macdonald, RecSys 2023),
-  k uniform negatives per position.
+  k uniform negatives per position, every logit offset by the log-odds where the loss starts
+  in balance.
 * ``bce`` / ``bpr``: against the loader's per-position negatives: binary cross-entropy
   (the RecGPT paper's pre-training, SASRec's original loss) or RecBole's BPR.
 
@@ -184,12 +185,24 @@ class GeneralisedBCE:
     target (the draw gSASRec's α assumes), and loses
     ``-log σ(s⁺)^β - Σ log(1 - σ(s⁻))`` (the paper's equation; gSASRec's code also divides
     by k + 1, a constant factor). The catalogue is ``n_items - 1`` real items.
+
+    Every score is ``h·e + log(β/k)`` (:attr:`prior_logit`): the log-odds at which the k
+    negatives' pull on a shared logit offset balances the target's (k σ(c) = β (1 - σ(c))), so
+    that an untrained model, whose scores are all about 0, starts there. Without it the k
+    negatives outweigh the target about k/β to 1 (1,000 to 1 at k = 256, t = 0.75) and
+    the fastest way down is to move every item's embedding the same way: on ml-100k the item
+    embeddings' mean cosine to their mean went to 0.89 in one epoch and validation NDCG@10 fell
+    from 0.019, where with the offset it rose to 0.061 in nine epochs. The same remedy as
+    RetinaNet's prior bias (Lin et al., ICCV 2017). A constant shift of every logit, so the
+    scores a model can reach, and the ranking, are unchanged; one negative at t = 0 gives
+    log(1/1) = 0, plain BCE.
     """
 
     def __init__(self, n_items, n_negatives, calibration):
         self.n_items = n_items
         self.n_negatives = n_negatives
         self.beta = gbce_beta(n_negatives, n_items - 1, calibration)
+        self.prior_logit = math.log(self.beta / n_negatives)
 
     def __call__(self, hidden, targets, item_table, negatives=None):
         return self.loss_with(self.draw_negatives(targets), hidden, targets, item_table)
@@ -202,8 +215,8 @@ class GeneralisedBCE:
 
     def loss_with(self, negatives, hidden, targets, item_table):
         """The loss against the per-position negatives ``negatives`` ``[P, k]``."""
-        target_logits = (hidden * item_table(targets)).sum(-1)  # [P]
-        negative_logits = torch.einsum("ph,pkh->pk", hidden, item_table(negatives))  # [P, k]
+        target_logits = (hidden * item_table(targets)).sum(-1) + self.prior_logit  # [P]
+        negative_logits = torch.einsum("ph,pkh->pk", hidden, item_table(negatives)) + self.prior_logit  # [P, k]
         # log σ(s)^β = β log σ(s) = -β softplus(-s), stable for any s.
         per_position = self.beta * F.softplus(-target_logits) + F.softplus(negative_logits).sum(-1)
         return per_position.mean()
