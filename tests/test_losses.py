@@ -127,6 +127,12 @@ def test_gbce_with_one_negative_at_t_0_is_the_binary_cross_entropy_of_bce(item_t
     assert bce.item() == pytest.approx((LN(4 / 3) + LN(2) + LN(5 / 4) + LN(2)) / 2)
 
 
+def test_bce_sums_the_binary_cross_entropy_of_every_negative(item_table):
+    # Negatives all scored 0: ln 2 each; targets ln(4/3) and ln(5/4) as above.
+    bce = SampledNegativeBCE()(HIDDEN, TARGETS, item_table, negatives=torch.tensor([[3, 4], [1, 4]]))
+    assert bce.item() == pytest.approx((LN(4 / 3) + 2 * LN(2) + LN(5 / 4) + 2 * LN(2)) / 2)
+
+
 @pytest.mark.parametrize("n_negatives, calibration", [(256, 0.75), (16, 0.0), (3, 1.0)])
 def test_an_untrained_gbce_model_feels_no_pull_to_shift_every_item_alike(n_negatives, calibration):
     # Every item at the same embedding c (here 0) scores every position alike. The gradient
