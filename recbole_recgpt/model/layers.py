@@ -5,6 +5,34 @@ from torch import nn
 
 from recbole.model.layers import TransformerEncoder
 
+from recbole_recgpt.errors import ConfigError, check_choice, check_integer, check_positive_number
+
+# What RecBole's TransformerEncoder reads: RecGPT's backbone, and SASRec's and BERT4Rec's.
+TRANSFORMER_SIZES = ("n_layers", "n_heads", "hidden_size", "inner_size")
+TRANSFORMER_DROPOUTS = ("hidden_dropout_prob", "attn_dropout_prob")
+TRANSFORMER_ACTIVATIONS = ("gelu", "relu", "swish", "tanh", "sigmoid")  # FeedForward.get_hidden_act's
+
+
+def check_transformer_config(config):
+    """Raise :class:`ConfigError` for a transformer that cannot be built or would train
+    nothing (a width of 0 trains silently to chance-level numbers); a config without these
+    keys (GRU4Rec, Pop) is not checked."""
+    if any(config[key] is None for key in (*TRANSFORMER_SIZES, *TRANSFORMER_DROPOUTS, "hidden_act", "layer_norm_eps")):
+        return
+    for key in TRANSFORMER_SIZES:
+        check_integer(key, config[key], 1)
+    if config["hidden_size"] % config["n_heads"]:
+        raise ConfigError(
+            f"hidden_size={config['hidden_size']} is not divisible by n_heads={config['n_heads']}; "
+            "choose values where it is"
+        )
+    for key in TRANSFORMER_DROPOUTS:
+        value = config[key]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+            raise ConfigError(f"{key}={value!r} must be a probability >= 0 and < 1")
+    check_choice("hidden_act", config["hidden_act"], TRANSFORMER_ACTIVATIONS)
+    check_positive_number("layer_norm_eps", config["layer_norm_eps"])
+
 
 class ItemGPT(nn.Module):
     """Causal transformer over item-id tokens with tied input/output item embeddings.

@@ -21,7 +21,7 @@ from recbole.utils import InputType
 from recbole_recgpt.data import SEGMENT_PREFIX, TARGET_PREFIX
 from recbole_recgpt.errors import ConfigError, DataError, check_choice, check_integer
 from recbole_recgpt.model import losses
-from recbole_recgpt.model.layers import ItemGPT
+from recbole_recgpt.model.layers import ItemGPT, check_transformer_config
 from recbole_recgpt.model.length_groups import TOKENS_PER_GROUP, scores_by_length_group
 from recbole_recgpt.model.prompts import (
     PROMPT_MODES, REAL_SEGMENT, PromptBuilder, PromptMemory, history_so_far, with_tail_slots,
@@ -49,11 +49,7 @@ def check_config(config):
     """Raise :class:`ConfigError` for RecGPT parameters that cannot work together."""
     check_integer("prompt_length", config["prompt_length"], 0)
     check_integer("neg_sample_num", config["neg_sample_num"], 1)
-    if config["hidden_size"] % config["n_heads"]:
-        raise ConfigError(
-            f"hidden_size={config['hidden_size']} is not divisible by n_heads={config['n_heads']}; "
-            "choose values where it is"
-        )
+    check_transformer_config(config)
     for key, choices in (
         ("prompt_mode", PROMPT_MODES), ("prompt_generator", PROMPT_GENERATORS), ("pretrain_loss", PRETRAIN_LOSSES),
         ("finetune_loss", FINETUNE_LOSSES), ("prompt_positions", PROMPT_POSITIONS),
