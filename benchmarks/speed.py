@@ -7,7 +7,7 @@ histories of 50, the same dropout) and run under the same allocator and thread s
 Measured: one training epoch of SASRec (RecBole's Trainer, one padded row per prefix, and
 the whole-sequence trainer, the baselines' default), of RecGPT pre-training and of RecGPT
 prompt-tuning, each with the default full-softmax loss and (whole-sequence SASRec, RecGPT)
-with sampled softmax, and (whole-sequence SASRec, RecGPT prompt-tuning) with the full softmax
+with each sampled loss (sampled softmax, gBCE), and (whole-sequence SASRec, RecGPT prompt-tuning) with the full softmax
 scored in chunks of positions (``ce_chunk_rows``); writing the prompts of every training
 sequence; full-sort evaluation of every validation user (SASRec: one pass; RecGPT: prompts,
 then two-stage recall; the first validation of a phase, which finds the frozen writer's
@@ -49,6 +49,7 @@ from recbole_recgpt.quick_start import build
 from recbole_recgpt.trainer import WholeSequenceTrainer
 from recbole_recgpt.utils import get_model, get_trainer
 
+SAMPLED_LOSSES = ("sampled_softmax", "gbce")  # measured beside full CE, sparse item gradients on
 CE_CHUNK_ROWS = 256  # the chunked full softmax's rows per chunk (ce_chunk_rows) in its two rows
 BACKBONE = {
     "hidden_size": 64, "n_layers": 2, "n_heads": 2, "inner_size": 256,
@@ -161,16 +162,20 @@ TABLE_ROWS = (
      ("sasrec_train_epoch", "x"), ""),
     ("sasrec_whole_sequence_epoch_sampled_softmax", "same, sampled softmax (256 shared negatives, sparse item gradients)",
      ("sasrec_whole_sequence_epoch", "x its CE epoch"), ""),
+    ("sasrec_whole_sequence_epoch_gbce", "same, gBCE (256 negatives per position, t = 0.75, sparse item gradients)",
+     ("sasrec_whole_sequence_epoch", "x its CE epoch"), ""),
     ("sasrec_whole_sequence_epoch_ce_chunks", f"same, full softmax in chunks of {CE_CHUNK_ROWS} positions (`ce_chunk_rows`)",
      ("sasrec_whole_sequence_epoch", "x its CE epoch"), ""),
     ("recgpt_pretrain_epoch", "RecGPT pre-training epoch (same pairs, full-softmax CE)",
      ("sasrec_whole_sequence_epoch", "x the whole-sequence SASRec epoch"), ""),
     ("recgpt_pretrain_epoch_sampled_softmax", "same, sampled softmax",
      ("sasrec_whole_sequence_epoch_sampled_softmax", "x SASRec's sampled epoch"), ""),
+    ("recgpt_pretrain_epoch_gbce", "same, gBCE", ("sasrec_whole_sequence_epoch_gbce", "x SASRec's gBCE epoch"), ""),
     ("recgpt_prompt_tuning_epoch", "RecGPT prompt-tuning epoch (K = 1: 2 x the positions; full-softmax CE)",
      ("sasrec_whole_sequence_epoch", "x the whole-sequence SASRec epoch"), "<= 1 x"),
     ("recgpt_prompt_tuning_epoch_sampled_softmax", "same, sampled softmax",
      ("sasrec_whole_sequence_epoch_sampled_softmax", "x SASRec's sampled epoch"), ""),
+    ("recgpt_prompt_tuning_epoch_gbce", "same, gBCE", ("sasrec_whole_sequence_epoch_gbce", "x SASRec's gBCE epoch"), ""),
     ("recgpt_prompt_tuning_epoch_ce_chunks", f"same, full softmax in chunks of {CE_CHUNK_ROWS} positions",
      ("sasrec_whole_sequence_epoch_ce_chunks", "x SASRec's chunked epoch"), ""),
     ("recgpt_prompt_writing", "writing the prompts of every training sequence", ("sasrec_train_epoch", "x"), ""),
@@ -261,9 +266,9 @@ def main():
             # with like for each loss.
             ("recgpt_pretrain_epoch", "sasrec_whole_sequence_epoch"),
             ("recgpt_prompt_tuning_epoch", "sasrec_whole_sequence_epoch"),
-            ("recgpt_pretrain_epoch_sampled_softmax", "sasrec_whole_sequence_epoch_sampled_softmax"),
-            ("recgpt_prompt_tuning_epoch_sampled_softmax", "sasrec_whole_sequence_epoch_sampled_softmax"),
-            ("sasrec_whole_sequence_epoch_sampled_softmax", "sasrec_whole_sequence_epoch"),
+            *((f"{model}_epoch_{loss}", f"sasrec_whole_sequence_epoch_{loss}") for loss in SAMPLED_LOSSES
+              for model in ("recgpt_pretrain", "recgpt_prompt_tuning")),
+            *((f"sasrec_whole_sequence_epoch_{loss}", "sasrec_whole_sequence_epoch") for loss in SAMPLED_LOSSES),
             ("sasrec_whole_sequence_epoch_ce_chunks", "sasrec_whole_sequence_epoch"),
             ("recgpt_prompt_tuning_epoch_ce_chunks", "recgpt_prompt_tuning_epoch"),
             ("recgpt_prompt_tuning_epoch_ce_chunks", "sasrec_whole_sequence_epoch_ce_chunks"),
@@ -283,16 +288,17 @@ def main():
     whole_sequence = WholeSequenceTrainer(sasrec_config, sasrec)
     sequences = UserSequenceDataLoader(sasrec_config, train_data.dataset)
     record("sasrec_whole_sequence_epoch", lambda: whole_sequence._train_epoch(sequences, 0), args.repeats)
-    sampled = {"baseline_loss": "sampled_softmax", "sparse_item_gradients": True}
-    sampled_config = create_config("SASRec", args.dataset, config_dict={**overrides, **sampled})
-    torch.manual_seed(2020)
-    sampled_sasrec = get_model("SASRec")(sampled_config, train_data.dataset)
-    sampled_trainer = WholeSequenceTrainer(sampled_config, sampled_sasrec)
-    sampled_trainer.use_training_data(train_data.dataset)
-    # The trainer marks RecBole's item table sparse after RecBole built the first optimizer; a
-    # phase builds its own (SparseAdam for the table), as here.
-    sampled_trainer.optimizer = sampled_trainer._build_optimizer(params=sampled_sasrec.parameters())
-    record("sasrec_whole_sequence_epoch_sampled_softmax", lambda: sampled_trainer._train_epoch(sequences, 0), args.repeats)
+    for loss in SAMPLED_LOSSES:
+        sampled = {"baseline_loss": loss, "sparse_item_gradients": True}
+        sampled_config = create_config("SASRec", args.dataset, config_dict={**overrides, **sampled})
+        torch.manual_seed(2020)
+        sampled_sasrec = get_model("SASRec")(sampled_config, train_data.dataset)
+        sampled_trainer = WholeSequenceTrainer(sampled_config, sampled_sasrec)
+        sampled_trainer.use_training_data(train_data.dataset)
+        # The trainer marks RecBole's item table sparse after RecBole built the first optimizer; a
+        # phase builds its own (SparseAdam for the table), as here.
+        sampled_trainer.optimizer = sampled_trainer._build_optimizer(params=sampled_sasrec.parameters())
+        record(f"sasrec_whole_sequence_epoch_{loss}", lambda: sampled_trainer._train_epoch(sequences, 0), args.repeats)
 
     def fresh_recgpt(**settings):
         """A RecGPT and its trainer from the same start as every other measured RecGPT."""
@@ -316,14 +322,15 @@ def main():
     recgpt_trainer.phase_name = "pretrain"
     record("recgpt_pretrain_epoch", lambda: recgpt_trainer._train_epoch(pretrain_data, 0), args.repeats)
 
-    # The same two phases with sampled softmax (sparse item gradients), from the same start.
-    sampled_recgpt = fresh_recgpt(pretrain_loss="sampled_softmax", finetune_loss="sampled_softmax", sparse_item_gradients=True)
-    sampled_recgpt[2].phase_name = "pretrain"
-    plain_data = UserSequenceDataLoader(sampled_recgpt[0], train_data.dataset)
-    record("recgpt_pretrain_epoch_sampled_softmax", lambda: sampled_recgpt[2]._train_epoch(plain_data, 0), args.repeats)
-    sampled_tuning_data = prompt_tuning(*sampled_recgpt)
-    record("recgpt_prompt_tuning_epoch_sampled_softmax",
-           lambda: sampled_recgpt[2]._train_epoch(sampled_tuning_data, 0), args.repeats)
+    # The same two phases with each sampled loss (sparse item gradients), from the same start.
+    for loss in SAMPLED_LOSSES:
+        sampled_recgpt = fresh_recgpt(pretrain_loss=loss, finetune_loss=loss, sparse_item_gradients=True)
+        sampled_recgpt[2].phase_name = "pretrain"
+        plain_data = UserSequenceDataLoader(sampled_recgpt[0], train_data.dataset)
+        record(f"recgpt_pretrain_epoch_{loss}", lambda: sampled_recgpt[2]._train_epoch(plain_data, 0), args.repeats)
+        sampled_tuning_data = prompt_tuning(*sampled_recgpt)
+        record(f"recgpt_prompt_tuning_epoch_{loss}",
+               lambda: sampled_recgpt[2]._train_epoch(sampled_tuning_data, 0), args.repeats)
 
     # The full softmax in chunks of positions (ce_chunk_rows), same losses otherwise.
     chunked = {"ce_chunk_rows": CE_CHUNK_ROWS}

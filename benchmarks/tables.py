@@ -316,9 +316,11 @@ def epoch_seconds(records):
 # same code's epoch took up to 3x longer in one session than in another. (speed.json times the
 # sampled loss with sparse item gradients, the variants without them: that difference is not measured.)
 SPEED_EPOCHS = {
-    ("SASRec", "sampled_softmax"): (("sasrec_whole_sequence_epoch_sampled_softmax",), ("sasrec_whole_sequence_epoch",)),
-    ("RecGPT", "sampled_softmax"): (("recgpt_pretrain_epoch_sampled_softmax", "recgpt_prompt_tuning_epoch_sampled_softmax"),
-                                    ("recgpt_pretrain_epoch", "recgpt_prompt_tuning_epoch")),
+    **{("SASRec", loss): ((f"sasrec_whole_sequence_epoch_{loss}",), ("sasrec_whole_sequence_epoch",))
+       for loss in ("sampled_softmax", "gbce")},
+    **{("RecGPT", loss): ((f"recgpt_pretrain_epoch_{loss}", f"recgpt_prompt_tuning_epoch_{loss}"),
+                          ("recgpt_pretrain_epoch", "recgpt_prompt_tuning_epoch"))
+       for loss in ("sampled_softmax", "gbce")},
 }
 
 
