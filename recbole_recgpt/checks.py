@@ -13,7 +13,8 @@ from recbole.utils import ModelType
 from recbole.utils.argument_list import dataset_arguments, evaluation_arguments, general_arguments, training_arguments
 
 from recbole_recgpt.checkpoints import read_checkpoint
-from recbole_recgpt.errors import CheckpointError, ConfigError, DataError, check_choice, check_integer
+from recbole_recgpt.errors import CheckpointError, ConfigError, DataError, check_choice, check_integer, check_probability
+from recbole_recgpt.model.layers import check_transformer_config
 
 RECBOLE_PROPERTIES = Path(recbole.__file__).resolve().parent / "properties"
 # Keys RecBole reads without listing them in any yaml file.
@@ -164,6 +165,19 @@ def check_run_settings(config):
         check_choice("eval_args split LS", mode, LEAVE_ONE_OUT_PARTS)
     if config["MODEL_TYPE"] == ModelType.SEQUENTIAL:
         check_integer("MAX_ITEM_LIST_LENGTH", config["MAX_ITEM_LIST_LENGTH"], 1)
+
+
+def check_recbole_model(config):
+    """The network of a RecBole baseline, checked as RecGPT checks its own before data loads:
+    GRU4Rec's sizes and dropout, and the encoder keys of SASRec, BERT4Rec and RecBole's other
+    transformers (torch would stop on them after loading, or, with ``hidden_size=0`` in a
+    transformer, train to chance level without a word)."""
+    if config["model"] == "GRU4Rec":
+        for key in ("embedding_size", "hidden_size", "num_layers"):
+            check_integer(key, config[key], 1)
+        check_probability("dropout_prob", config["dropout_prob"])
+    else:
+        check_transformer_config(config)
 
 
 def check_split(config, dataset):

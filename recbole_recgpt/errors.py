@@ -73,3 +73,9 @@ def check_positive_number(key, value):
     """:class:`ConfigError` unless ``value`` is a number > 0 (True is not one)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value > 0:
         raise ConfigError(f"{key}={value!r} must be a number > 0")
+
+
+def check_probability(key, value):
+    """:class:`ConfigError` unless ``value`` is a number >= 0 and < 1 (a dropout; 1 drops everything)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value < 1:
+        raise ConfigError(f"{key}={value!r} must be a probability >= 0 and < 1")

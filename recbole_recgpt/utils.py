@@ -3,10 +3,9 @@
 from recbole.utils import get_model as recbole_get_model
 from recbole.utils import get_trainer as recbole_get_trainer
 
-from recbole_recgpt.checks import check_run_settings
+from recbole_recgpt.checks import check_recbole_model, check_run_settings
 from recbole_recgpt.errors import ConfigError
 from recbole_recgpt.model import RecGPT
-from recbole_recgpt.model.layers import check_transformer_config
 from recbole_recgpt.protocol import EvaluationProtocol
 from recbole_recgpt.trainer import PhasedTrainer, RecGPTTrainer, WholeSequenceTrainer
 
@@ -63,8 +62,8 @@ def trainer_class(config):
 def validate(config):
     """Ask every component of a run whether it can honour ``config``: the evaluation
     protocol, the settings every run reads (seed, split, history length), the model class
-    and the trainer class (each its own ``check_config``; a RecBole transformer's keys as
-    RecGPT's backbone checks them), and the whole-sequence trainer
+    and the trainer class (each its own ``check_config``; a RecBole model's network, which it
+    does not check, :func:`check_recbole_model`), and the whole-sequence trainer
     for the loss keys only it reads. :class:`ConfigError` names the
     first problem. Settles ``baseline_trainer: auto`` on the way; returns the trainer class."""
     EvaluationProtocol.from_config(config)
@@ -76,7 +75,7 @@ def validate(config):
         check = getattr(component, "check_config", None)
         if check is not None:
             check(config)
-    if model is not RecGPT:  # RecBole's SASRec and BERT4Rec build the encoder RecGPT's check_config checks
-        check_transformer_config(config)
+    if model is not RecGPT:
+        check_recbole_model(config)
     WholeSequenceTrainer.check_not_set_elsewhere(config, trainer)
     return trainer

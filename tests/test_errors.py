@@ -243,6 +243,7 @@ def test_the_real_command_line_prints_one_line_and_debug_shows_the_traceback(tmp
         ("SASRec", {**TINY_DATA, "seed": 1.5}, "seed=1.5 must be an integer >= 0"),
         ("SASRec", {**TINY_DATA, "n_layers": 0}, "n_layers=0 must be an integer >= 1"),
         ("BERT4Rec", {**TINY_DATA, "hidden_dropout_prob": -0.1}, "hidden_dropout_prob=-0.1 must be a probability >= 0 and < 1"),
+        ("GRU4Rec", {**TINY_DATA, "num_layers": 0}, "num_layers=0 must be an integer >= 1"),
         ("SASRec", {**TINY_DATA, "eval_args": "{'split':{'LS':'bad'},'order':'TO','mode':'full'}"},
          "eval_args split LS='bad' is unknown; use one of valid_and_test, valid_only, test_only"),
     ],

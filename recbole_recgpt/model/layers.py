@@ -5,7 +5,7 @@ from torch import nn
 
 from recbole.model.layers import TransformerEncoder
 
-from recbole_recgpt.errors import ConfigError, check_choice, check_integer, check_positive_number
+from recbole_recgpt.errors import ConfigError, check_choice, check_integer, check_positive_number, check_probability
 
 # What RecBole's TransformerEncoder reads: RecGPT's backbone, and SASRec's and BERT4Rec's.
 TRANSFORMER_SIZES = ("n_layers", "n_heads", "hidden_size", "inner_size")
@@ -27,9 +27,7 @@ def check_transformer_config(config):
             "choose values where it is"
         )
     for key in TRANSFORMER_DROPOUTS:
-        value = config[key]
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
-            raise ConfigError(f"{key}={value!r} must be a probability >= 0 and < 1")
+        check_probability(key, config[key])
     check_choice("hidden_act", config["hidden_act"], TRANSFORMER_ACTIVATIONS)
     check_positive_number("layer_norm_eps", config["layer_norm_eps"])
 
