@@ -640,6 +640,23 @@ def test_a_losss_speed_is_read_from_one_process_where_speed_json_timed_it():
                     "RecGPT-gBCE": (None, "keep full CE: slower")}
 
 
+def test_a_loss_slower_in_one_process_is_kept_out_at_one_seed():
+    """Speed measured in one process does not wait on seeds: a loss 1.2x full CE's time there
+    keeps full CE after one seed, however close its validation score; one seed with no such
+    measurement decides nothing."""
+    from benchmarks.tables import loss_rows
+
+    variants = {"SASRec": {"model": "SASRec"},
+                "SASRec-gBCE": {"model": "SASRec", "loss_vs": "SASRec", "overrides": {"baseline_loss": "gbce"}},
+                "SASRec-SS": {"model": "SASRec", "loss_vs": "SASRec", "overrides": {"baseline_loss": "sampled_softmax"}}}
+    records = [fake_record(name, 1, 0.05, phases={"train": {"epochs": 1, "train_seconds": 5.0}}) for name in variants]
+    speed = {"measurements": {"sasrec_whole_sequence_epoch": {"seconds": 10.0},
+                              "sasrec_whole_sequence_epoch_gbce": {"seconds": 12.0}}}
+    rows = {row[1]: (row[-2], row[-1]) for row in loss_rows(records, variants, speed)}
+    assert rows == {"SASRec-gBCE": (1.2, "keep full CE: slower in one process"),
+                    "SASRec-SS": (None, "one seed: no decision")}
+
+
 def test_the_readme_block_gets_the_headline_and_nothing_else_changes(tmp_path):
     """The headline: each ``headline`` variant against the baseline best on validation (GRU4Rec
     here, although SASRec is better on test), on the seeds both have, per protocol."""
