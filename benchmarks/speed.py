@@ -7,8 +7,8 @@ histories of 50, the same dropout) and run under the same allocator and thread s
 Measured: one training epoch of SASRec (RecBole's Trainer, one padded row per prefix, and
 the whole-sequence trainer, the baselines' default), of RecGPT pre-training and of RecGPT
 prompt-tuning, each with the default full-softmax loss and (whole-sequence SASRec, RecGPT)
-with each sampled loss (sampled softmax, gBCE), and (whole-sequence SASRec, RecGPT prompt-tuning) with the full softmax
-scored in chunks of positions (``ce_chunk_rows``); writing the prompts of every training
+with each sampled loss (sampled softmax, gBCE), and (whole-sequence SASRec, RecGPT
+prompt-tuning) with the full softmax scored in chunks of positions (``ce_chunk_rows``); writing the prompts of every training
 sequence; full-sort evaluation of every validation user (SASRec: one pass; RecGPT: prompts,
 then two-stage recall; the first validation of a phase, which finds the frozen writer's
 training prompts written and recalls them for the histories that extend them, and a repeated

@@ -25,6 +25,7 @@ from pathlib import Path
 from scipy import stats
 
 from benchmarks.documents import rewrite_block
+from benchmarks.speed import SAMPLED_LOSSES
 from benchmarks.store import load_variants
 from recbole_recgpt.comparison.store import load_records
 from recbole_recgpt.comparison.table import mean_and_std, mean_std_text, metric_label
@@ -313,14 +314,14 @@ def epoch_seconds(records):
 
 # The epochs of results/speed.json, measured in one process, that weigh a loss's speed against
 # full CE's: the records' wall seconds come from different sessions, and on this machine the
-# same code's epoch took up to 3x longer in one session than in another. (speed.json times the
-# sampled loss with sparse item gradients, the variants without them: that difference is not measured.)
+# same code's epoch took severalfold longer in one session than in another. speed.json times
+# each loss with its campaign rows' settings.
 SPEED_EPOCHS = {
     **{("SASRec", loss): ((f"sasrec_whole_sequence_epoch_{loss}",), ("sasrec_whole_sequence_epoch",))
-       for loss in ("sampled_softmax", "gbce")},
+       for loss in SAMPLED_LOSSES},
     **{("RecGPT", loss): ((f"recgpt_pretrain_epoch_{loss}", f"recgpt_prompt_tuning_epoch_{loss}"),
                           ("recgpt_pretrain_epoch", "recgpt_prompt_tuning_epoch"))
-       for loss in ("sampled_softmax", "gbce")},
+       for loss in SAMPLED_LOSSES},
 }
 
 
